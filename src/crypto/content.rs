@@ -1,0 +1,292 @@
+//! The file content format: a header naming the file, then 4096-byte plaintext blocks sealed with
+//! AES-256-GCM. Owns the plaintext ⇄ ciphertext offset math and the per-block seal/open.
+
+use super::CryptoError;
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+
+pub const FORMAT_VERSION: u16 = 1;
+pub const FILE_ID_LEN: usize = 16;
+/// version (u16 BE) ‖ file id.
+pub const HEADER_LEN: usize = 2 + FILE_ID_LEN;
+pub const BLOCK_SIZE: usize = 4096;
+pub const NONCE_LEN: usize = 12;
+pub const TAG_LEN: usize = 16;
+pub const BLOCK_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+pub const STORED_BLOCK_SIZE: usize = BLOCK_SIZE + BLOCK_OVERHEAD;
+const AAD_LEN: usize = HEADER_LEN + 8 + 1;
+
+/// The fixed header at offset 0 of every non-empty content file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileHeader {
+    pub file_id: [u8; FILE_ID_LEN],
+}
+
+impl FileHeader {
+    pub fn new_random() -> Self {
+        let mut file_id = [0u8; FILE_ID_LEN];
+        super::keys::fill_random(&mut file_id);
+        Self { file_id }
+    }
+
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        out[..2].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
+        out[2..].copy_from_slice(&self.file_id);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, CryptoError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(CryptoError::Malformed("file header is truncated"));
+        }
+        if u16::from_be_bytes([bytes[0], bytes[1]]) != FORMAT_VERSION {
+            return Err(CryptoError::Malformed("unknown file format version"));
+        }
+        let mut file_id = [0u8; FILE_ID_LEN];
+        file_id.copy_from_slice(&bytes[2..HEADER_LEN]);
+        Ok(Self { file_id })
+    }
+}
+
+/// Plaintext size of a content file whose backing size is `stored`.
+/// A header with no block, or a tail too short to hold one byte, is damage, not a size.
+pub fn plain_size(stored: u64) -> Result<u64, CryptoError> {
+    if stored == 0 {
+        return Ok(0);
+    }
+    let body = stored
+        .checked_sub(HEADER_LEN as u64)
+        .filter(|b| *b > 0)
+        .ok_or(CryptoError::Malformed("content file holds a header but no block"))?;
+    let full = body / STORED_BLOCK_SIZE as u64;
+    let tail = body % STORED_BLOCK_SIZE as u64;
+    if tail != 0 && tail <= BLOCK_OVERHEAD as u64 {
+        return Err(CryptoError::Malformed("content file ends inside a block"));
+    }
+    let tail_plain = tail.saturating_sub(BLOCK_OVERHEAD as u64);
+    Ok(full * BLOCK_SIZE as u64 + tail_plain)
+}
+
+/// Backing size of a content file holding `plain` bytes.
+pub fn stored_size(plain: u64) -> u64 {
+    if plain == 0 {
+        return 0;
+    }
+    let full = plain / BLOCK_SIZE as u64;
+    let tail = plain % BLOCK_SIZE as u64;
+    let tail_stored = if tail == 0 {
+        0
+    } else {
+        tail + BLOCK_OVERHEAD as u64
+    };
+    HEADER_LEN as u64 + full * STORED_BLOCK_SIZE as u64 + tail_stored
+}
+
+/// Backing offset where block `index` starts.
+pub fn block_offset(index: u64) -> u64 {
+    HEADER_LEN as u64 + index * STORED_BLOCK_SIZE as u64
+}
+
+/// Number of blocks a file of `plain` bytes has; the last one is the final block.
+pub fn block_count(plain: u64) -> u64 {
+    plain.div_ceil(BLOCK_SIZE as u64)
+}
+
+/// Seals and opens the blocks of one file with its own key.
+pub struct FileCipher {
+    key: LessSafeKey,
+    header: [u8; HEADER_LEN],
+}
+
+impl FileCipher {
+    pub fn new(file_key: &[u8; 32], header: &FileHeader) -> Self {
+        // Only fails for a wrong key length, and the length is fixed by the type.
+        let unbound = UnboundKey::new(&AES_256_GCM, file_key).unwrap_or_else(|_| unreachable!());
+        Self {
+            key: LessSafeKey::new(unbound),
+            header: header.encode(),
+        }
+    }
+
+    pub fn header_bytes(&self) -> &[u8; HEADER_LEN] {
+        &self.header
+    }
+
+    fn aad(&self, index: u64, is_final: bool) -> [u8; AAD_LEN] {
+        let mut aad = [0u8; AAD_LEN];
+        aad[..HEADER_LEN].copy_from_slice(&self.header);
+        aad[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&index.to_be_bytes());
+        aad[AAD_LEN - 1] = u8::from(is_final);
+        aad
+    }
+
+    /// Seals `plain` (1..=4096 bytes) as block `index` into `out`, which must be exactly
+    /// `plain.len() + BLOCK_OVERHEAD` bytes: nonce ‖ ciphertext ‖ tag. The nonce is fresh random.
+    pub fn seal_block(&self, index: u64, is_final: bool, plain: &[u8], out: &mut [u8]) {
+        let mut nonce = [0u8; NONCE_LEN];
+        super::keys::fill_random(&mut nonce);
+        self.seal_block_with_nonce(index, is_final, plain, nonce, out);
+    }
+
+    /// As `seal_block` with a caller-chosen nonce: for test vectors only on the data path.
+    pub fn seal_block_with_nonce(
+        &self,
+        index: u64,
+        is_final: bool,
+        plain: &[u8],
+        nonce: [u8; NONCE_LEN],
+        out: &mut [u8],
+    ) {
+        assert!(!plain.is_empty() && plain.len() <= BLOCK_SIZE);
+        assert_eq!(out.len(), plain.len() + BLOCK_OVERHEAD);
+        out[..NONCE_LEN].copy_from_slice(&nonce);
+        let (body, tag_out) = out[NONCE_LEN..].split_at_mut(plain.len());
+        body.copy_from_slice(plain);
+        let aad = self.aad(index, is_final);
+        // Sealing only fails for inputs larger than GCM's 64 GiB limit.
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), body)
+            .unwrap_or_else(|_| unreachable!());
+        tag_out.copy_from_slice(tag.as_ref());
+    }
+
+    /// Opens stored block `index` into `out` and returns the plaintext length. An all-zero
+    /// stored block that is not the final one is a hole and reads as zeros.
+    pub fn open_block(
+        &self,
+        index: u64,
+        is_final: bool,
+        stored: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, CryptoError> {
+        if stored.len() <= BLOCK_OVERHEAD || stored.len() > STORED_BLOCK_SIZE {
+            return Err(CryptoError::Malformed("stored block has an impossible length"));
+        }
+        let plain_len = stored.len() - BLOCK_OVERHEAD;
+        let out = &mut out[..plain_len];
+        if !is_final && stored.iter().all(|b| *b == 0) {
+            out.fill(0);
+            return Ok(plain_len);
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&stored[..NONCE_LEN]);
+        let (body, tag) = stored[NONCE_LEN..].split_at(plain_len);
+        let opened = self.key.open_separate_gather(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(self.aad(index, is_final)),
+            body,
+            tag,
+            out,
+        );
+        if opened.is_err() {
+            // Never let a half-decrypted buffer escape: callers may reuse it.
+            out.fill(0);
+            return Err(CryptoError::Auth);
+        }
+        Ok(plain_len)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    use proptest::prelude::*;
+
+    /// Opens a block with RustCrypto's independent AES-GCM, to cross-check aws-lc-rs.
+    pub(crate) fn reference_open(
+        key: &[u8; 32],
+        header: &FileHeader,
+        index: u64,
+        is_final: bool,
+        stored: &[u8],
+    ) -> Option<Vec<u8>> {
+        let cipher = aes_gcm::Aes256Gcm::new_from_slice(key).ok()?;
+        let mut aad = header.encode().to_vec();
+        aad.extend_from_slice(&index.to_be_bytes());
+        aad.push(u8::from(is_final));
+        let nonce = aes_gcm::Nonce::from_slice(&stored[..NONCE_LEN]);
+        cipher
+            .decrypt(nonce, Payload { msg: &stored[NONCE_LEN..], aad: &aad })
+            .ok()
+    }
+
+    #[test]
+    fn sizes_round_trip() {
+        for plain in [0u64, 1, 4095, 4096, 4097, 8192, 10_000, 1 << 30] {
+            assert_eq!(plain_size(stored_size(plain)), Ok(plain), "{plain}");
+        }
+        assert_eq!(stored_size(1), 18 + 1 + 28);
+        assert_eq!(stored_size(4096), 18 + 4124);
+    }
+
+    #[test]
+    fn impossible_sizes_are_damage() {
+        assert!(plain_size(HEADER_LEN as u64).is_err());
+        assert!(plain_size(HEADER_LEN as u64 + 28).is_err());
+        assert!(plain_size(5).is_err());
+        assert!(plain_size(HEADER_LEN as u64 + 4124 + 3).is_err());
+    }
+
+    fn cipher() -> (FileCipher, [u8; 32], FileHeader) {
+        let key = [0x42u8; 32];
+        let header = FileHeader { file_id: [0x11; 16] };
+        (FileCipher::new(&key, &header), key, header)
+    }
+
+    #[test]
+    fn seal_open_and_cross_check_with_rustcrypto() {
+        let (c, key, header) = cipher();
+        let plain = b"hello, secretfs";
+        let mut stored = vec![0u8; plain.len() + BLOCK_OVERHEAD];
+        c.seal_block(3, true, plain, &mut stored);
+        let mut out = [0u8; BLOCK_SIZE];
+        assert_eq!(c.open_block(3, true, &stored, &mut out), Ok(plain.len()));
+        assert_eq!(&out[..plain.len()], plain);
+        assert_eq!(reference_open(&key, &header, 3, true, &stored).unwrap(), plain);
+    }
+
+    #[test]
+    fn moved_reflagged_or_flipped_blocks_fail() {
+        let (c, _, _) = cipher();
+        let mut stored = vec![0u8; BLOCK_SIZE + BLOCK_OVERHEAD];
+        c.seal_block(1, false, &[5u8; BLOCK_SIZE], &mut stored);
+        let mut out = [0u8; BLOCK_SIZE];
+        assert_eq!(c.open_block(2, false, &stored, &mut out), Err(CryptoError::Auth));
+        assert_eq!(c.open_block(1, true, &stored, &mut out), Err(CryptoError::Auth));
+        let other = FileCipher::new(&[0x42; 32], &FileHeader { file_id: [0x12; 16] });
+        assert_eq!(other.open_block(1, false, &stored, &mut out), Err(CryptoError::Auth));
+        stored[100] ^= 1;
+        assert_eq!(c.open_block(1, false, &stored, &mut out), Err(CryptoError::Auth));
+    }
+
+    #[test]
+    fn zero_block_is_a_hole_only_when_not_final() {
+        let (c, _, _) = cipher();
+        let stored = vec![0u8; STORED_BLOCK_SIZE];
+        let mut out = [1u8; BLOCK_SIZE];
+        assert_eq!(c.open_block(0, false, &stored, &mut out), Ok(BLOCK_SIZE));
+        assert!(out.iter().all(|b| *b == 0));
+        assert_eq!(c.open_block(0, true, &stored, &mut out), Err(CryptoError::Auth));
+    }
+
+    proptest! {
+        #[test]
+        fn any_block_round_trips(data in proptest::collection::vec(any::<u8>(), 1..=BLOCK_SIZE),
+                                 index in any::<u64>(), is_final in any::<bool>()) {
+            let (c, key, header) = cipher();
+            let mut stored = vec![0u8; data.len() + BLOCK_OVERHEAD];
+            c.seal_block(index, is_final, &data, &mut stored);
+            let mut out = [0u8; BLOCK_SIZE];
+            prop_assert_eq!(c.open_block(index, is_final, &stored, &mut out), Ok(data.len()));
+            prop_assert_eq!(&out[..data.len()], &data[..]);
+            prop_assert_eq!(reference_open(&key, &header, index, is_final, &stored), Some(data));
+        }
+
+        #[test]
+        fn size_math_is_a_bijection(plain in 0u64..(1u64 << 40)) {
+            prop_assert_eq!(plain_size(stored_size(plain)), Ok(plain));
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The master key and every key derived from it with HKDF-SHA256, one label per purpose.
+//! Key bytes live in zeroized, mlocked buffers; nothing here prints or serialises them.
+
+use hkdf::Hkdf;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+/// Length of the master key and of the AES-256 keys derived from it.
+pub const KEY_LEN: usize = 32;
+/// AES-SIV (CMAC) with AES-256 needs two 256-bit keys.
+pub const NAME_KEY_LEN: usize = 64;
+
+/// HKDF labels: `secretfs/v1/<purpose>`; the info of a per-file key appends the file id.
+pub const LABEL_CONTENT: &[u8] = b"secretfs/v1/content";
+pub const LABEL_NAMES: &[u8] = b"secretfs/v1/names";
+pub const LABEL_XATTR: &[u8] = b"secretfs/v1/xattr";
+pub const LABEL_CONFIG_MAC: &[u8] = b"secretfs/v1/config-mac";
+pub const LABEL_LUKS: &[u8] = b"secretfs/v1/luks";
+pub const LABEL_PASSWORD: &[u8] = b"secretfs/v1/password-key";
+
+/// A heap buffer of key bytes that is locked in RAM (never swapped) and wiped on drop.
+pub struct SecretBytes<const N: usize> {
+    bytes: Box<Zeroizing<[u8; N]>>,
+}
+
+impl<const N: usize> SecretBytes<N> {
+    pub fn zeroed() -> Self {
+        let bytes = Box::new(Zeroizing::new([0u8; N]));
+        // mlock failing (RLIMIT_MEMLOCK) must not stop a mount: the buffer is still wiped on drop.
+        // SAFETY: the pointer and length describe memory owned by `bytes`, alive until drop.
+        unsafe { libc::mlock(bytes.as_ptr().cast(), N) };
+        Self { bytes }
+    }
+
+    pub fn from_slice(src: &[u8]) -> Option<Self> {
+        if src.len() != N {
+            return None;
+        }
+        let mut key = Self::zeroed();
+        key.bytes.copy_from_slice(src);
+        Some(key)
+    }
+
+    pub fn random() -> Self {
+        let mut key = Self::zeroed();
+        fill_random(&mut key.bytes[..]);
+        key
+    }
+
+    pub fn expose(&self) -> &[u8; N] {
+        &self.bytes
+    }
+
+    pub fn expose_mut(&mut self) -> &mut [u8; N] {
+        &mut self.bytes
+    }
+}
+
+impl<const N: usize> Drop for SecretBytes<N> {
+    fn drop(&mut self) {
+        // Zeroizing wipes the bytes when the box drops; unlock the page range afterwards is
+        // harmless, so unlock first to keep the pairing obvious.
+        // SAFETY: same region that was locked in `zeroed`.
+        unsafe { libc::munlock(self.bytes.as_ptr().cast(), N) };
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for SecretBytes<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBytes(<redacted>)")
+    }
+}
+
+/// Fills `buf` from the OS CSPRNG; a failing kernel RNG is unrecoverable for a crypto filesystem.
+pub fn fill_random(buf: &mut [u8]) {
+    aws_lc_rs::rand::fill(buf).unwrap_or_else(|_| {
+        // ok: the kernel RNG never fails after boot; continuing without randomness is not an option
+        std::process::abort()
+    });
+}
+
+/// The 32-byte root secret of one filesystem, as returned by a key source.
+pub type MasterKey = SecretBytes<KEY_LEN>;
+
+/// Everything derived from the master key for one filesystem. Built once per mount.
+pub struct KeyRing {
+    /// HKDF pseudo-random key: Extract(salt = fs id, ikm = master key).
+    prk: SecretBytes<32>,
+    names: SecretBytes<NAME_KEY_LEN>,
+    xattr: SecretBytes<KEY_LEN>,
+    config_mac: SecretBytes<KEY_LEN>,
+}
+
+impl KeyRing {
+    pub fn new(master: &MasterKey, fs_id: &[u8; 16]) -> Self {
+        let (prk_arr, _) = Hkdf::<Sha256>::extract(Some(fs_id), master.expose());
+        let mut prk = SecretBytes::<32>::zeroed();
+        prk.expose_mut().copy_from_slice(&prk_arr);
+        let mut ring = Self {
+            prk,
+            names: SecretBytes::zeroed(),
+            xattr: SecretBytes::zeroed(),
+            config_mac: SecretBytes::zeroed(),
+        };
+        let mut names = SecretBytes::zeroed();
+        ring.expand(&[LABEL_NAMES], names.expose_mut());
+        let mut xattr = SecretBytes::zeroed();
+        ring.expand(&[LABEL_XATTR], xattr.expose_mut());
+        let mut config_mac = SecretBytes::zeroed();
+        ring.expand(&[LABEL_CONFIG_MAC], config_mac.expose_mut());
+        ring.names = names;
+        ring.xattr = xattr;
+        ring.config_mac = config_mac;
+        ring
+    }
+
+    fn expand(&self, info: &[&[u8]], out: &mut [u8]) {
+        // from_prk only fails for a PRK shorter than the hash, and expand only for an output
+        // longer than 255 hashes; both are fixed sizes here.
+        let hk = Hkdf::<Sha256>::from_prk(self.prk.expose()).unwrap_or_else(|_| unreachable!());
+        hk.expand_multi_info(info, out)
+            .unwrap_or_else(|_| unreachable!());
+    }
+
+    /// The content key of one file: Expand(PRK, LABEL_CONTENT ‖ file id, 32).
+    pub fn file_key(&self, file_id: &[u8; 16]) -> SecretBytes<KEY_LEN> {
+        let mut key = SecretBytes::zeroed();
+        self.expand(&[LABEL_CONTENT, file_id], key.expose_mut());
+        key
+    }
+
+    /// The LUKS keyslot passphrase for block mode.
+    pub fn luks_passphrase(&self) -> SecretBytes<KEY_LEN> {
+        let mut key = SecretBytes::zeroed();
+        self.expand(&[LABEL_LUKS], key.expose_mut());
+        key
+    }
+
+    pub fn names_key(&self) -> &SecretBytes<NAME_KEY_LEN> {
+        &self.names
+    }
+
+    pub fn xattr_key(&self) -> &SecretBytes<KEY_LEN> {
+        &self.xattr
+    }
+
+    pub fn config_mac_key(&self) -> &SecretBytes<KEY_LEN> {
+        &self.config_mac
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derivation_is_deterministic_and_separated() {
+        let master = MasterKey::from_slice(&[7u8; 32]).unwrap();
+        let a = KeyRing::new(&master, &[1u8; 16]);
+        let b = KeyRing::new(&master, &[1u8; 16]);
+        let other_fs = KeyRing::new(&master, &[2u8; 16]);
+        assert_eq!(a.file_key(&[9; 16]).expose(), b.file_key(&[9; 16]).expose());
+        assert_ne!(a.file_key(&[9; 16]).expose(), a.file_key(&[8; 16]).expose());
+        assert_ne!(a.file_key(&[9; 16]).expose(), other_fs.file_key(&[9; 16]).expose());
+        assert_ne!(a.config_mac_key().expose(), a.xattr_key().expose());
+        assert_ne!(&a.names_key().expose()[..32], a.xattr_key().expose());
+    }
+
+    #[test]
+    fn debug_never_prints_key_bytes() {
+        let key = MasterKey::from_slice(&[0xAB; 32]).unwrap();
+        let shown = format!("{key:?}");
+        assert!(!shown.to_lowercase().contains("ab"), "{shown}");
+    }
+}

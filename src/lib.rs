@@ -1,0 +1,4 @@
+//! secretfs: encrypted storage for cloud instances, as a FUSE filesystem (file mode) or dm-crypt
+//! (block mode), unlocked by one master key from a pluggable key source.
+
+pub mod crypto;
