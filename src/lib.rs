@@ -2,3 +2,5 @@
 //! (block mode), unlocked by one master key from a pluggable key source.
 
 pub mod crypto;
+pub mod config;
+pub mod keysource;

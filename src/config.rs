@@ -1,0 +1,268 @@
+//! The per-filesystem config file `secretfs.conf`: what it holds, how it is parsed, authenticated
+//! with the config-MAC subkey, and written atomically (temp, fsync, rename, fsync dir).
+
+use crate::crypto::keys::{KeyRing, SecretBytes};
+use crate::crypto::names::CONFIG_FILE;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_VERSION: u32 = 1;
+pub const CIPHER_NAME: &str = "AES-256-GCM-4096/AES-256-SIV";
+
+/// How the master key of this filesystem is obtained. Only public data lives here: never a key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum KeySourceDescriptor {
+    /// 32 random bytes in a file only root can read; the path is given at mount time.
+    Keyfile,
+    /// The master key wrapped with AES-256-GCM under an argon2id key of the passphrase.
+    Passphrase {
+        m_cost_kib: u32,
+        t_cost: u32,
+        p_cost: u32,
+        salt: String,
+        wrapped_key: String,
+    },
+    /// A fresh random key per mount; the backing store is emptied at every mount.
+    Ephemeral,
+}
+
+impl KeySourceDescriptor {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KeySourceDescriptor::Keyfile => "keyfile",
+            KeySourceDescriptor::Passphrase { .. } => "passphrase",
+            KeySourceDescriptor::Ephemeral => "ephemeral",
+        }
+    }
+}
+
+/// Everything the MAC covers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FsConfig {
+    pub format_version: u32,
+    pub fs_id: uuid::Uuid,
+    pub cipher: String,
+    pub block_size: u32,
+    pub key_source: KeySourceDescriptor,
+    /// base64 of the root directory's 16-byte id (other directories keep theirs in a file).
+    pub root_dir_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path} is not a secretfs backing store (no {CONFIG_FILE}); run `secretfs init` first")]
+    Missing { path: PathBuf },
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path} is damaged or not a secretfs config: {reason}")]
+    Malformed { path: PathBuf, reason: String },
+    #[error("this key does not open this filesystem (config MAC mismatch): wrong key, or the config was edited")]
+    MacMismatch,
+    #[error("{path} already holds a secretfs filesystem; refusing to overwrite it")]
+    AlreadyInitialized { path: PathBuf },
+}
+
+impl FsConfig {
+    pub fn new(key_source: KeySourceDescriptor) -> Self {
+        let mut root_dir_id = [0u8; 16];
+        crate::crypto::keys::fill_random(&mut root_dir_id);
+        let mut fs_id = [0u8; 16];
+        crate::crypto::keys::fill_random(&mut fs_id);
+        Self {
+            format_version: CONFIG_VERSION,
+            fs_id: uuid::Builder::from_random_bytes(fs_id).into_uuid(),
+            cipher: CIPHER_NAME.to_string(),
+            block_size: crate::crypto::content::BLOCK_SIZE as u32,
+            key_source,
+            root_dir_id: B64.encode(root_dir_id),
+        }
+    }
+
+    pub fn fs_id_bytes(&self) -> [u8; 16] {
+        *self.fs_id.as_bytes()
+    }
+
+    pub fn root_dir_id(&self) -> Result<[u8; 16], ConfigError> {
+        B64.decode(&self.root_dir_id)
+            .ok()
+            .and_then(|v| <[u8; 16]>::try_from(v).ok())
+            .ok_or_else(|| ConfigError::Malformed {
+                path: PathBuf::from(CONFIG_FILE),
+                reason: "root_dir_id is not 16 bytes of base64".into(),
+            })
+    }
+
+    fn mac(&self, key: &SecretBytes<32>) -> Vec<u8> {
+        // Serialising a plain struct of strings and integers cannot fail.
+        let body = serde_json::to_vec(self).unwrap_or_else(|_| unreachable!());
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(key.expose()).unwrap_or_else(|_| unreachable!());
+        mac.update(b"secretfs/v1/config\0");
+        mac.update(&body);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// Serialised form: the body plus `"mac"`, pretty-printed for people who audit it.
+    pub fn to_json(&self, keys: &KeyRing) -> Vec<u8> {
+        let mut value = serde_json::to_value(self).unwrap_or_else(|_| unreachable!());
+        if let serde_json::Value::Object(map) = &mut value {
+            map.insert("mac".into(), hex(&self.mac(keys.config_mac_key())).into());
+        }
+        let mut out = serde_json::to_vec_pretty(&value).unwrap_or_else(|_| unreachable!());
+        out.push(b'\n');
+        out
+    }
+
+    /// Parses without authenticating: the key source is needed before the MAC can be checked.
+    pub fn parse_unverified(bytes: &[u8]) -> Result<(Self, Vec<u8>), String> {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+        let mac = value
+            .as_object_mut()
+            .and_then(|m| m.remove("mac"))
+            .and_then(|m| m.as_str().and_then(unhex))
+            .ok_or("no valid \"mac\" field")?;
+        let config: FsConfig = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        if config.format_version != CONFIG_VERSION {
+            return Err(format!("unsupported format_version {}", config.format_version));
+        }
+        if config.block_size as usize != crate::crypto::content::BLOCK_SIZE || config.cipher != CIPHER_NAME {
+            return Err(format!("unsupported cipher {} / block size {}", config.cipher, config.block_size));
+        }
+        Ok((config, mac))
+    }
+
+    pub fn verify_mac(&self, mac: &[u8], keys: &KeyRing) -> Result<(), ConfigError> {
+        let expected = self.mac(keys.config_mac_key());
+        if aws_lc_rs::constant_time::verify_slices_are_equal(&expected, mac).is_ok() {
+            Ok(())
+        } else {
+            Err(ConfigError::MacMismatch)
+        }
+    }
+}
+
+pub fn config_path(backing: &Path) -> PathBuf {
+    backing.join(CONFIG_FILE)
+}
+
+/// Reads and parses the config of `backing`; the MAC is checked later with the key.
+pub fn load(backing: &Path) -> Result<(FsConfig, Vec<u8>), ConfigError> {
+    let path = config_path(backing);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ConfigError::Missing { path: backing.to_path_buf() })
+        }
+        Err(source) => return Err(ConfigError::Io { path, source }),
+    };
+    FsConfig::parse_unverified(&bytes).map_err(|reason| ConfigError::Malformed { path, reason })
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new file, never a mix.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut suffix = [0u8; 8];
+    crate::crypto::keys::fill_random(&mut suffix);
+    let tmp = dir.join(format!("{}{}", crate::crypto::names::TEMP_PREFIX, hex(&suffix)));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes a new config; refuses to replace one unless `replace` (rewrap, ephemeral re-key).
+pub fn store(backing: &Path, config: &FsConfig, keys: &KeyRing, replace: bool) -> Result<(), ConfigError> {
+    let path = config_path(backing);
+    if !replace && path.exists() {
+        return Err(ConfigError::AlreadyInitialized { path: backing.to_path_buf() });
+    }
+    write_atomically(&path, &config.to_json(keys), 0o600).map_err(|source| ConfigError::Io { path, source })
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::keys::MasterKey;
+    use proptest::prelude::*;
+
+    fn ring(config: &FsConfig, byte: u8) -> KeyRing {
+        KeyRing::new(&MasterKey::from_slice(&[byte; 32]).unwrap(), &config.fs_id_bytes())
+    }
+
+    #[test]
+    fn round_trip_and_mac() {
+        let config = FsConfig::new(KeySourceDescriptor::Keyfile);
+        let keys = ring(&config, 1);
+        let json = config.to_json(&keys);
+        let (parsed, mac) = FsConfig::parse_unverified(&json).unwrap();
+        assert_eq!(parsed, config);
+        parsed.verify_mac(&mac, &keys).unwrap();
+        assert!(matches!(parsed.verify_mac(&mac, &ring(&config, 2)), Err(ConfigError::MacMismatch)));
+    }
+
+    #[test]
+    fn edited_config_is_rejected() {
+        let config = FsConfig::new(KeySourceDescriptor::Keyfile);
+        let keys = ring(&config, 1);
+        let json = String::from_utf8(config.to_json(&keys)).unwrap();
+        let edited = json.replace(&config.root_dir_id, "AAAAAAAAAAAAAAAAAAAAAA==");
+        let (parsed, mac) = FsConfig::parse_unverified(edited.as_bytes()).unwrap();
+        assert!(matches!(parsed.verify_mac(&mac, &keys), Err(ConfigError::MacMismatch)));
+        let extra = json.replacen('{', "{\"evil\": 1,", 1);
+        assert!(FsConfig::parse_unverified(extra.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn atomic_store_refuses_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = FsConfig::new(KeySourceDescriptor::Ephemeral);
+        let keys = ring(&config, 1);
+        store(dir.path(), &config, &keys, false).unwrap();
+        assert!(matches!(store(dir.path(), &config, &keys, false), Err(ConfigError::AlreadyInitialized { .. })));
+        let (loaded, _) = load(dir.path()).unwrap();
+        assert_eq!(loaded, config);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "temp file left behind");
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = FsConfig::parse_unverified(&data);
+        }
+    }
+}
