@@ -4,3 +4,5 @@
 pub mod crypto;
 pub mod config;
 pub mod keysource;
+pub mod audit;
+pub mod fs;

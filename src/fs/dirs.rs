@@ -1,0 +1,370 @@
+//! Directories and names: per-directory ids (created crash-safely), name encryption on every
+//! path component, long-name side files, readdir snapshots, create/mkdir/link/rename/unlink.
+
+use super::inodes::{attr_from_stat, dirent_type, Inode, ROOT};
+use super::sys;
+use super::SecretFs;
+use crate::audit;
+use crate::crypto::content::plain_size;
+use crate::crypto::names::{
+    classify, long_name_side_file, BackingEntry, NameCipher, StoredName, DIRID_FILE, DIR_ID_LEN,
+    TEMP_PREFIX,
+};
+use fuser::{Errno, FileAttr, FileType, Request};
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::sync::Arc;
+
+/// One entry of a directory listing, as the kernel will see it.
+pub struct Listed {
+    pub name: OsString,
+    pub ino: u64,
+    pub kind: FileType,
+    /// Backing name, to look the entry up again for readdirplus.
+    pub backing: Option<CString>,
+}
+
+pub(super) fn io(e: std::io::Error) -> Errno {
+    Errno::from(e)
+}
+
+/// A new object's owner: the caller, with the group inherited from a setgid parent.
+pub(super) struct Owner {
+    pub uid: u32,
+    pub gid: Option<u32>,
+}
+
+impl SecretFs {
+    pub(super) fn inode(&self, ino: u64) -> Result<Arc<Inode>, Errno> {
+        self.inodes.get(ino).ok_or(Errno::ESTALE)
+    }
+
+    /// The id of directory `dir`, read once from its `secretfs.dirid` file.
+    pub(super) fn dir_id(&self, dir: &Inode) -> Result<[u8; DIR_ID_LEN], Errno> {
+        if let Some(id) = dir.dir_id.get() {
+            return Ok(*id);
+        }
+        if dir.kind != FileType::Directory {
+            return Err(Errno::ENOTDIR);
+        }
+        let name = sys::cstring(DIRID_FILE.as_bytes()).map_err(io)?;
+        let id = match sys::openat(dir.raw(), &name, libc::O_RDONLY, 0) {
+            Ok(fd) => {
+                let mut id = [0u8; DIR_ID_LEN];
+                let n = sys::pread(fd.as_raw_fd(), &mut id, 0).map_err(io)?;
+                if n != DIR_ID_LEN {
+                    audit::integrity_failure("dir-id", dir.ino, "directory id file is truncated");
+                    return Err(Errno::EIO);
+                }
+                id
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.repair_missing_dir_id(dir)?,
+            Err(e) => return Err(io(e)),
+        };
+        Ok(*dir.dir_id.get_or_init(|| id))
+    }
+
+    /// A directory without an id can only be trusted when no name depends on the id.
+    fn repair_missing_dir_id(&self, dir: &Inode) -> Result<[u8; DIR_ID_LEN], Errno> {
+        let entries = sys::read_dir(dir.raw()).map_err(io)?;
+        let named = entries.iter().any(|(n, _, _)| {
+            let n = String::from_utf8_lossy(n);
+            n != "." && n != ".." && !matches!(classify(&n), BackingEntry::Internal)
+        });
+        if named {
+            audit::integrity_failure("dir-id", dir.ino, "directory id file is missing");
+            return Err(Errno::EIO);
+        }
+        let mut id = [0u8; DIR_ID_LEN];
+        crate::crypto::keys::fill_random(&mut id);
+        write_dir_id(dir.raw(), &id)?;
+        tracing::warn!(ino = dir.ino, "recreated the missing id of an empty directory");
+        Ok(id)
+    }
+
+    pub(super) fn stored_name(&self, parent: &Inode, name: &OsStr) -> Result<StoredName, Errno> {
+        let bytes = sys::os(name);
+        if bytes.len() > 255 {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        Ok(self.names.encrypt_name(&self.dir_id(parent)?, bytes))
+    }
+
+    pub(super) fn attr_of(&self, inode: &Inode) -> Result<FileAttr, Errno> {
+        let st = sys::fstat(inode.raw()).map_err(io)?;
+        Ok(attr_from_stat(inode.ino, &st, self.plain_size_of(inode, &st)))
+    }
+
+    fn plain_size_of(&self, inode: &Inode, st: &libc::stat) -> u64 {
+        match inode.kind {
+            FileType::RegularFile => match inode.content.lock().as_ref() {
+                Some(content) => content.size(),
+                // Damage is reported when the file is read; stat must still work so it can be removed.
+                None => plain_size(st.st_size as u64).unwrap_or(0),
+            },
+            FileType::Symlink => symlink_plain_len(st.st_size as u64),
+            _ => st.st_size as u64,
+        }
+    }
+
+    /// Looks `name` up in `parent` and counts one kernel reference to the result.
+    pub(super) fn lookup_child(&self, parent: &Inode, name: &OsStr) -> Result<(Arc<Inode>, FileAttr), Errno> {
+        let stored = self.stored_name(parent, name)?;
+        self.lookup_backing(parent, &sys::cstring(stored.backing_name().as_bytes()).map_err(io)?)
+    }
+
+    pub(super) fn lookup_backing(&self, parent: &Inode, backing: &CString) -> Result<(Arc<Inode>, FileAttr), Errno> {
+        let fd = sys::openat(parent.raw(), backing, libc::O_PATH | libc::O_NOFOLLOW, 0).map_err(io)?;
+        let st = sys::fstat(fd.as_raw_fd()).map_err(io)?;
+        let inode = self.inodes.remember(fd, &st);
+        let attr = attr_from_stat(inode.ino, &st, self.plain_size_of(&inode, &st));
+        Ok((inode, attr))
+    }
+
+    /// Decrypted listing of a directory, internal files hidden, damaged names skipped (logged).
+    pub(super) fn list(&self, dir: &Inode) -> Result<Vec<Listed>, Errno> {
+        let dir_id = self.dir_id(dir)?;
+        let mut out = Vec::new();
+        for (raw, backing_ino, d_type) in sys::read_dir(dir.raw()).map_err(io)? {
+            let kind = dirent_type(d_type);
+            if raw == b"." || raw == b".." {
+                let ino = if raw == b"." || dir.ino == ROOT { dir.ino } else { self.inodes.inos.to_fuse(backing_ino) };
+                out.push(Listed { name: OsString::from_vec(raw), ino, kind: FileType::Directory, backing: None });
+                continue;
+            }
+            let Ok(text) = std::str::from_utf8(&raw) else { continue };
+            let full = match classify(text) {
+                BackingEntry::Internal => continue,
+                BackingEntry::Short(s) => s.as_bytes().to_vec(),
+                BackingEntry::Long(hashed) => match self.read_long_name(dir, hashed) {
+                    Some(full) => full,
+                    None => continue,
+                },
+            };
+            match self.names.decrypt_name(&dir_id, &full) {
+                Ok(name) => out.push(Listed {
+                    name: OsString::from_vec(name),
+                    ino: self.inodes.inos.to_fuse(backing_ino),
+                    kind,
+                    backing: sys::cstring(&raw).ok(),
+                }),
+                Err(e) => audit::integrity_failure("name", dir.ino, &format!("{text}: {e}")),
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_long_name(&self, dir: &Inode, hashed: &str) -> Option<Vec<u8>> {
+        let side = sys::cstring(long_name_side_file(hashed).as_bytes()).ok()?;
+        let fd = sys::openat(dir.raw(), &side, libc::O_RDONLY, 0).ok()?;
+        let mut buf = vec![0u8; 1024];
+        let n = sys::pread(fd.as_raw_fd(), &mut buf, 0).ok()?;
+        buf.truncate(n);
+        if NameCipher::long_name_matches(hashed, &buf) {
+            Some(buf)
+        } else {
+            audit::integrity_failure("name", dir.ino, &format!("{hashed}: side file does not match"));
+            None
+        }
+    }
+
+    /// Writes the side file of a long name before the entry itself appears.
+    pub(super) fn prepare_name(&self, parent: &Inode, stored: &StoredName) -> Result<(), Errno> {
+        if let StoredName::Long { hashed, full } = stored {
+            let side = sys::cstring(long_name_side_file(hashed).as_bytes()).map_err(io)?;
+            let fd = sys::openat(parent.raw(), &side, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o600).map_err(io)?;
+            sys::pwrite_all(fd.as_raw_fd(), full.as_bytes(), 0).map_err(io)?;
+            sys::fsync(fd.as_raw_fd(), true).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a long name's side file once no entry uses the name.
+    pub(super) fn forget_name(&self, parent: &Inode, stored: &StoredName) {
+        if let StoredName::Long { hashed, .. } = stored {
+            let Ok(entry) = sys::cstring(hashed.as_bytes()) else { return };
+            if sys::fstatat(parent.raw(), &entry).is_err() {
+                if let Ok(side) = sys::cstring(long_name_side_file(hashed).as_bytes()) {
+                    let _ = sys::unlinkat(parent.raw(), &side, 0);
+                }
+            }
+        }
+    }
+
+    pub(super) fn owner_for(&self, req: &Request, parent: &Inode) -> Result<Owner, Errno> {
+        let st = sys::fstat(parent.raw()).map_err(io)?;
+        let setgid = st.st_mode & libc::S_ISGID != 0;
+        Ok(Owner { uid: req.uid(), gid: (!setgid).then(|| req.gid()) })
+    }
+
+    /// Creates an object through `make(parent_fd, backing_name)`, gives it to its owner and
+    /// returns it looked up. Cleans up the long-name side file if creation fails.
+    pub(super) fn create_entry(
+        &self,
+        req: &Request,
+        parent: &Inode,
+        name: &OsStr,
+        make: impl FnOnce(i32, &CString) -> std::io::Result<()>,
+    ) -> Result<(Arc<Inode>, FileAttr), Errno> {
+        let stored = self.stored_name(parent, name)?;
+        let backing = sys::cstring(stored.backing_name().as_bytes()).map_err(io)?;
+        let owner = self.owner_for(req, parent)?;
+        self.prepare_name(parent, &stored)?;
+        if let Err(e) = make(parent.raw(), &backing) {
+            self.forget_name(parent, &stored);
+            return Err(io(e));
+        }
+        let (inode, _) = self.lookup_backing(parent, &backing)?;
+        let mode = sys::fstat(inode.raw()).map_err(io)?.st_mode;
+        sys::chown_fd(inode.raw(), Some(owner.uid), owner.gid).map_err(io)?;
+        // chown drops setuid/setgid bits; the creator asked for them, so put them back.
+        if mode & (libc::S_ISUID | libc::S_ISGID) != 0 && inode.kind != FileType::Symlink {
+            sys::chmod_fd(inode.raw(), mode & 0o7777).map_err(io)?;
+        }
+        let attr = self.attr_of(&inode)?;
+        Ok((inode, attr))
+    }
+
+    /// mkdir: built under a temporary name with its id inside, then renamed into place, so a
+    /// crash can never leave a visible directory without an id.
+    pub(super) fn make_dir(&self, req: &Request, parent: &Inode, name: &OsStr, mode: u32) -> Result<(Arc<Inode>, FileAttr), Errno> {
+        self.create_entry(req, parent, name, |pfd, backing| {
+            let mut suffix = [0u8; 8];
+            crate::crypto::keys::fill_random(&mut suffix);
+            let tmp = sys::cstring(format!("{TEMP_PREFIX}{}", crate::config::hex(&suffix)).as_bytes())?;
+            sys::mkdirat(pfd, &tmp, mode & 0o7777)?;
+            let result = (|| {
+                let dir = sys::openat(pfd, &tmp, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                let mut id = [0u8; DIR_ID_LEN];
+                crate::crypto::keys::fill_random(&mut id);
+                write_dir_id(dir.as_raw_fd(), &id).map_err(|e| std::io::Error::from_raw_os_error(e.code()))?;
+                sys::fsync(dir.as_raw_fd(), false)?;
+                sys::renameat2(pfd, &tmp, pfd, backing, libc::RENAME_NOREPLACE)
+            })();
+            if result.is_err() {
+                let _ = remove_tree_at(pfd, &tmp);
+            }
+            result
+        })
+    }
+
+    pub(super) fn remove_dir(&self, parent: &Inode, name: &OsStr) -> Result<(), Errno> {
+        let stored = self.stored_name(parent, name)?;
+        let backing = sys::cstring(stored.backing_name().as_bytes()).map_err(io)?;
+        let fd = sys::openat(parent.raw(), &backing, libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY, 0).map_err(io)?;
+        let entries = sys::read_dir(fd.as_raw_fd()).map_err(io)?;
+        let mut internal = Vec::new();
+        for (raw, _, _) in entries {
+            if raw == b"." || raw == b".." {
+                continue;
+            }
+            match std::str::from_utf8(&raw).map(classify) {
+                Ok(BackingEntry::Internal) => internal.push(raw),
+                _ => return Err(Errno::ENOTEMPTY),
+            }
+        }
+        // The kernel holds the victim's lock, so no entry can appear while we empty it.
+        let id_name = sys::cstring(DIRID_FILE.as_bytes()).map_err(io)?;
+        let mut saved_id = [0u8; DIR_ID_LEN];
+        let had_id = sys::openat(fd.as_raw_fd(), &id_name, libc::O_RDONLY, 0)
+            .and_then(|f| sys::pread(f.as_raw_fd(), &mut saved_id, 0))
+            .is_ok_and(|n| n == DIR_ID_LEN);
+        for raw in &internal {
+            let _ = sys::unlinkat(fd.as_raw_fd(), &sys::cstring(raw).map_err(io)?, 0);
+        }
+        if let Err(e) = sys::unlinkat(parent.raw(), &backing, libc::AT_REMOVEDIR) {
+            if had_id {
+                let _ = write_dir_id(fd.as_raw_fd(), &saved_id);
+            }
+            return Err(io(e));
+        }
+        self.forget_name(parent, &stored);
+        Ok(())
+    }
+
+    pub(super) fn remove_file(&self, parent: &Inode, name: &OsStr) -> Result<(), Errno> {
+        let stored = self.stored_name(parent, name)?;
+        let backing = sys::cstring(stored.backing_name().as_bytes()).map_err(io)?;
+        sys::unlinkat(parent.raw(), &backing, 0).map_err(io)?;
+        self.forget_name(parent, &stored);
+        Ok(())
+    }
+
+    pub(super) fn rename_entry(
+        &self,
+        parent: &Inode,
+        name: &OsStr,
+        new_parent: &Inode,
+        new_name: &OsStr,
+        flags: u32,
+    ) -> Result<(), Errno> {
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0
+            || flags == (libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE)
+        {
+            return Err(Errno::EINVAL);
+        }
+        let src = self.stored_name(parent, name)?;
+        let dst = self.stored_name(new_parent, new_name)?;
+        let src_c = sys::cstring(src.backing_name().as_bytes()).map_err(io)?;
+        let dst_c = sys::cstring(dst.backing_name().as_bytes()).map_err(io)?;
+        self.prepare_name(new_parent, &dst)?;
+        if let Err(e) = sys::renameat2(parent.raw(), &src_c, new_parent.raw(), &dst_c, flags) {
+            self.forget_name(new_parent, &dst);
+            return Err(io(e));
+        }
+        if flags & libc::RENAME_EXCHANGE == 0 {
+            self.forget_name(parent, &src);
+        }
+        Ok(())
+    }
+}
+
+/// Writes a directory's id file: write, fsync file (gocryptfs lost directories whose id file
+/// was empty after a crash), then fsync the directory.
+pub(super) fn write_dir_id(dir_fd: i32, id: &[u8; DIR_ID_LEN]) -> Result<(), Errno> {
+    let name = sys::cstring(DIRID_FILE.as_bytes()).map_err(io)?;
+    let fd: OwnedFd = sys::openat(dir_fd, &name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o400).map_err(io)?;
+    sys::pwrite_all(fd.as_raw_fd(), id, 0).map_err(io)?;
+    sys::fsync(fd.as_raw_fd(), false).map_err(io)?;
+    if let Ok(dir) = sys::reopen(dir_fd, libc::O_RDONLY | libc::O_DIRECTORY) {
+        let _ = sys::fsync(dir.as_raw_fd(), false);
+    }
+    Ok(())
+}
+
+/// Removes a half-built temporary directory (its id file and itself).
+fn remove_tree_at(parent: i32, name: &CString) -> std::io::Result<()> {
+    if let Ok(dir) = sys::openat(parent, name, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0) {
+        if let Ok(entries) = sys::read_dir(dir.as_raw_fd()) {
+            for (raw, _, _) in entries {
+                if raw != b"." && raw != b".." {
+                    let _ = sys::unlinkat(dir.as_raw_fd(), &sys::cstring(&raw)?, 0);
+                }
+            }
+        }
+    }
+    sys::unlinkat(parent, name, libc::AT_REMOVEDIR)
+}
+
+/// Plaintext length of a symlink target from the length of its base64url AES-SIV encoding.
+pub(super) fn symlink_plain_len(encoded_len: u64) -> u64 {
+    (encoded_len * 3 / 4).saturating_sub(16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlink_length_formula_matches_the_codec() {
+        let names = NameCipher::new(
+            &crate::crypto::keys::SecretBytes::from_slice(&[1; 64]).unwrap(),
+            &crate::crypto::keys::SecretBytes::from_slice(&[2; 32]).unwrap(),
+        );
+        for len in [1usize, 2, 3, 10, 100, 1000, 3000] {
+            let enc = names.encrypt_symlink(&vec![b'a'; len]);
+            assert_eq!(symlink_plain_len(enc.len() as u64), len as u64);
+        }
+    }
+}

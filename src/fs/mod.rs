@@ -1,0 +1,584 @@
+//! The FUSE frontend: `SecretFs` implements `fuser::Filesystem` as a thin layer that decodes each
+//! request, delegates to inodes/dirs/files/xattr and turns the result into a reply.
+
+mod dirs;
+mod files;
+pub mod inodes;
+mod sys;
+mod xattr;
+
+use crate::crypto::keys::KeyRing;
+use crate::crypto::names::NameCipher;
+use dashmap::DashMap;
+use dirs::{io, Listed};
+use files::Content;
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use inodes::{Inode, InodeTable};
+use parking_lot::Mutex;
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use xattr::XattrReply;
+
+/// Choices made at mount time that change how the frontend behaves.
+#[derive(Debug, Clone)]
+pub struct FsOptions {
+    pub read_only: bool,
+    /// How long the kernel may cache attributes and names.
+    pub ttl: Duration,
+    pub writeback_cache: bool,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        Self { read_only: false, ttl: Duration::from_secs(1), writeback_cache: false }
+    }
+}
+
+enum Handle {
+    File { fd: OwnedFd, content: Arc<Content> },
+    Dir { inode: Arc<Inode>, entries: Mutex<Vec<Listed>> },
+}
+
+pub struct SecretFs {
+    inodes: InodeTable,
+    keys: KeyRing,
+    names: NameCipher,
+    handles: DashMap<u64, Arc<Handle>>,
+    next_fh: AtomicU64,
+    opts: FsOptions,
+}
+
+const GEN: Generation = Generation(0);
+
+impl SecretFs {
+    /// Opens the backing directory; `keys` must already have passed the config MAC check.
+    pub fn new(backing: &Path, root_dir_id: [u8; 16], keys: KeyRing, opts: FsOptions) -> std::io::Result<Self> {
+        let path = sys::cstring(backing.as_os_str().as_encoded_bytes())?;
+        let root = sys::openat(libc::AT_FDCWD, &path, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+        let names = NameCipher::new(keys.names_key(), keys.xattr_key());
+        Ok(Self {
+            inodes: InodeTable::new(root, root_dir_id)?,
+            keys,
+            names,
+            handles: DashMap::new(),
+            next_fh: AtomicU64::new(1),
+            opts,
+        })
+    }
+
+    fn add_handle(&self, handle: Handle) -> FileHandle {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.insert(fh, Arc::new(handle));
+        FileHandle(fh)
+    }
+
+    fn handle(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
+        self.handles.get(&fh.0).map(|h| Arc::clone(&h)).ok_or(Errno::EBADF)
+    }
+
+    fn file(&self, fh: FileHandle) -> Result<(Arc<Handle>, Arc<Content>), Errno> {
+        let handle = self.handle(fh)?;
+        match &*handle {
+            Handle::File { content, .. } => {
+                let content = Arc::clone(content);
+                Ok((handle, content))
+            }
+            Handle::Dir { .. } => Err(Errno::EISDIR),
+        }
+    }
+
+    /// The shared content state of a regular file, loaded with `fd` on first use.
+    fn content(&self, inode: &Inode, fd: i32) -> Result<Arc<Content>, Errno> {
+        let mut slot = inode.content.lock();
+        if let Some(c) = slot.as_ref() {
+            return Ok(Arc::clone(c));
+        }
+        let content = Arc::new(Content::load(inode.ino, fd, &self.keys)?);
+        *slot = Some(Arc::clone(&content));
+        Ok(content)
+    }
+
+    /// Opens the backing file for I/O. Always read-write (unless mounted read-only): partial
+    /// block writes must read the block first, even through an O_WRONLY handle.
+    fn open_backing(&self, inode: &Inode, flags: i32) -> Result<OwnedFd, Errno> {
+        let access = if self.opts.read_only { libc::O_RDONLY } else { libc::O_RDWR };
+        let sync = flags & (libc::O_SYNC | libc::O_DSYNC);
+        sys::reopen(inode.raw(), access | sync).map_err(io)
+    }
+
+    fn open_file(&self, inode: &Arc<Inode>, flags: i32) -> Result<FileHandle, Errno> {
+        let fd = self.open_backing(inode, flags)?;
+        let content = self.content(inode, fd.as_raw_fd())?;
+        Ok(self.add_handle(Handle::File { fd, content }))
+    }
+
+    fn set_attr(
+        &self,
+        inode: &Arc<Inode>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<FileHandle>,
+    ) -> Result<FileAttr, Errno> {
+        if uid.is_some() || gid.is_some() {
+            sys::chown_fd(inode.raw(), uid, gid).map_err(io)?;
+        }
+        if let Some(mode) = mode {
+            if inode.kind != FileType::Symlink {
+                sys::chmod_fd(inode.raw(), mode & 0o7777).map_err(io)?;
+            }
+        }
+        if let Some(size) = size {
+            if inode.kind != FileType::RegularFile {
+                return Err(if inode.kind == FileType::Directory { Errno::EISDIR } else { Errno::EINVAL });
+            }
+            match fh.map(|fh| self.file(fh)) {
+                Some(Ok((handle, content))) => {
+                    let Handle::File { fd, .. } = &*handle else { return Err(Errno::EBADF) };
+                    content.truncate(fd.as_raw_fd(), size)?;
+                }
+                _ => {
+                    let fd = self.open_backing(inode, 0)?;
+                    self.content(inode, fd.as_raw_fd())?.truncate(fd.as_raw_fd(), size)?;
+                }
+            }
+        }
+        if atime.is_some() || mtime.is_some() {
+            let times = [timespec(atime), timespec(mtime)];
+            sys::utimens_fd(inode.raw(), &times, inode.kind == FileType::Symlink).map_err(io)?;
+        }
+        self.attr_of(inode)
+    }
+
+    fn fill_dir(&self, fh: FileHandle, offset: u64) -> Result<Arc<Handle>, Errno> {
+        let handle = self.handle(fh)?;
+        if let Handle::Dir { inode, entries } = &*handle {
+            // Offset 0 means a fresh walk (opendir or rewinddir): take a new snapshot.
+            if offset == 0 {
+                *entries.lock() = self.list(inode)?;
+            }
+        }
+        Ok(handle)
+    }
+}
+
+fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
+    match t {
+        None => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+        Some(TimeOrNow::Now) => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
+        Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => libc::timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as i64 },
+            Err(e) => {
+                let d = e.duration();
+                let (mut sec, mut nsec) = (-(d.as_secs() as i64), -(d.subsec_nanos() as i64));
+                if nsec < 0 {
+                    sec -= 1;
+                    nsec += 1_000_000_000;
+                }
+                libc::timespec { tv_sec: sec, tv_nsec: nsec }
+            }
+        },
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, ttl: &Duration, result: Result<(Arc<Inode>, FileAttr), Errno>) {
+    match result {
+        Ok((_, attr)) => reply.entry(ttl, &attr, GEN),
+        Err(e) => reply.error(e),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, result: Result<(), Errno>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
+fn reply_xattr(reply: ReplyXattr, result: Result<XattrReply, Errno>) {
+    match result {
+        Ok(XattrReply::Size(n)) => reply.size(n),
+        Ok(XattrReply::Data(d)) => reply.data(&d),
+        Err(e) => reply.error(e),
+    }
+}
+
+impl Filesystem for SecretFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let mut wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ASYNC_DIO;
+        if self.opts.writeback_cache {
+            wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
+        }
+        // Unsupported capabilities are simply not enabled: the kernel decides.
+        let _ = config.add_capabilities(wanted & config.capabilities());
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let result = self.inode(parent.0).and_then(|p| self.lookup_child(&p, name));
+        reply_entry(reply, &self.opts.ttl, result)
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.inode(ino.0).and_then(|i| self.attr_of(&i)) {
+            Ok(attr) => reply.attr(&self.opts.ttl, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let result = self
+            .inode(ino.0)
+            .and_then(|i| self.set_attr(&i, mode, uid, gid, size, atime, mtime, fh));
+        match result {
+            Ok(attr) => reply.attr(&self.opts.ttl, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let result = self.inode(ino.0).and_then(|inode| {
+            let stored = sys::readlink_fd(inode.raw()).map_err(io)?;
+            self.names.decrypt_symlink(&stored).map_err(|e| {
+                crate::audit::integrity_failure("symlink", inode.ino, &e.to_string());
+                Errno::EIO
+            })
+        });
+        match result {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+        let result = self.inode(parent.0).and_then(|p| {
+            self.create_entry(req, &p, name, |pfd, backing| {
+                if mode & libc::S_IFMT == libc::S_IFREG {
+                    sys::openat(pfd, backing, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, mode & 0o7777).map(drop)
+                } else {
+                    sys::mknodat(pfd, backing, mode, rdev as u64)
+                }
+            })
+        });
+        reply_entry(reply, &self.opts.ttl, result)
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        let result = self.inode(parent.0).and_then(|p| self.make_dir(req, &p, name, mode));
+        reply_entry(reply, &self.opts.ttl, result)
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.inode(parent.0).and_then(|p| self.remove_file(&p, name)))
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.inode(parent.0).and_then(|p| self.remove_dir(&p, name)))
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let result = self.inode(parent.0).and_then(|p| {
+            let encrypted = self.names.encrypt_symlink(target.as_os_str().as_encoded_bytes());
+            if encrypted.len() >= libc::PATH_MAX as usize {
+                return Err(Errno::ENAMETOOLONG);
+            }
+            let encrypted = sys::cstring(encrypted.as_bytes()).map_err(io)?;
+            self.create_entry(req, &p, link_name, |pfd, backing| sys::symlinkat(&encrypted, pfd, backing))
+        });
+        reply_entry(reply, &self.opts.ttl, result)
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.inode(parent.0).and_then(|p| {
+            let np = self.inode(newparent.0)?;
+            self.rename_entry(&p, name, &np, newname, flags.bits())
+        });
+        reply_empty(reply, result)
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let result = self.inode(ino.0).and_then(|inode| {
+            let np = self.inode(newparent.0)?;
+            let stored = self.stored_name(&np, newname)?;
+            let backing = sys::cstring(stored.backing_name().as_bytes()).map_err(io)?;
+            self.prepare_name(&np, &stored)?;
+            if let Err(e) = sys::link_fd(inode.raw(), np.raw(), &backing) {
+                self.forget_name(&np, &stored);
+                return Err(io(e));
+            }
+            self.lookup_backing(&np, &backing)
+        });
+        reply_entry(reply, &self.opts.ttl, result)
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.inode(ino.0).and_then(|i| self.open_file(&i, flags.0)) {
+            Ok(fh) => reply.opened(fh, FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let result = self.file(fh).and_then(|(handle, content)| {
+            let Handle::File { fd, .. } = &*handle else { return Err(Errno::EBADF) };
+            content.read(fd.as_raw_fd(), offset, size)
+        });
+        match result {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let result = self.file(fh).and_then(|(handle, content)| {
+            let Handle::File { fd, .. } = &*handle else { return Err(Errno::EBADF) };
+            content.write(fd.as_raw_fd(), offset, data)
+        });
+        match result {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        // Writes go straight to the backing file; there is nothing buffered to flush.
+        reply.ok()
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.remove(&fh.0);
+        reply.ok()
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        let result = self.file(fh).and_then(|(handle, _)| {
+            let Handle::File { fd, .. } = &*handle else { return Err(Errno::EBADF) };
+            sys::fsync(fd.as_raw_fd(), datasync).map_err(io)
+        });
+        reply_empty(reply, result)
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.inode(ino.0) {
+            Ok(inode) if inode.kind == FileType::Directory => {
+                let fh = self.add_handle(Handle::Dir { inode, entries: Mutex::new(Vec::new()) });
+                reply.opened(fh, FopenFlags::empty())
+            }
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let handle = match self.fill_dir(fh, offset) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        let Handle::Dir { entries, .. } = &*handle else { return reply.error(Errno::ENOTDIR) };
+        for (i, e) in entries.lock().iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(e.ino), i as u64 + 1, e.kind, &e.name) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let handle = match self.fill_dir(fh, offset) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        let Handle::Dir { inode: dir, entries } = &*handle else { return reply.error(Errno::ENOTDIR) };
+        for (i, e) in entries.lock().iter().enumerate().skip(offset as usize) {
+            let next = i as u64 + 1;
+            let full = match &e.backing {
+                // "." and "..": the kernel takes no reference for them.
+                None => match self.attr_of(dir) {
+                    Ok(mut attr) => {
+                        attr.ino = INodeNo(e.ino);
+                        reply.add(INodeNo(e.ino), next, &e.name, &Duration::ZERO, &attr, GEN)
+                    }
+                    Err(_) => continue,
+                },
+                Some(backing) => match self.lookup_backing(dir, backing) {
+                    Ok((inode, attr)) => {
+                        let full = reply.add(INodeNo(inode.ino), next, &e.name, &self.opts.ttl, &attr, GEN);
+                        if full {
+                            // Not sent: give back the reference this lookup took.
+                            self.inodes.forget(inode.ino, 1);
+                        }
+                        full
+                    }
+                    // Gone since the snapshot: skip it, as a fresh readdir would.
+                    Err(_) => continue,
+                },
+            };
+            if full {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.handles.remove(&fh.0);
+        reply.ok()
+    }
+
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        let result = self.inode(ino.0).and_then(|inode| {
+            let fd = sys::reopen(inode.raw(), libc::O_RDONLY | libc::O_DIRECTORY).map_err(io)?;
+            sys::fsync(fd.as_raw_fd(), datasync).map_err(io)
+        });
+        reply_empty(reply, result)
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.inode(inodes::ROOT).and_then(|r| sys::fstatvfs(r.raw()).map_err(io)) {
+            Ok(st) => reply.statfs(
+                st.f_blocks,
+                st.f_bfree,
+                st.f_bavail,
+                st.f_files,
+                st.f_ffree,
+                st.f_bsize as u32,
+                255,
+                st.f_frsize as u32,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+        let result = self.inode(ino.0).and_then(|i| self.set_xattr(&i, sys::os(name), value, flags));
+        reply_empty(reply, result)
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        reply_xattr(reply, self.inode(ino.0).and_then(|i| self.get_xattr(&i, sys::os(name), size)))
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        reply_xattr(reply, self.inode(ino.0).and_then(|i| self.list_xattr(&i, size)))
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.inode(ino.0).and_then(|i| self.remove_xattr(&i, sys::os(name))))
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // default_permissions: the kernel has already checked the mode bits.
+        reply.ok()
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+        let result = self.inode(parent.0).and_then(|p| {
+            let (inode, attr) = self.create_entry(req, &p, name, |pfd, backing| {
+                sys::openat(pfd, backing, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, mode & 0o7777).map(drop)
+            })?;
+            let fh = self.open_file(&inode, flags)?;
+            Ok((attr, fh))
+        });
+        match result {
+            Ok((attr, fh)) => reply.created(&self.opts.ttl, &attr, GEN, fh, FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fallocate(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+        let result = self.file(fh).and_then(|(handle, content)| {
+            let Handle::File { fd, .. } = &*handle else { return Err(Errno::EBADF) };
+            content.fallocate(fd.as_raw_fd(), offset, length, mode)
+        });
+        reply_empty(reply, result)
+    }
+
+    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        let result = self.file(fh).and_then(|(handle, content)| {
+            let Handle::File { fd, .. } = &*handle else { return Err(Errno::EBADF) };
+            let offset = u64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+            content.seek(fd.as_raw_fd(), offset, whence)
+        });
+        match result {
+            Ok(off) => reply.offset(off as i64),
+            Err(e) => reply.error(e),
+        }
+    }
+}

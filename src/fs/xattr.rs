@@ -1,0 +1,84 @@
+//! Extended attributes: `user.*` names and values are stored encrypted; other namespaces
+//! (security, trusted, system ACLs) are not offered, so nothing is ever stored in clear.
+
+use super::dirs::io;
+use super::inodes::Inode;
+use super::sys;
+use super::SecretFs;
+use crate::audit;
+use crate::crypto::names::XATTR_USER_PREFIX;
+use fuser::{Errno, FileType};
+
+/// Linux's limit on one xattr value, plus our nonce and tag.
+const MAX_STORED_VALUE: usize = 65536 + 28;
+
+/// The answer to a get/list request: the size only, or the bytes.
+pub enum XattrReply {
+    Size(u32),
+    Data(Vec<u8>),
+}
+
+fn sized(value: Vec<u8>, size: u32) -> Result<XattrReply, Errno> {
+    if size == 0 {
+        Ok(XattrReply::Size(value.len() as u32))
+    } else if value.len() > size as usize {
+        Err(Errno::ERANGE)
+    } else {
+        Ok(XattrReply::Data(value))
+    }
+}
+
+impl SecretFs {
+    /// The stored name of a user attribute, or the errno Linux gives for the others.
+    fn stored_xattr(&self, inode: &Inode, name: &[u8], missing: Errno) -> Result<String, Errno> {
+        if !name.starts_with(XATTR_USER_PREFIX.as_bytes()) || inode.kind == FileType::Symlink {
+            return Err(missing);
+        }
+        if name.len() > 255 {
+            return Err(Errno::ERANGE);
+        }
+        self.names.encrypt_xattr_name(name).ok_or(missing)
+    }
+
+    pub(super) fn get_xattr(&self, inode: &Inode, name: &[u8], size: u32) -> Result<XattrReply, Errno> {
+        let stored = self.stored_xattr(inode, name, Errno::NO_XATTR)?;
+        let mut buf = vec![0u8; MAX_STORED_VALUE];
+        let n = sys::getxattr(inode.raw(), &sys::cstring(stored.as_bytes()).map_err(io)?, &mut buf).map_err(io)?;
+        buf.truncate(n);
+        let value = self.names.open_xattr_value(&stored, &buf).map_err(|e| {
+            audit::integrity_failure("xattr", inode.ino, &e.to_string());
+            Errno::EIO
+        })?;
+        sized(value, size)
+    }
+
+    pub(super) fn set_xattr(&self, inode: &Inode, name: &[u8], value: &[u8], flags: i32) -> Result<(), Errno> {
+        let unsupported = if inode.kind == FileType::Symlink { Errno::EPERM } else { Errno::EOPNOTSUPP };
+        let stored = self.stored_xattr(inode, name, unsupported)?;
+        let sealed = self.names.seal_xattr_value(&stored, value);
+        sys::setxattr(inode.raw(), &sys::cstring(stored.as_bytes()).map_err(io)?, &sealed, flags).map_err(io)
+    }
+
+    pub(super) fn list_xattr(&self, inode: &Inode, size: u32) -> Result<XattrReply, Errno> {
+        if inode.kind == FileType::Symlink {
+            return sized(Vec::new(), size);
+        }
+        let raw = sys::listxattr(inode.raw()).map_err(io)?;
+        let mut out = Vec::new();
+        for stored in raw.split(|b| *b == 0).filter(|n| n.starts_with(XATTR_USER_PREFIX.as_bytes())) {
+            match self.names.decrypt_xattr_name(stored) {
+                Ok(name) => {
+                    out.extend_from_slice(&name);
+                    out.push(0);
+                }
+                Err(e) => audit::integrity_failure("xattr-name", inode.ino, &e.to_string()),
+            }
+        }
+        sized(out, size)
+    }
+
+    pub(super) fn remove_xattr(&self, inode: &Inode, name: &[u8]) -> Result<(), Errno> {
+        let stored = self.stored_xattr(inode, name, Errno::NO_XATTR)?;
+        sys::removexattr(inode.raw(), &sys::cstring(stored.as_bytes()).map_err(io)?).map_err(io)
+    }
+}
