@@ -19,8 +19,9 @@ pub const CIPHER_NAME: &str = "AES-256-GCM-4096/AES-256-SIV";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum KeySourceDescriptor {
-    /// 32 random bytes in a file only root can read; the path is given at mount time.
-    Keyfile,
+    /// 32 random bytes in a file only root can read; `path` is where init put it (a default
+    /// for mount, which may name another path).
+    Keyfile { path: PathBuf },
     /// The master key wrapped with AES-256-GCM under an argon2id key of the passphrase.
     Passphrase {
         m_cost_kib: u32,
@@ -36,7 +37,7 @@ pub enum KeySourceDescriptor {
 impl KeySourceDescriptor {
     pub fn kind(&self) -> &'static str {
         match self {
-            KeySourceDescriptor::Keyfile => "keyfile",
+            KeySourceDescriptor::Keyfile { .. } => "keyfile",
             KeySourceDescriptor::Passphrase { .. } => "passphrase",
             KeySourceDescriptor::Ephemeral => "ephemeral",
         }
@@ -225,7 +226,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_mac() {
-        let config = FsConfig::new(KeySourceDescriptor::Keyfile);
+        let config = FsConfig::new(KeySourceDescriptor::Keyfile { path: "/k".into() });
         let keys = ring(&config, 1);
         let json = config.to_json(&keys);
         let (parsed, mac) = FsConfig::parse_unverified(&json).unwrap();
@@ -236,7 +237,7 @@ mod tests {
 
     #[test]
     fn edited_config_is_rejected() {
-        let config = FsConfig::new(KeySourceDescriptor::Keyfile);
+        let config = FsConfig::new(KeySourceDescriptor::Keyfile { path: "/k".into() });
         let keys = ring(&config, 1);
         let json = String::from_utf8(config.to_json(&keys)).unwrap();
         let edited = json.replace(&config.root_dir_id, "AAAAAAAAAAAAAAAAAAAAAA==");

@@ -6,3 +6,16 @@ pub mod config;
 pub mod keysource;
 pub mod audit;
 pub mod fs;
+pub mod daemon;
+pub mod mountopts;
+pub mod mounts;
+
+/// Turns a libc return value into an io::Result (shared by modules outside `fs`).
+pub(crate) fn fs_sys_cvt(ret: libc::c_int) -> std::io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+pub mod cli;

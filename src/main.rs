@@ -1,1 +1,55 @@
-fn main() {}
+//! The `secretfs` command: parses the command line, runs one subcommand and maps its error to a
+//! one-line message, a hint and an exit code. All logic lives in the library.
+
+use clap::{Parser, Subcommand};
+use secretfs::cli::{self, exit, init, mount, status, umount, CliError};
+
+#[derive(Parser)]
+#[command(name = "secretfs", version, about = "Encrypted storage for cloud instances: a FUSE filesystem with per-file keys", after_help = cli::EXIT_CODES_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new encrypted filesystem in an empty backing directory.
+    Init(init::InitArgs),
+    /// Mount a backing directory; returns once the mount is usable.
+    Mount(mount::MountArgs),
+    /// Unmount and wait for the daemon to exit.
+    Umount(umount::UmountArgs),
+    /// Show whether a path is mounted, and with which filesystem and key source.
+    Status(status::StatusArgs),
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Init(args) => {
+            let done = init::run(&args)?;
+            println!("created secretfs filesystem {} in {}", done.config.fs_id, done.backing.display());
+            println!("  key source: {}", done.config.key_source.kind());
+            println!("  next: secretfs mount {} /mnt/secretfs", done.backing.display());
+            Ok(())
+        }
+        Command::Mount(args) => mount::run(&args),
+        Command::Umount(args) => umount::run(&args),
+        Command::Status(args) => {
+            let s = status::collect(&args.path)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&s).map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?);
+            } else {
+                print!("{}", status::render(&s));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("secretfs: error: {e}");
+        std::process::exit(e.code);
+    }
+}

@@ -4,6 +4,7 @@
 mod dirs;
 mod files;
 pub mod inodes;
+pub mod kmount;
 mod sys;
 mod xattr;
 

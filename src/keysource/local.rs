@@ -63,6 +63,7 @@ pub fn create_or_read_keyfile(path: &Path) -> Result<MasterKey, KeySourceError> 
 pub fn read_passphrase(input: &PassphraseInput, confirm: bool) -> Result<Zeroizing<String>, KeySourceError> {
     let err = |e: std::io::Error| KeySourceError::PassphraseInput(e.to_string());
     let pass = match input {
+        PassphraseInput::Preread(pass) => pass.clone(),
         PassphraseInput::Tty => {
             let first = Zeroizing::new(rpassword::prompt_password("secretfs passphrase: ").map_err(err)?);
             if confirm {

@@ -8,14 +8,27 @@ use crate::crypto::keys::MasterKey;
 use std::path::PathBuf;
 
 /// How the user wants the passphrase to be read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum PassphraseInput {
+    /// Already read (from the terminal, before the daemon forked).
+    Preread(zeroize::Zeroizing<String>),
     /// Prompt on the controlling terminal.
     Tty,
     /// Read one line from an inherited file descriptor (never argv or env).
     Fd(i32),
     /// Run a command (through `sh -c`) and take the first line it prints.
     Command(String),
+}
+
+impl std::fmt::Debug for PassphraseInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PassphraseInput::Preread(_) => f.write_str("Preread(<redacted>)"),
+            PassphraseInput::Tty => f.write_str("Tty"),
+            PassphraseInput::Fd(fd) => write!(f, "Fd({fd})"),
+            PassphraseInput::Command(c) => write!(f, "Command({c:?})"),
+        }
+    }
 }
 
 /// The key source chosen on the command line or in fstab options.
@@ -70,7 +83,7 @@ impl KeySpec {
     /// Creates the master key of a new filesystem and what the config must remember about it.
     pub fn init(&self, fs_id: &[u8; 16]) -> Result<(MasterKey, KeySourceDescriptor), KeySourceError> {
         match self {
-            KeySpec::Keyfile(path) => Ok((local::create_or_read_keyfile(path)?, KeySourceDescriptor::Keyfile)),
+            KeySpec::Keyfile(path) => Ok((local::create_or_read_keyfile(path)?, KeySourceDescriptor::Keyfile { path: path.clone() })),
             KeySpec::Passphrase(input) => local::init_passphrase(input, fs_id),
             KeySpec::Ephemeral => Ok((MasterKey::random(), KeySourceDescriptor::Ephemeral)),
         }
@@ -79,7 +92,7 @@ impl KeySpec {
     /// Recovers the master key at mount time.
     pub fn resolve(&self, stored: &KeySourceDescriptor, fs_id: &[u8; 16]) -> Result<MasterKey, KeySourceError> {
         match (self, stored) {
-            (KeySpec::Keyfile(path), KeySourceDescriptor::Keyfile) => local::read_keyfile(path),
+            (KeySpec::Keyfile(path), KeySourceDescriptor::Keyfile { .. }) => local::read_keyfile(path),
             (KeySpec::Passphrase(input), KeySourceDescriptor::Passphrase { .. }) => {
                 local::unwrap_passphrase(input, stored, fs_id)
             }

@@ -1,0 +1,53 @@
+//! `secretfs init`: create a new filesystem in an empty backing directory: a master key from
+//! the chosen key source, and the MAC'd config that describes it.
+
+use super::{exit, CliError, KeyArgs};
+use crate::config::{self, FsConfig};
+use crate::crypto::keys::KeyRing;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// Backing directory that will hold the encrypted files (created if missing; must be empty).
+    pub backing: PathBuf,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+pub struct Initialized {
+    pub config: FsConfig,
+    pub backing: PathBuf,
+}
+
+pub fn run(args: &InitArgs) -> Result<Initialized, CliError> {
+    let Some(key_text) = args.key.key.as_deref() else {
+        return Err(CliError::new(exit::USAGE, "init needs --key")
+            .hint("e.g. --key keyfile:/etc/secretfs/key (created if missing), --key passphrase or --key ephemeral"));
+    };
+    let spec = args.key.spec(key_text)?;
+    if !args.backing.exists() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&args.backing).map_err(|e| {
+            CliError::new(exit::BACKING, format!("cannot create {}: {e}", args.backing.display()))
+        })?;
+    }
+    let backing = super::existing_dir(&args.backing, "backing directory", exit::BACKING)?;
+    if config::config_path(&backing).exists() {
+        return Err(config::ConfigError::AlreadyInitialized { path: backing }.into());
+    }
+    let not_empty = std::fs::read_dir(&backing)
+        .map_err(|e| CliError::new(exit::BACKING, format!("cannot read {}: {e}", backing.display())))?
+        .next()
+        .is_some();
+    if not_empty {
+        return Err(CliError::new(exit::BACKING, format!("{} is not empty; refusing to mix new encrypted files with existing data", backing.display()))
+            .hint("use an empty directory"));
+    }
+    // The fs id salts every key derivation, so it exists before the key.
+    let mut config = FsConfig::new(crate::config::KeySourceDescriptor::Ephemeral);
+    let (master, descriptor) = spec.init(&config.fs_id_bytes())?;
+    config.key_source = descriptor;
+    let keys = KeyRing::new(&master, &config.fs_id_bytes());
+    config::store(&backing, &config, &keys, false)?;
+    Ok(Initialized { config, backing })
+}

@@ -1,0 +1,199 @@
+//! `secretfs mount`: unlock the key, verify the config, mount the FUSE filesystem and return
+//! once it is usable, leaving the daemon in the background (or serving in the foreground).
+
+use super::{exit, CliError, KeyArgs};
+use crate::config::{self, FsConfig, KeySourceDescriptor};
+use crate::crypto::keys::KeyRing;
+use crate::daemon::{self, Forked, MountState, Readiness};
+use crate::fs::kmount::{self, KernelMount};
+use crate::fs::{FsOptions, SecretFs};
+use crate::keysource::{KeySpec, PassphraseInput};
+use crate::mountopts::MountOptions;
+use crate::{audit, mounts};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct MountArgs {
+    /// Backing directory made by `secretfs init`.
+    pub backing: PathBuf,
+    /// Where the decrypted view appears.
+    pub mountpoint: PathBuf,
+    /// Serve in the foreground (logs on stderr) instead of returning once mounted.
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+    /// Mount options, comma-separated (key=, ro, allow_other, threads=N, writeback, log=FILE, …).
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+/// Everything decided before the daemon starts serving.
+pub struct MountPlan {
+    pub backing: PathBuf,
+    pub mountpoint: PathBuf,
+    pub config: FsConfig,
+    pub mac: Vec<u8>,
+    pub spec: KeySpec,
+    pub opts: MountOptions,
+    pub foreground: bool,
+}
+
+pub fn run(args: &MountArgs) -> Result<(), CliError> {
+    let opts = MountOptions::parse(args.options.iter().map(String::as_str))
+        .map_err(|e| CliError::new(exit::USAGE, e.to_string()))?;
+    let plan = plan(&args.backing, &args.mountpoint, &args.key, opts, args.foreground)?;
+    start(plan)
+}
+
+pub fn plan(backing: &Path, mountpoint: &Path, key: &KeyArgs, opts: MountOptions, foreground: bool) -> Result<MountPlan, CliError> {
+    let backing = super::existing_dir(backing, "backing directory", exit::BACKING)?;
+    let mountpoint = super::existing_dir(mountpoint, "mount point", exit::MOUNT)?;
+    if mounts::at(&mountpoint).is_some_and(|m| m.fstype == mounts::FUSE_TYPE) {
+        return Err(CliError::new(exit::MOUNT, format!("{} is already a secretfs mount", mountpoint.display()))
+            .hint(format!("secretfs umount {}", mountpoint.display())));
+    }
+    if let Some(m) = mounts::serving(&backing) {
+        return Err(CliError::new(exit::MOUNT, format!("{} is already mounted at {}", backing.display(), m.mountpoint.display()))
+            .hint("one backing store can be served by one daemon at a time"));
+    }
+    let (config, mac) = config::load(&backing)?;
+    let key_text = key.key.clone().or_else(|| opts.key.clone());
+    let spec = match key_text {
+        Some(text) => key.spec(&text)?,
+        None => match &config.key_source {
+            KeySourceDescriptor::Keyfile { path } => KeySpec::Keyfile(path.clone()),
+            KeySourceDescriptor::Passphrase { .. } => KeySpec::Passphrase(key.passphrase_input()),
+            KeySourceDescriptor::Ephemeral => KeySpec::Ephemeral,
+        },
+    };
+    Ok(MountPlan { backing, mountpoint, config, mac, spec, opts, foreground })
+}
+
+/// Mounts according to `plan`: in the foreground, or forks and waits for the daemon's word.
+pub fn start(mut plan: MountPlan) -> Result<(), CliError> {
+    if let KeySpec::Passphrase(PassphraseInput::Tty) = &plan.spec {
+        // The daemon has no terminal: ask now, before forking.
+        let pass = crate::keysource::local::read_passphrase(&PassphraseInput::Tty, false)?;
+        plan.spec = KeySpec::Passphrase(PassphraseInput::Preread(pass));
+    }
+    if plan.foreground {
+        daemon::init_logging(true, plan.opts.log.as_deref());
+        return serve(plan, &mut Readiness::none());
+    }
+    match daemon::fork_background().map_err(|e| CliError::new(exit::FAILURE, format!("cannot start the daemon: {e}")))? {
+        Forked::Parent(waiter) => waiter.wait().map_err(|(code, message)| CliError::new(code, message)),
+        Forked::Child(mut ready) => {
+            daemon::init_logging(false, plan.opts.log.as_deref());
+            let result = serve(plan, &mut ready);
+            if let Err(e) = &result {
+                tracing::error!("{e}");
+                ready.fail(e.code, &e.to_string());
+                std::process::exit(e.code);
+            }
+            std::process::exit(exit::OK);
+        }
+    }
+}
+
+/// An ephemeral filesystem starts empty with a new key at every mount.
+fn rekey_ephemeral(plan: &MountPlan) -> Result<(FsConfig, KeyRing), CliError> {
+    let entries = std::fs::read_dir(&plan.backing)
+        .map_err(|e| CliError::new(exit::BACKING, format!("cannot empty {}: {e}", plan.backing.display())))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        removed.map_err(|e| CliError::new(exit::BACKING, format!("cannot empty {}: {e}", plan.backing.display())))?;
+    }
+    let config = FsConfig::new(KeySourceDescriptor::Ephemeral);
+    let master = crate::crypto::keys::MasterKey::random();
+    let keys = KeyRing::new(&master, &config.fs_id_bytes());
+    config::store(&plan.backing, &config, &keys, true)?;
+    Ok((config, keys))
+}
+
+fn mount_error(e: std::io::Error, mountpoint: &Path) -> CliError {
+    let err = CliError::new(exit::MOUNT, format!("cannot mount at {}: {e}", mountpoint.display()));
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENODEV) => err.hint("FUSE is not available: load it with `modprobe fuse` (needs /dev/fuse)"),
+        Some(libc::EPERM) | Some(libc::EACCES) => err.hint("mounting needs root (CAP_SYS_ADMIN)"),
+        Some(libc::EBUSY) => err.hint("something is already mounted there"),
+        _ => err,
+    }
+}
+
+fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
+    daemon::harden_process();
+    let (config, keys) = if matches!(plan.config.key_source, KeySourceDescriptor::Ephemeral) {
+        rekey_ephemeral(&plan)?
+    } else {
+        let master = plan.spec.resolve(&plan.config.key_source, &plan.config.fs_id_bytes())?;
+        let keys = KeyRing::new(&master, &plan.config.fs_id_bytes());
+        plan.config.verify_mac(&plan.mac, &keys)?;
+        (plan.config.clone(), keys)
+    };
+    let fs_id = config.fs_id.to_string();
+    audit::unlocked(&fs_id, config.key_source.kind());
+
+    let fs_opts = FsOptions { read_only: plan.opts.read_only, ttl: Duration::from_secs(1), writeback_cache: plan.opts.writeback };
+    let fs = SecretFs::new(&plan.backing, config.root_dir_id()?, keys, fs_opts)
+        .map_err(|e| CliError::new(exit::BACKING, format!("cannot open {}: {e}", plan.backing.display())))?;
+
+    let signals = daemon::block_termination_signals();
+    let how = KernelMount {
+        read_only: plan.opts.read_only,
+        allow_other: plan.opts.allow_other,
+        suid: plan.opts.suid,
+        dev: plan.opts.dev,
+        noexec: plan.opts.noexec,
+        noatime: plan.opts.noatime,
+    };
+    let device = kmount::mount(&plan.backing, &plan.mountpoint, &how).map_err(|e| mount_error(e, &plan.mountpoint))?;
+    let acl = if plan.opts.allow_other { fuser::SessionACL::All } else { fuser::SessionACL::Owner };
+    let session = match fuser::Session::from_fd(fs, device, acl, session_config(&plan)) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = kmount::unmount(&plan.mountpoint, true);
+            return Err(mount_error(e, &plan.mountpoint));
+        }
+    };
+    let mountpoint = plan.mountpoint.clone();
+    daemon::on_termination(signals, move || {
+        if let Err(e) = kmount::unmount(&mountpoint, false) {
+            tracing::error!("unmount on signal failed: {e}");
+        }
+    })
+    .map_err(|e| CliError::new(exit::FAILURE, format!("cannot start the signal thread: {e}")))?;
+
+    let state = MountState {
+        pid: std::process::id(),
+        mode: "file".into(),
+        backing: plan.backing.clone(),
+        mountpoint: plan.mountpoint.clone(),
+        fs_id: fs_id.clone(),
+        key_source: config.key_source.kind().into(),
+    };
+    if let Err(e) = daemon::write_state(&state) {
+        tracing::warn!("cannot record the mount in {}: {e}", daemon::STATE_DIR);
+    }
+    audit::mounted(&fs_id, &plan.backing.to_string_lossy(), &plan.mountpoint.to_string_lossy());
+    ready.ok();
+    if !plan.foreground {
+        daemon::detach_stdio();
+    }
+    if let Err(e) = session.run() {
+        tracing::error!("FUSE session ended with an error: {e}");
+    }
+    daemon::remove_state(&plan.mountpoint);
+    audit::unmounted(&fs_id, &plan.mountpoint.to_string_lossy());
+    Ok(())
+}
+
+/// Threads: one per core by default, each with its own cloned /dev/fuse descriptor.
+fn session_config(plan: &MountPlan) -> fuser::Config {
+    let mut config = fuser::Config::default();
+    config.n_threads = Some(plan.opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())));
+    config.clone_fd = true;
+    config
+}

@@ -1,0 +1,75 @@
+//! `secretfs status`: what a mount point or backing store is: mounted or not, mode, cipher,
+//! filesystem id, key source and daemon, as text or JSON.
+
+use super::{exit, CliError};
+use crate::{config, daemon, mounts};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// A mount point or a backing directory.
+    pub path: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Status {
+    pub path: PathBuf,
+    pub mounted: bool,
+    pub mode: &'static str,
+    pub mountpoint: Option<PathBuf>,
+    pub backing: PathBuf,
+    pub fs_id: Option<String>,
+    pub cipher: Option<String>,
+    pub key_source: Option<String>,
+    pub daemon_pid: Option<u32>,
+}
+
+pub fn collect(path: &Path) -> Result<Status, CliError> {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
+    let (mountpoint, backing) = match mounts::at(&path).filter(|m| m.fstype == mounts::FUSE_TYPE) {
+        Some(m) => (Some(path.clone()), PathBuf::from(m.source)),
+        None => (mounts::serving(&path).map(|m| m.mountpoint), path.clone()),
+    };
+    let loaded = config::load(&backing).ok().map(|(c, _)| c);
+    if mountpoint.is_none() && loaded.is_none() {
+        return Err(CliError::new(exit::NOT_MOUNTED, format!("{} is neither a secretfs mount nor a backing store", path.display())));
+    }
+    let state = mountpoint.as_deref().and_then(daemon::read_state);
+    Ok(Status {
+        path,
+        mounted: mountpoint.is_some(),
+        mode: "file",
+        daemon_pid: state.as_ref().map(|s| s.pid).filter(|p| daemon::pid_alive(*p)),
+        mountpoint,
+        backing,
+        fs_id: loaded.as_ref().map(|c| c.fs_id.to_string()),
+        cipher: loaded.as_ref().map(|c| c.cipher.clone()),
+        key_source: loaded.as_ref().map(|c| describe_key(&c.key_source)),
+    })
+}
+
+fn describe_key(k: &config::KeySourceDescriptor) -> String {
+    match k {
+        config::KeySourceDescriptor::Keyfile { path } => format!("keyfile ({})", path.display()),
+        other => other.kind().to_string(),
+    }
+}
+
+pub fn render(s: &Status) -> String {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "unknown (backing store unreadable)".into());
+    let mut out = format!("{}: {}\n", s.path.display(), if s.mounted { "mounted (file mode)" } else { "not mounted" });
+    if let Some(m) = &s.mountpoint {
+        out += &format!("  mount point: {}\n", m.display());
+    }
+    out += &format!("  backing:     {}\n  fs id:       {}\n  cipher:      {}\n  key source:  {}\n", s.backing.display(), opt(&s.fs_id), opt(&s.cipher), opt(&s.key_source));
+    if s.mounted {
+        out += &match s.daemon_pid {
+            Some(pid) => format!("  daemon pid:  {pid}\n"),
+            None => "  daemon:      not running (dead mount: run `secretfs umount` on it)\n".to_string(),
+        };
+    }
+    out
+}

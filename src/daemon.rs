@@ -1,0 +1,210 @@
+//! Running the filesystem as a service: fork to the background with a readiness pipe (the
+//! parent returns only once the mount is usable), logging, signals, and the runtime state file.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// Where mounted daemons record themselves, for `status` and `umount`.
+pub const STATE_DIR: &str = "/run/secretfs";
+
+/// The child's end of the readiness pipe.
+pub struct Readiness {
+    pipe: Option<std::fs::File>,
+}
+
+/// The parent's end: blocks until the child reports.
+pub struct ReadinessWaiter {
+    pipe: std::fs::File,
+}
+
+pub enum Forked {
+    Parent(ReadinessWaiter),
+    Child(Readiness),
+}
+
+impl Readiness {
+    /// For foreground mounts: nobody waits.
+    pub fn none() -> Self {
+        Self { pipe: None }
+    }
+
+    pub fn ok(&mut self) {
+        if let Some(mut p) = self.pipe.take() {
+            let _ = p.write_all(b"OK\n");
+        }
+    }
+
+    pub fn fail(&mut self, code: i32, message: &str) {
+        if let Some(mut p) = self.pipe.take() {
+            let _ = write!(p, "ERR {code} {message}");
+        }
+    }
+}
+
+impl ReadinessWaiter {
+    /// Ok once the mount is usable; otherwise the child's exit code and message.
+    pub fn wait(mut self) -> Result<(), (i32, String)> {
+        let mut msg = String::new();
+        let _ = self.pipe.read_to_string(&mut msg);
+        if msg.starts_with("OK") {
+            return Ok(());
+        }
+        match msg.strip_prefix("ERR ").and_then(|r| r.split_once(' ')) {
+            Some((code, text)) => Err((code.parse().unwrap_or(1), text.to_string())),
+            None => Err((1, "the daemon exited before the mount was ready (see the system log)".into())),
+        }
+    }
+}
+
+/// Forks; the child starts a new session. Must be called while the process has one thread.
+pub fn fork_background() -> std::io::Result<Forked> {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for the two descriptors pipe2 returns.
+    crate::fs_sys_cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both descriptors were just created and are owned here.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: single-threaded at this point, so the child may continue running Rust code.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => {
+            drop(read);
+            // SAFETY: plain syscall in the child.
+            unsafe { libc::setsid() };
+            Ok(Forked::Child(Readiness { pipe: Some(std::fs::File::from(write)) }))
+        }
+        _ => {
+            drop(write);
+            Ok(Forked::Parent(ReadinessWaiter { pipe: std::fs::File::from(read) }))
+        }
+    }
+}
+
+/// After readiness: the daemon keeps no terminal.
+pub fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
+/// Security settings of the daemon process: no core dumps (memory holds keys), umask 0 (the
+/// kernel already applied the caller's umask to every mode we receive).
+pub fn harden_process() {
+    // SAFETY: plain prctl/umask calls.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        libc::umask(0);
+    }
+}
+
+/// Blocks termination signals in this thread and every thread it spawns afterwards, so that
+/// only the thread started by `on_termination` receives them.
+pub fn block_termination_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local, then pthread_sigmask for this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Starts a thread that waits for one of the blocked signals and then calls `on_signal`.
+pub fn on_termination(set: libc::sigset_t, on_signal: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let mut sig = 0;
+        // SAFETY: set is a valid, initialised sigset.
+        unsafe { libc::sigwait(&set, &mut sig) };
+        tracing::info!(signal = sig, "termination signal: unmounting");
+        on_signal();
+    })?;
+    Ok(())
+}
+
+/// Installs the tracing subscriber: stderr in the foreground, else `log` or syslog.
+pub fn init_logging(foreground: bool, log: Option<&Path>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SECRETFS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let _ = match (log, foreground) {
+        (Some(path), _) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            Ok(file) => builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).try_init(),
+            Err(_) => builder.with_writer(std::io::stderr).try_init(),
+        },
+        (None, true) => builder.with_writer(std::io::stderr).try_init(),
+        (None, false) => {
+            // SAFETY: the ident is a static C string, as openlog requires.
+            unsafe { libc::openlog(c"secretfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+            builder.with_ansi(false).without_time().with_writer(SyslogWriter::default).try_init()
+        }
+    };
+}
+
+/// One syslog record per tracing event.
+#[derive(Default)]
+struct SyslogWriter {
+    buf: Vec<u8>,
+}
+
+impl Write for SyslogWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for SyslogWriter {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.buf);
+        let text = text.trim_end();
+        let priority = if text.contains("ERROR") { libc::LOG_ERR } else if text.contains("WARN") { libc::LOG_WARNING } else { libc::LOG_INFO };
+        if let Ok(c) = std::ffi::CString::new(text.replace('\0', " ")) {
+            // SAFETY: "%s" with one valid C string argument.
+            unsafe { libc::syslog(priority, c"%s".as_ptr(), c.as_ptr()) };
+        }
+    }
+}
+
+/// What a running daemon records about itself.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct MountState {
+    pub pid: u32,
+    pub mode: String,
+    pub backing: PathBuf,
+    pub mountpoint: PathBuf,
+    pub fs_id: String,
+    pub key_source: String,
+}
+
+pub fn state_path(mountpoint: &Path) -> PathBuf {
+    let escaped = mountpoint.to_string_lossy().trim_start_matches('/').replace('/', "-");
+    Path::new(STATE_DIR).join(format!("{}.json", if escaped.is_empty() { "-".into() } else { escaped }))
+}
+
+pub fn write_state(state: &MountState) -> std::io::Result<()> {
+    std::fs::create_dir_all(STATE_DIR)?;
+    let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    crate::config::write_atomically(&state_path(&state.mountpoint), &json, 0o644)
+}
+
+pub fn read_state(mountpoint: &Path) -> Option<MountState> {
+    let bytes = std::fs::read(state_path(mountpoint)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+pub fn remove_state(mountpoint: &Path) {
+    let _ = std::fs::remove_file(state_path(mountpoint));
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}

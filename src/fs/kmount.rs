@@ -1,0 +1,59 @@
+//! Attaching the FUSE device to a mount point with mount(2) directly, as type `fuse.secretfs`
+//! with the backing path as source, so findmnt and `mount -t secretfs` see what it is.
+
+use super::sys;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+/// Kernel-level choices for one mount.
+#[derive(Debug, Clone, Default)]
+pub struct KernelMount {
+    pub read_only: bool,
+    pub allow_other: bool,
+    pub suid: bool,
+    pub dev: bool,
+    pub noexec: bool,
+    pub noatime: bool,
+}
+
+/// Opens /dev/fuse and mounts it at `mountpoint`; the returned descriptor is the session's.
+pub fn mount(source: &Path, mountpoint: &Path, how: &KernelMount) -> std::io::Result<OwnedFd> {
+    let dev = sys::openat(libc::AT_FDCWD, c"/dev/fuse", libc::O_RDWR, 0)?;
+    let st = sys::fstat(sys::openat(libc::AT_FDCWD, &sys::cstring(mountpoint.as_os_str().as_encoded_bytes())?, libc::O_PATH, 0)?.as_raw_fd())?;
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let mut data = format!(
+        "fd={},rootmode={:o},user_id={uid},group_id={gid},default_permissions",
+        dev.as_raw_fd(),
+        st.st_mode & libc::S_IFMT
+    );
+    if how.allow_other {
+        data.push_str(",allow_other");
+    }
+    let mut flags: libc::c_ulong = 0;
+    for (on, flag) in [
+        (how.read_only, libc::MS_RDONLY),
+        (!how.suid, libc::MS_NOSUID),
+        (!how.dev, libc::MS_NODEV),
+        (how.noexec, libc::MS_NOEXEC),
+        (how.noatime, libc::MS_NOATIME),
+    ] {
+        if on {
+            flags |= flag;
+        }
+    }
+    let source = sys::cstring(source.as_os_str().as_encoded_bytes())?;
+    let target = sys::cstring(mountpoint.as_os_str().as_encoded_bytes())?;
+    let data = CString::new(data).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: all pointers are valid C strings for the duration of the call.
+    sys::cvt(unsafe { libc::mount(source.as_ptr(), target.as_ptr(), c"fuse.secretfs".as_ptr(), flags, data.as_ptr().cast()) })?;
+    Ok(dev)
+}
+
+/// umount2(2) on a mount point; `lazy` detaches even while files are open.
+pub fn unmount(mountpoint: &Path, lazy: bool) -> std::io::Result<()> {
+    let target = sys::cstring(mountpoint.as_os_str().as_encoded_bytes())?;
+    // SAFETY: valid C string.
+    sys::cvt(unsafe { libc::umount2(target.as_ptr(), if lazy { libc::MNT_DETACH } else { 0 }) }).map(drop)
+}
