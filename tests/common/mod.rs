@@ -1,0 +1,131 @@
+//! Shared fixture for integration tests: a real secretfs mounted through /dev/fuse in a temp
+//! directory, driven by the real `secretfs` binary, unmounted on drop.
+#![allow(dead_code)]
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+pub fn secretfs(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_secretfs")).args(args).output().expect("run secretfs")
+}
+
+pub fn require_root() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "integration tests mount FUSE filesystems and must run as root");
+    assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: modprobe fuse");
+}
+
+pub struct Fs {
+    pub dir: tempfile::TempDir,
+    pub backing: PathBuf,
+    pub mnt: PathBuf,
+    pub key: PathBuf,
+    pub log: PathBuf,
+    mounted: bool,
+}
+
+impl Fs {
+    /// A keyfile filesystem, initialised but not mounted.
+    pub fn init() -> Self {
+        require_root();
+        let dir = tempfile::Builder::new().prefix("secretfs-test").tempdir().expect("tempdir");
+        let backing = dir.path().join("backing");
+        let mnt = dir.path().join("mnt");
+        let key = dir.path().join("key");
+        let log = dir.path().join("daemon.log");
+        std::fs::create_dir(&mnt).unwrap();
+        let out = secretfs(&["init", backing.to_str().unwrap(), "--key", &format!("keyfile:{}", key.display())]);
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        Fs { dir, backing, mnt, key, log, mounted: false }
+    }
+
+    /// Initialised and mounted (allow_other, root opened to everybody).
+    pub fn new() -> Self {
+        let mut fs = Self::init();
+        fs.mount();
+        std::fs::set_permissions(&fs.mnt, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        fs
+    }
+
+    pub fn try_mount(&mut self, extra: &[&str]) -> Output {
+        let opts = format!("allow_other,log={}", self.log.display());
+        let mut args = vec!["mount", self.backing.to_str().unwrap(), self.mnt.to_str().unwrap(), "-o", &opts];
+        args.extend_from_slice(extra);
+        let out = secretfs(&args);
+        if out.status.success() {
+            self.mounted = true;
+        }
+        out
+    }
+
+    pub fn mount(&mut self) {
+        let out = self.try_mount(&[]);
+        assert!(out.status.success(), "mount failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn umount(&mut self) {
+        let out = secretfs(&["umount", self.mnt.to_str().unwrap()]);
+        assert!(out.status.success(), "umount failed: {}", String::from_utf8_lossy(&out.stderr));
+        self.mounted = false;
+    }
+
+    pub fn remount(&mut self) {
+        self.umount();
+        self.mount();
+    }
+
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    pub fn is_mounted(&self) -> bool {
+        std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&format!(" {} ", self.mnt.display()))
+    }
+
+    /// The backing file of a plaintext path: FUSE inode numbers are the backing ones.
+    pub fn backing_of(&self, plain: &Path) -> PathBuf {
+        let ino = std::fs::symlink_metadata(plain).unwrap().ino();
+        find_ino(&self.backing, ino).unwrap_or_else(|| panic!("no backing file with inode {ino}"))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Every file under the backing store, recursively.
+    pub fn backing_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        walk(&self.backing, &mut out);
+        out
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        out.push(p.clone());
+        if e.file_type().unwrap().is_dir() {
+            walk(&p, out);
+        }
+    }
+}
+
+fn find_ino(dir: &Path, ino: u64) -> Option<PathBuf> {
+    let mut all = Vec::new();
+    walk(dir, &mut all);
+    all.into_iter().find(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.ino() == ino))
+}
+
+impl Drop for Fs {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = secretfs(&["umount", "--lazy", self.mnt.to_str().unwrap()]);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+pub fn errno_of(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}

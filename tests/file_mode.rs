@@ -1,0 +1,385 @@
+//! File mode on a real FUSE mount: POSIX behaviour checked against expectations and models.
+
+mod common;
+
+use common::{errno_of, secretfs, Fs};
+use rand::{Rng, SeedableRng};
+use std::ffi::CString;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+
+const MARKER: &[u8] = b"PLAINTEXT-MARKER-7f3a";
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+#[test]
+fn random_writes_and_truncates_match_an_in_memory_model() {
+    let fs = Fs::new();
+    let path = fs.p("model.bin");
+    let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+    let mut model: Vec<u8> = Vec::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for step in 0..400 {
+        if rng.gen_ratio(1, 6) {
+            let len = rng.gen_range(0..40_000usize);
+            file.set_len(len as u64).unwrap();
+            model.resize(len, 0);
+        } else {
+            let off = rng.gen_range(0..36_000usize);
+            let len = rng.gen_range(1..9_000usize);
+            let data: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            file.write_all_at(&data, off as u64).unwrap();
+            if model.len() < off + len {
+                model.resize(off + len, 0);
+            }
+            model[off..off + len].copy_from_slice(&data);
+        }
+        assert_eq!(file.metadata().unwrap().len(), model.len() as u64, "size after step {step}");
+        let mut back = vec![0u8; model.len()];
+        file.read_exact_at(&mut back, 0).unwrap();
+        assert!(back == model, "content differs after step {step}");
+    }
+}
+
+#[test]
+fn nothing_plaintext_reaches_the_backing_store() {
+    let fs = Fs::new();
+    let marker = String::from_utf8(MARKER.to_vec()).unwrap();
+    fs::create_dir(fs.p(&format!("dir-{marker}"))).unwrap();
+    let file = fs.p(&format!("dir-{marker}/file-{marker}.txt"));
+    let mut content = Vec::new();
+    for _ in 0..3000 {
+        content.extend_from_slice(MARKER);
+    }
+    fs::write(&file, &content).unwrap();
+    std::os::unix::fs::symlink(format!("target-{marker}"), fs.p(&format!("link-{marker}"))).unwrap();
+    let name = CString::new(format!("user.{marker}")).unwrap();
+    let rc = unsafe { libc::setxattr(cpath(&file).as_ptr(), name.as_ptr(), MARKER.as_ptr().cast(), MARKER.len(), 0) };
+    assert_eq!(rc, 0, "setxattr");
+    assert_eq!(fs::read(&file).unwrap(), content);
+
+    for p in fs.backing_files() {
+        let name = p.file_name().unwrap().as_bytes();
+        assert!(!contains(name, b"MARKER"), "plaintext name in backing store: {}", p.display());
+        let meta = fs::symlink_metadata(&p).unwrap();
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(&p).unwrap();
+            assert!(!contains(target.as_os_str().as_bytes(), b"MARKER"), "plaintext symlink target");
+        } else if meta.is_file() {
+            assert!(!contains(&fs::read(&p).unwrap(), MARKER), "plaintext in {}", p.display());
+            let names = xattr_names(&p);
+            assert!(!contains(&names, b"MARKER"), "plaintext xattr name on {}", p.display());
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn xattr_names(p: &Path) -> Vec<u8> {
+    let mut buf = vec![0u8; 4096];
+    let n = unsafe { libc::listxattr(cpath(p).as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    buf.truncate(n.max(0) as usize);
+    buf
+}
+
+#[test]
+fn sizes_names_and_listing() {
+    let fs = Fs::new();
+    for (name, len) in [("empty", 0usize), ("one", 1), ("block", 4096), ("block+1", 4097), ("big", 1 << 20)] {
+        fs::write(fs.p(name), vec![b'x'; len]).unwrap();
+        assert_eq!(fs::metadata(fs.p(name)).unwrap().len(), len as u64, "{name}");
+        let stored = fs::metadata(fs.backing_of(&fs.p(name))).unwrap().len();
+        let blocks = (len as u64).div_ceil(4096);
+        let expected = if len == 0 { 0 } else { 18 + len as u64 + 28 * blocks };
+        assert_eq!(stored, expected, "stored size of {name}");
+    }
+    let long = "L".repeat(255);
+    fs::write(fs.p(&long), b"long name").unwrap();
+    assert_eq!(fs::read(fs.p(&long)).unwrap(), b"long name");
+    let mut listed: Vec<String> = fs::read_dir(&fs.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    listed.sort();
+    let mut expected = vec!["big", "block", "block+1", "empty", "one", long.as_str()];
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert_eq!(errno_of(&fs::write(fs.p(&"x".repeat(256)), b"").unwrap_err()), libc::ENAMETOOLONG);
+    fs::rename(fs.p(&long), fs.p("short")).unwrap();
+    assert_eq!(fs::read(fs.p("short")).unwrap(), b"long name");
+    let leftover = fs.backing_files().iter().any(|p| p.to_string_lossy().contains("lname."));
+    assert!(!leftover, "long-name side file left behind after rename");
+}
+
+#[test]
+fn hard_links_share_content() {
+    let fs = Fs::new();
+    fs::write(fs.p("a"), b"first").unwrap();
+    fs::create_dir(fs.p("sub")).unwrap();
+    fs::hard_link(fs.p("a"), fs.p("sub/b")).unwrap();
+    let (ma, mb) = (fs::metadata(fs.p("a")).unwrap(), fs::metadata(fs.p("sub/b")).unwrap());
+    assert_eq!(ma.ino(), mb.ino());
+    assert_eq!(ma.nlink(), 2);
+    fs::write(fs.p("sub/b"), b"second, longer").unwrap();
+    assert_eq!(fs::read(fs.p("a")).unwrap(), b"second, longer");
+    fs::remove_file(fs.p("a")).unwrap();
+    assert_eq!(fs::read(fs.p("sub/b")).unwrap(), b"second, longer");
+    assert_eq!(fs::metadata(fs.p("sub/b")).unwrap().nlink(), 1);
+}
+
+fn renameat2(from: &Path, to: &Path, flags: u32) -> i32 {
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, cpath(from).as_ptr(), libc::AT_FDCWD, cpath(to).as_ptr(), flags) };
+    if rc == 0 { 0 } else { std::io::Error::last_os_error().raw_os_error().unwrap() }
+}
+
+#[test]
+fn rename_across_directories_and_flags() {
+    let fs = Fs::new();
+    fs::create_dir_all(fs.p("a/deep")).unwrap();
+    fs::create_dir(fs.p("b")).unwrap();
+    fs::write(fs.p("a/deep/f"), b"inside").unwrap();
+    fs::write(fs.p("a/g"), b"gee").unwrap();
+    fs::rename(fs.p("a/g"), fs.p("b/g2")).unwrap();
+    assert_eq!(fs::read(fs.p("b/g2")).unwrap(), b"gee");
+    fs::rename(fs.p("a/deep"), fs.p("b/moved")).unwrap();
+    assert_eq!(fs::read(fs.p("b/moved/f")).unwrap(), b"inside");
+    assert!(!fs.p("a/deep").exists());
+
+    fs::write(fs.p("x"), b"x").unwrap();
+    fs::write(fs.p("y"), b"y").unwrap();
+    assert_eq!(renameat2(&fs.p("x"), &fs.p("y"), libc::RENAME_NOREPLACE), libc::EEXIST);
+    assert_eq!(renameat2(&fs.p("x"), &fs.p("y"), libc::RENAME_EXCHANGE), 0);
+    assert_eq!(fs::read(fs.p("x")).unwrap(), b"y");
+    assert_eq!(fs::read(fs.p("y")).unwrap(), b"x");
+    assert_eq!(renameat2(&fs.p("x"), &fs.p("z"), libc::RENAME_WHITEOUT), libc::EINVAL);
+    assert_eq!(renameat2(&fs.p("x"), &fs.p("z"), 1 << 7), libc::EINVAL);
+    assert!(!fs.p("z").exists());
+    // Save-by-rename, as editors do.
+    fs::write(fs.p("doc.tmp"), b"new version").unwrap();
+    fs::rename(fs.p("doc.tmp"), fs.p("x")).unwrap();
+    assert_eq!(fs::read(fs.p("x")).unwrap(), b"new version");
+}
+
+#[test]
+fn open_then_unlinked_file_stays_usable() {
+    let fs = Fs::new();
+    let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(fs.p("tmp")).unwrap();
+    f.write_all(b"before unlink").unwrap();
+    fs::remove_file(fs.p("tmp")).unwrap();
+    assert!(!fs.p("tmp").exists());
+    f.write_all(&vec![7u8; 10_000]).unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    let mut back = Vec::new();
+    f.read_to_end(&mut back).unwrap();
+    assert_eq!(&back[..13], b"before unlink");
+    assert_eq!(back.len(), 10_013);
+    assert_eq!(f.metadata().unwrap().nlink(), 0);
+}
+
+#[test]
+fn shared_writable_mmap() {
+    let fs = Fs::new();
+    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(fs.p("mapped")).unwrap();
+    let len = 3 * 4096 + 100;
+    f.set_len(len as u64).unwrap();
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let ptr = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, f.as_raw_fd(), 0);
+        assert_ne!(ptr, libc::MAP_FAILED);
+        let bytes = std::slice::from_raw_parts_mut(ptr as *mut u8, len);
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+        assert_eq!(libc::msync(ptr, len, libc::MS_SYNC), 0);
+        libc::munmap(ptr, len);
+    }
+    drop(f);
+    let back = fs::read(fs.p("mapped")).unwrap();
+    assert_eq!(back.len(), len);
+    assert!(back.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+}
+
+#[test]
+fn concurrent_writers_to_distinct_regions_of_one_file() {
+    let fs = Fs::new();
+    let path = fs.p("shared");
+    let f = std::sync::Arc::new(OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap());
+    const REGION: usize = 64 * 1024 + 123;
+    f.set_len((REGION * 4) as u64).unwrap();
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            let f = f.clone();
+            std::thread::spawn(move || {
+                for round in 0..20u8 {
+                    let chunk = vec![t.wrapping_mul(31).wrapping_add(round); 1000];
+                    for off in (0..REGION).step_by(1000) {
+                        let n = chunk.len().min(REGION - off);
+                        f.write_all_at(&chunk[..n], (t as usize * REGION + off) as u64).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let back = fs::read(&path).unwrap();
+    for t in 0..4u8 {
+        let want = t.wrapping_mul(31).wrapping_add(19);
+        assert!(back[t as usize * REGION..(t as usize + 1) * REGION].iter().all(|b| *b == want), "region {t}");
+    }
+}
+
+#[test]
+fn holes_sparse_files_and_seek_data() {
+    let fs = Fs::new();
+    let path = fs.p("sparse");
+    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+    f.write_all_at(b"head", 0).unwrap();
+    f.write_all_at(b"tail", 10 << 20).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), (10 << 20) + 4);
+    let mut mid = vec![1u8; 8192];
+    f.read_exact_at(&mut mid, 5 << 20).unwrap();
+    assert!(mid.iter().all(|b| *b == 0));
+    assert!(fs::metadata(fs.backing_of(&path)).unwrap().blocks() < 1000, "hole was allocated");
+    use std::os::fd::AsRawFd;
+    let hole = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_HOLE) };
+    assert!(hole > 0 && hole < 10 << 20, "SEEK_HOLE gave {hole}");
+    let data = unsafe { libc::lseek(f.as_raw_fd(), hole, libc::SEEK_DATA) };
+    assert!(data >= hole && data <= 10 << 20, "SEEK_DATA gave {data}");
+    f.set_len(3).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"hea");
+}
+
+#[test]
+fn xattrs_round_trip_and_other_namespaces_are_refused() {
+    let fs = Fs::new();
+    let path = fs.p("x");
+    fs::write(&path, b"").unwrap();
+    let c = cpath(&path);
+    let name = CString::new("user.colour").unwrap();
+    assert_eq!(unsafe { libc::setxattr(c.as_ptr(), name.as_ptr(), b"blue".as_ptr().cast(), 4, 0) }, 0);
+    let mut buf = [0u8; 64];
+    let n = unsafe { libc::getxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert_eq!(&buf[..n as usize], b"blue");
+    assert_eq!(xattr_names(&path), b"user.colour\0");
+    let sec = CString::new("trusted.x").unwrap();
+    assert_eq!(unsafe { libc::setxattr(c.as_ptr(), sec.as_ptr(), b"1".as_ptr().cast(), 1, 0) }, -1);
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EOPNOTSUPP));
+    assert_eq!(unsafe { libc::removexattr(c.as_ptr(), name.as_ptr()) }, 0);
+    assert!(xattr_names(&path).is_empty());
+}
+
+#[test]
+fn symlinks_fifos_and_modes() {
+    let fs = Fs::new();
+    std::os::unix::fs::symlink("some/where/../target", fs.p("ln")).unwrap();
+    assert_eq!(fs::read_link(fs.p("ln")).unwrap(), Path::new("some/where/../target"));
+    assert_eq!(fs::symlink_metadata(fs.p("ln")).unwrap().len(), "some/where/../target".len() as u64);
+    let fifo = cpath(&fs.p("fifo"));
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+    let m = fs::symlink_metadata(fs.p("fifo")).unwrap();
+    assert_eq!(m.mode() & libc::S_IFMT, libc::S_IFIFO);
+    assert_eq!(m.mode() & 0o777, 0o640);
+    fs::write(fs.p("f"), b"").unwrap();
+    fs::set_permissions(fs.p("f"), std::os::unix::fs::PermissionsExt::from_mode(0o4711)).unwrap();
+    assert_eq!(fs::metadata(fs.p("f")).unwrap().mode() & 0o7777, 0o4711);
+    std::os::unix::fs::chown(fs.p("f"), Some(65534), Some(65534)).unwrap();
+    assert_eq!(fs::metadata(fs.p("f")).unwrap().uid(), 65534);
+}
+
+#[test]
+fn remount_with_the_same_key_reads_everything_back() {
+    let mut fs = Fs::new();
+    fs::create_dir_all(fs.p("d/e")).unwrap();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    fs::write(fs.p("d/e/data"), &data).unwrap();
+    std::os::unix::fs::symlink("d/e/data", fs.p("link")).unwrap();
+    fs.remount();
+    assert_eq!(fs::read(fs.p("d/e/data")).unwrap(), data);
+    assert_eq!(fs::read(fs.p("link")).unwrap(), data);
+}
+
+#[test]
+fn wrong_key_fails_clearly_and_mounts_nothing() {
+    let mut fs = Fs::init();
+    let other = fs.dir.path().join("other-key");
+    let out = secretfs(&["init", fs.dir.path().join("other").to_str().unwrap(), "--key", &format!("keyfile:{}", other.display())]);
+    assert!(out.status.success());
+    let out = fs.try_mount(&["--key", &format!("keyfile:{}", other.display())]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("this key does not open this filesystem (config MAC mismatch)"), "{err}");
+    assert!(!fs.is_mounted());
+}
+
+#[test]
+fn read_only_mount_refuses_writes() {
+    let mut fs = Fs::new();
+    fs::write(fs.p("keep"), b"kept").unwrap();
+    fs.umount();
+    let out = fs.try_mount(&["-o", "ro"]);
+    assert!(out.status.success());
+    assert_eq!(fs::read(fs.p("keep")).unwrap(), b"kept");
+    assert_eq!(errno_of(&fs::write(fs.p("new"), b"").unwrap_err()), libc::EROFS);
+}
+
+#[test]
+fn status_reports_the_mount() {
+    let fs = Fs::new();
+    let out = secretfs(&["status", fs.mnt.to_str().unwrap(), "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["mounted"], true);
+    assert_eq!(v["mode"], "file");
+    assert_eq!(v["cipher"], "AES-256-GCM-4096/AES-256-SIV");
+    assert!(v["key_source"].as_str().unwrap().starts_with("keyfile"));
+    let out = secretfs(&["status", fs.dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(6));
+}
+
+#[test]
+fn ephemeral_filesystems_start_empty_at_every_mount() {
+    common::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (back, mnt) = (dir.path().join("b"), dir.path().join("m"));
+    fs::create_dir(&mnt).unwrap();
+    assert!(secretfs(&["init", back.to_str().unwrap(), "--key", "ephemeral"]).status.success());
+    for round in 0..2 {
+        let out = secretfs(&["mount", back.to_str().unwrap(), mnt.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(fs::read_dir(&mnt).unwrap().count(), 0, "round {round}: old data survived");
+        fs::write(mnt.join("scratch"), b"gone after unmount").unwrap();
+        assert!(secretfs(&["umount", mnt.to_str().unwrap()]).status.success());
+    }
+}
+
+#[test]
+fn passphrase_source_unlocks_and_rejects_a_wrong_passphrase() {
+    common::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (back, mnt) = (dir.path().join("b"), dir.path().join("m"));
+    fs::create_dir(&mnt).unwrap();
+    let init = secretfs(&["init", back.to_str().unwrap(), "--key", "passphrase", "--passphrase-command", "echo correct horse"]);
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let wrong = secretfs(&["mount", back.to_str().unwrap(), mnt.to_str().unwrap(), "--passphrase-command", "echo wrong"]);
+    assert_eq!(wrong.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong passphrase"));
+    let ok = secretfs(&["mount", back.to_str().unwrap(), mnt.to_str().unwrap(), "--passphrase-command", "echo correct horse"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    fs::write(mnt.join("f"), b"x").unwrap();
+    assert!(secretfs(&["umount", mnt.to_str().unwrap()]).status.success());
+}
+
+#[test]
+fn bad_mount_options_are_usage_errors() {
+    let mut fs = Fs::init();
+    let out = fs.try_mount(&["-o", "bogus_option"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("valid options"));
+    assert!(!fs.is_mounted());
+}
