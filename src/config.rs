@@ -59,10 +59,15 @@ pub struct FsConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path} is not a secretfs backing store (no {CONFIG_FILE}); run `secretfs init` first")]
+    #[error(
+        "{path} is not a secretfs backing store (no {CONFIG_FILE}); run `secretfs init` first"
+    )]
     Missing { path: PathBuf },
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is damaged or not a secretfs config: {reason}")]
     Malformed { path: PathBuf, reason: String },
     #[error("this key does not open this filesystem (config MAC mismatch): wrong key, or the config was edited")]
@@ -133,10 +138,18 @@ impl FsConfig {
             .ok_or("no valid \"mac\" field")?;
         let config: FsConfig = serde_json::from_value(value).map_err(|e| e.to_string())?;
         if config.format_version != CONFIG_VERSION {
-            return Err(format!("unsupported format_version {}", config.format_version));
+            return Err(format!(
+                "unsupported format_version {}",
+                config.format_version
+            ));
         }
-        if config.block_size as usize != crate::crypto::content::BLOCK_SIZE || config.cipher != CIPHER_NAME {
-            return Err(format!("unsupported cipher {} / block size {}", config.cipher, config.block_size));
+        if config.block_size as usize != crate::crypto::content::BLOCK_SIZE
+            || config.cipher != CIPHER_NAME
+        {
+            return Err(format!(
+                "unsupported cipher {} / block size {}",
+                config.cipher, config.block_size
+            ));
         }
         Ok((config, mac))
     }
@@ -161,7 +174,9 @@ pub fn load(backing: &Path) -> Result<(FsConfig, Vec<u8>), ConfigError> {
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ConfigError::Missing { path: backing.to_path_buf() })
+            return Err(ConfigError::Missing {
+                path: backing.to_path_buf(),
+            })
         }
         Err(source) => return Err(ConfigError::Io { path, source }),
     };
@@ -173,7 +188,11 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut suffix = [0u8; 8];
     crate::crypto::keys::fill_random(&mut suffix);
-    let tmp = dir.join(format!("{}{}", crate::crypto::names::TEMP_PREFIX, hex(&suffix)));
+    let tmp = dir.join(format!(
+        "{}{}",
+        crate::crypto::names::TEMP_PREFIX,
+        hex(&suffix)
+    ));
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -192,12 +211,20 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result
 }
 
 /// Writes a new config; refuses to replace one unless `replace` (rewrap, ephemeral re-key).
-pub fn store(backing: &Path, config: &FsConfig, keys: &KeyRing, replace: bool) -> Result<(), ConfigError> {
+pub fn store(
+    backing: &Path,
+    config: &FsConfig,
+    keys: &KeyRing,
+    replace: bool,
+) -> Result<(), ConfigError> {
     let path = config_path(backing);
     if !replace && path.exists() {
-        return Err(ConfigError::AlreadyInitialized { path: backing.to_path_buf() });
+        return Err(ConfigError::AlreadyInitialized {
+            path: backing.to_path_buf(),
+        });
     }
-    write_atomically(&path, &config.to_json(keys), 0o600).map_err(|source| ConfigError::Io { path, source })
+    write_atomically(&path, &config.to_json(keys), 0o600)
+        .map_err(|source| ConfigError::Io { path, source })
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -221,7 +248,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn ring(config: &FsConfig, byte: u8) -> KeyRing {
-        KeyRing::new(&MasterKey::from_slice(&[byte; 32]).unwrap(), &config.fs_id_bytes())
+        KeyRing::new(
+            &MasterKey::from_slice(&[byte; 32]).unwrap(),
+            &config.fs_id_bytes(),
+        )
     }
 
     #[test]
@@ -232,7 +262,10 @@ mod tests {
         let (parsed, mac) = FsConfig::parse_unverified(&json).unwrap();
         assert_eq!(parsed, config);
         parsed.verify_mac(&mac, &keys).unwrap();
-        assert!(matches!(parsed.verify_mac(&mac, &ring(&config, 2)), Err(ConfigError::MacMismatch)));
+        assert!(matches!(
+            parsed.verify_mac(&mac, &ring(&config, 2)),
+            Err(ConfigError::MacMismatch)
+        ));
     }
 
     #[test]
@@ -242,7 +275,10 @@ mod tests {
         let json = String::from_utf8(config.to_json(&keys)).unwrap();
         let edited = json.replace(&config.root_dir_id, "AAAAAAAAAAAAAAAAAAAAAA==");
         let (parsed, mac) = FsConfig::parse_unverified(edited.as_bytes()).unwrap();
-        assert!(matches!(parsed.verify_mac(&mac, &keys), Err(ConfigError::MacMismatch)));
+        assert!(matches!(
+            parsed.verify_mac(&mac, &keys),
+            Err(ConfigError::MacMismatch)
+        ));
         let extra = json.replacen('{', "{\"evil\": 1,", 1);
         assert!(FsConfig::parse_unverified(extra.as_bytes()).is_err());
     }
@@ -253,7 +289,10 @@ mod tests {
         let config = FsConfig::new(KeySourceDescriptor::Ephemeral);
         let keys = ring(&config, 1);
         store(dir.path(), &config, &keys, false).unwrap();
-        assert!(matches!(store(dir.path(), &config, &keys, false), Err(ConfigError::AlreadyInitialized { .. })));
+        assert!(matches!(
+            store(dir.path(), &config, &keys, false),
+            Err(ConfigError::AlreadyInitialized { .. })
+        ));
         let (loaded, _) = load(dir.path()).unwrap();
         assert_eq!(loaded, config);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();

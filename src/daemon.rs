@@ -52,7 +52,10 @@ impl ReadinessWaiter {
         }
         match msg.strip_prefix("ERR ").and_then(|r| r.split_once(' ')) {
             Some((code, text)) => Err((code.parse().unwrap_or(1), text.to_string())),
-            None => Err((1, "the daemon exited before the mount was ready (see the system log)".into())),
+            None => Err((
+                1,
+                "the daemon exited before the mount was ready (see the system log)".into(),
+            )),
         }
     }
 }
@@ -71,18 +74,26 @@ pub fn fork_background() -> std::io::Result<Forked> {
             drop(read);
             // SAFETY: plain syscall in the child.
             unsafe { libc::setsid() };
-            Ok(Forked::Child(Readiness { pipe: Some(std::fs::File::from(write)) }))
+            Ok(Forked::Child(Readiness {
+                pipe: Some(std::fs::File::from(write)),
+            }))
         }
         _ => {
             drop(write);
-            Ok(Forked::Parent(ReadinessWaiter { pipe: std::fs::File::from(read) }))
+            Ok(Forked::Parent(ReadinessWaiter {
+                pipe: std::fs::File::from(read),
+            }))
         }
     }
 }
 
 /// After readiness: the daemon keeps no terminal.
 pub fn detach_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         for fd in 0..3 {
             // SAFETY: dup2 onto the standard descriptors.
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
@@ -116,14 +127,19 @@ pub fn block_termination_signals() -> libc::sigset_t {
 }
 
 /// Starts a thread that waits for one of the blocked signals and then calls `on_signal`.
-pub fn on_termination(set: libc::sigset_t, on_signal: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        let mut sig = 0;
-        // SAFETY: set is a valid, initialised sigset.
-        unsafe { libc::sigwait(&set, &mut sig) };
-        tracing::info!(signal = sig, "termination signal: unmounting");
-        on_signal();
-    })?;
+pub fn on_termination(
+    set: libc::sigset_t,
+    on_signal: impl FnOnce() + Send + 'static,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut sig = 0;
+            // SAFETY: set is a valid, initialised sigset.
+            unsafe { libc::sigwait(&set, &mut sig) };
+            tracing::info!(signal = sig, "termination signal: unmounting");
+            on_signal();
+        })?;
     Ok(())
 }
 
@@ -131,17 +147,30 @@ pub fn on_termination(set: libc::sigset_t, on_signal: impl FnOnce() + Send + 'st
 pub fn init_logging(foreground: bool, log: Option<&Path>) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SECRETFS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
     let _ = match (log, foreground) {
-        (Some(path), _) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
-            Ok(file) => builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).try_init(),
+        (Some(path), _) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(file) => builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .try_init(),
             Err(_) => builder.with_writer(std::io::stderr).try_init(),
         },
         (None, true) => builder.with_writer(std::io::stderr).try_init(),
         (None, false) => {
             // SAFETY: the ident is a static C string, as openlog requires.
             unsafe { libc::openlog(c"secretfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
-            builder.with_ansi(false).without_time().with_writer(SyslogWriter::default).try_init()
+            builder
+                .with_ansi(false)
+                .without_time()
+                .with_writer(SyslogWriter::default)
+                .try_init()
         }
     };
 }
@@ -166,7 +195,13 @@ impl Drop for SyslogWriter {
     fn drop(&mut self) {
         let text = String::from_utf8_lossy(&self.buf);
         let text = text.trim_end();
-        let priority = if text.contains("ERROR") { libc::LOG_ERR } else if text.contains("WARN") { libc::LOG_WARNING } else { libc::LOG_INFO };
+        let priority = if text.contains("ERROR") {
+            libc::LOG_ERR
+        } else if text.contains("WARN") {
+            libc::LOG_WARNING
+        } else {
+            libc::LOG_INFO
+        };
         if let Ok(c) = std::ffi::CString::new(text.replace('\0', " ")) {
             // SAFETY: "%s" with one valid C string argument.
             unsafe { libc::syslog(priority, c"%s".as_ptr(), c.as_ptr()) };
@@ -186,8 +221,18 @@ pub struct MountState {
 }
 
 pub fn state_path(mountpoint: &Path) -> PathBuf {
-    let escaped = mountpoint.to_string_lossy().trim_start_matches('/').replace('/', "-");
-    Path::new(STATE_DIR).join(format!("{}.json", if escaped.is_empty() { "-".into() } else { escaped }))
+    let escaped = mountpoint
+        .to_string_lossy()
+        .trim_start_matches('/')
+        .replace('/', "-");
+    Path::new(STATE_DIR).join(format!(
+        "{}.json",
+        if escaped.is_empty() {
+            "-".into()
+        } else {
+            escaped
+        }
+    ))
 }
 
 pub fn write_state(state: &MountState) -> std::io::Result<()> {

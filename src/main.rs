@@ -27,9 +27,16 @@ fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Init(args) => {
             let done = init::run(&args)?;
-            println!("created secretfs filesystem {} in {}", done.config.fs_id, done.backing.display());
+            println!(
+                "created secretfs filesystem {} in {}",
+                done.config.fs_id,
+                done.backing.display()
+            );
             println!("  key source: {}", done.config.key_source.kind());
-            println!("  next: secretfs mount {} /mnt/secretfs", done.backing.display());
+            println!(
+                "  next: secretfs mount {} /mnt/secretfs",
+                done.backing.display()
+            );
             Ok(())
         }
         Command::Mount(args) => mount::run(&args),
@@ -37,7 +44,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status(args) => {
             let s = status::collect(&args.path)?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&s).map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&s)
+                        .map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?
+                );
             } else {
                 print!("{}", status::render(&s));
             }

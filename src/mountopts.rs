@@ -24,9 +24,30 @@ pub struct MountOptions {
 
 /// Options with a value, then flags: the list printed when an option is unknown.
 pub const VALID: &[&str] = &[
-    "key=", "threads=", "log=", "ro", "rw", "allow_other", "writeback", "nosuid", "suid",
-    "nodev", "dev", "noexec", "exec", "noatime", "atime", "relatime", "defaults", "auto",
-    "noauto", "nofail", "_netdev", "default_permissions", "x-systemd.*", "x-*",
+    "key=",
+    "threads=",
+    "log=",
+    "ro",
+    "rw",
+    "allow_other",
+    "writeback",
+    "nosuid",
+    "suid",
+    "nodev",
+    "dev",
+    "noexec",
+    "exec",
+    "noatime",
+    "atime",
+    "relatime",
+    "defaults",
+    "auto",
+    "noauto",
+    "nofail",
+    "_netdev",
+    "default_permissions",
+    "x-systemd.*",
+    "x-*",
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -36,7 +57,11 @@ pub enum OptionError {
     #[error("mount option `{0}` needs a value (`{0}=…`)")]
     MissingValue(String),
     #[error("mount option `{name}` has an invalid value `{value}`: {why}")]
-    BadValue { name: String, value: String, why: String },
+    BadValue {
+        name: String,
+        value: String,
+        why: String,
+    },
     #[error("mount option `{0}` is refused: a user mount would let any local user unlock the key")]
     Refused(String),
 }
@@ -45,7 +70,12 @@ impl MountOptions {
     /// Parses one or more comma-separated option strings (later options win).
     pub fn parse<'a>(groups: impl IntoIterator<Item = &'a str>) -> Result<Self, OptionError> {
         let mut o = MountOptions::default();
-        for opt in groups.into_iter().flat_map(|g| g.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+        for opt in groups
+            .into_iter()
+            .flat_map(|g| g.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             let (name, value) = match opt.split_once('=') {
                 Some((n, v)) => (n, Some(v)),
                 None => (opt, None),
@@ -54,9 +84,17 @@ impl MountOptions {
                 "key" => o.key = Some(need(name, value)?.to_string()),
                 "threads" => {
                     let v = need(name, value)?;
-                    let n: usize = v.parse().map_err(|_| OptionError::BadValue { name: name.into(), value: v.into(), why: "not a number".into() })?;
+                    let n: usize = v.parse().map_err(|_| OptionError::BadValue {
+                        name: name.into(),
+                        value: v.into(),
+                        why: "not a number".into(),
+                    })?;
                     if !(1..=64).contains(&n) {
-                        return Err(OptionError::BadValue { name: name.into(), value: v.into(), why: "must be 1 to 64".into() });
+                        return Err(OptionError::BadValue {
+                            name: name.into(),
+                            value: v.into(),
+                            why: "must be 1 to 64".into(),
+                        });
                     }
                     o.threads = Some(n);
                 }
@@ -73,13 +111,28 @@ impl MountOptions {
                 "exec" => o.noexec = false,
                 "noatime" => o.noatime = true,
                 "atime" | "relatime" => o.noatime = false,
-                "user" | "users" | "owner" | "group" => return Err(OptionError::Refused(name.to_string())),
-                "defaults" | "auto" | "noauto" | "nofail" | "_netdev" | "default_permissions" => o.ignored.push(opt.to_string()),
-                n if n.starts_with("x-") || n.starts_with("comment=") => o.ignored.push(opt.to_string()),
+                "user" | "users" | "owner" | "group" => {
+                    return Err(OptionError::Refused(name.to_string()))
+                }
+                "defaults" | "auto" | "noauto" | "nofail" | "_netdev" | "default_permissions" => {
+                    o.ignored.push(opt.to_string())
+                }
+                n if n.starts_with("x-") || n.starts_with("comment=") => {
+                    o.ignored.push(opt.to_string())
+                }
                 _ => return Err(OptionError::Unknown(opt.to_string())),
             }
-            if value.is_some() && matches!(name, "ro" | "rw" | "allow_other" | "writeback" | "nosuid" | "nodev" | "noexec") {
-                return Err(OptionError::BadValue { name: name.into(), value: value.unwrap_or("").into(), why: "takes no value".into() });
+            if value.is_some()
+                && matches!(
+                    name,
+                    "ro" | "rw" | "allow_other" | "writeback" | "nosuid" | "nodev" | "noexec"
+                )
+            {
+                return Err(OptionError::BadValue {
+                    name: name.into(),
+                    value: value.unwrap_or("").into(),
+                    why: "takes no value".into(),
+                });
             }
         }
         Ok(o)
@@ -87,7 +140,9 @@ impl MountOptions {
 }
 
 fn need<'a>(name: &str, value: Option<&'a str>) -> Result<&'a str, OptionError> {
-    value.filter(|v| !v.is_empty()).ok_or_else(|| OptionError::MissingValue(name.to_string()))
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| OptionError::MissingValue(name.to_string()))
 }
 
 #[cfg(test)]
@@ -113,11 +168,26 @@ mod tests {
     fn bad_options_are_clear_errors() {
         let e = MountOptions::parse(["bogus"]).unwrap_err();
         assert!(e.to_string().contains("valid options: key="), "{e}");
-        assert_eq!(MountOptions::parse(["key="]).unwrap_err(), OptionError::MissingValue("key".into()));
-        assert!(matches!(MountOptions::parse(["threads=0"]), Err(OptionError::BadValue { .. })));
-        assert!(matches!(MountOptions::parse(["threads=x"]), Err(OptionError::BadValue { .. })));
-        assert!(matches!(MountOptions::parse(["users"]), Err(OptionError::Refused(_))));
-        assert!(matches!(MountOptions::parse(["ro=1"]), Err(OptionError::BadValue { .. })));
+        assert_eq!(
+            MountOptions::parse(["key="]).unwrap_err(),
+            OptionError::MissingValue("key".into())
+        );
+        assert!(matches!(
+            MountOptions::parse(["threads=0"]),
+            Err(OptionError::BadValue { .. })
+        ));
+        assert!(matches!(
+            MountOptions::parse(["threads=x"]),
+            Err(OptionError::BadValue { .. })
+        ));
+        assert!(matches!(
+            MountOptions::parse(["users"]),
+            Err(OptionError::Refused(_))
+        ));
+        assert!(matches!(
+            MountOptions::parse(["ro=1"]),
+            Err(OptionError::BadValue { .. })
+        ));
     }
 
     proptest::proptest! {

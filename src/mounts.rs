@@ -19,7 +19,10 @@ fn unescape(field: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            if let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 4]).ok().and_then(|o| u8::from_str_radix(o, 8).ok()) {
+            if let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 4])
+                .ok()
+                .and_then(|o| u8::from_str_radix(o, 8).ok())
+            {
                 out.push(v);
                 i += 4;
                 continue;
@@ -49,7 +52,9 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
 }
 
 pub fn all() -> Vec<MountEntry> {
-    std::fs::read_to_string("/proc/self/mountinfo").map(|t| parse_mountinfo(&t)).unwrap_or_default()
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| parse_mountinfo(&t))
+        .unwrap_or_default()
 }
 
 /// The topmost mount at exactly `path`, if any.
@@ -59,7 +64,10 @@ pub fn at(path: &Path) -> Option<MountEntry> {
 
 /// A secretfs file-mode mount whose backing store is `backing`.
 pub fn serving(backing: &Path) -> Option<MountEntry> {
-    all().into_iter().rev().find(|m| m.fstype == FUSE_TYPE && Path::new(&m.source) == backing)
+    all()
+        .into_iter()
+        .rev()
+        .find(|m| m.fstype == FUSE_TYPE && Path::new(&m.source) == backing)
 }
 
 #[cfg(test)]

@@ -21,7 +21,13 @@ fn cpath(p: &Path) -> CString {
 fn random_writes_and_truncates_match_an_in_memory_model() {
     let fs = Fs::new();
     let path = fs.p("model.bin");
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
     let mut model: Vec<u8> = Vec::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for step in 0..400 {
@@ -39,7 +45,11 @@ fn random_writes_and_truncates_match_an_in_memory_model() {
             }
             model[off..off + len].copy_from_slice(&data);
         }
-        assert_eq!(file.metadata().unwrap().len(), model.len() as u64, "size after step {step}");
+        assert_eq!(
+            file.metadata().unwrap().len(),
+            model.len() as u64,
+            "size after step {step}"
+        );
         let mut back = vec![0u8; model.len()];
         file.read_exact_at(&mut back, 0).unwrap();
         assert!(back == model, "content differs after step {step}");
@@ -57,23 +67,47 @@ fn nothing_plaintext_reaches_the_backing_store() {
         content.extend_from_slice(MARKER);
     }
     fs::write(&file, &content).unwrap();
-    std::os::unix::fs::symlink(format!("target-{marker}"), fs.p(&format!("link-{marker}"))).unwrap();
+    std::os::unix::fs::symlink(format!("target-{marker}"), fs.p(&format!("link-{marker}")))
+        .unwrap();
     let name = CString::new(format!("user.{marker}")).unwrap();
-    let rc = unsafe { libc::setxattr(cpath(&file).as_ptr(), name.as_ptr(), MARKER.as_ptr().cast(), MARKER.len(), 0) };
+    let rc = unsafe {
+        libc::setxattr(
+            cpath(&file).as_ptr(),
+            name.as_ptr(),
+            MARKER.as_ptr().cast(),
+            MARKER.len(),
+            0,
+        )
+    };
     assert_eq!(rc, 0, "setxattr");
     assert_eq!(fs::read(&file).unwrap(), content);
 
     for p in fs.backing_files() {
         let name = p.file_name().unwrap().as_bytes();
-        assert!(!contains(name, b"MARKER"), "plaintext name in backing store: {}", p.display());
+        assert!(
+            !contains(name, b"MARKER"),
+            "plaintext name in backing store: {}",
+            p.display()
+        );
         let meta = fs::symlink_metadata(&p).unwrap();
         if meta.file_type().is_symlink() {
             let target = fs::read_link(&p).unwrap();
-            assert!(!contains(target.as_os_str().as_bytes(), b"MARKER"), "plaintext symlink target");
+            assert!(
+                !contains(target.as_os_str().as_bytes(), b"MARKER"),
+                "plaintext symlink target"
+            );
         } else if meta.is_file() {
-            assert!(!contains(&fs::read(&p).unwrap(), MARKER), "plaintext in {}", p.display());
+            assert!(
+                !contains(&fs::read(&p).unwrap(), MARKER),
+                "plaintext in {}",
+                p.display()
+            );
             let names = xattr_names(&p);
-            assert!(!contains(&names, b"MARKER"), "plaintext xattr name on {}", p.display());
+            assert!(
+                !contains(&names, b"MARKER"),
+                "plaintext xattr name on {}",
+                p.display()
+            );
         }
     }
 }
@@ -92,26 +126,49 @@ fn xattr_names(p: &Path) -> Vec<u8> {
 #[test]
 fn sizes_names_and_listing() {
     let fs = Fs::new();
-    for (name, len) in [("empty", 0usize), ("one", 1), ("block", 4096), ("block+1", 4097), ("big", 1 << 20)] {
+    for (name, len) in [
+        ("empty", 0usize),
+        ("one", 1),
+        ("block", 4096),
+        ("block+1", 4097),
+        ("big", 1 << 20),
+    ] {
         fs::write(fs.p(name), vec![b'x'; len]).unwrap();
-        assert_eq!(fs::metadata(fs.p(name)).unwrap().len(), len as u64, "{name}");
+        assert_eq!(
+            fs::metadata(fs.p(name)).unwrap().len(),
+            len as u64,
+            "{name}"
+        );
         let stored = fs::metadata(fs.backing_of(&fs.p(name))).unwrap().len();
         let blocks = (len as u64).div_ceil(4096);
-        let expected = if len == 0 { 0 } else { 18 + len as u64 + 28 * blocks };
+        let expected = if len == 0 {
+            0
+        } else {
+            18 + len as u64 + 28 * blocks
+        };
         assert_eq!(stored, expected, "stored size of {name}");
     }
     let long = "L".repeat(255);
     fs::write(fs.p(&long), b"long name").unwrap();
     assert_eq!(fs::read(fs.p(&long)).unwrap(), b"long name");
-    let mut listed: Vec<String> = fs::read_dir(&fs.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut listed: Vec<String> = fs::read_dir(&fs.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     listed.sort();
     let mut expected = vec!["big", "block", "block+1", "empty", "one", long.as_str()];
     expected.sort();
     assert_eq!(listed, expected);
-    assert_eq!(errno_of(&fs::write(fs.p(&"x".repeat(256)), b"").unwrap_err()), libc::ENAMETOOLONG);
+    assert_eq!(
+        errno_of(&fs::write(fs.p(&"x".repeat(256)), b"").unwrap_err()),
+        libc::ENAMETOOLONG
+    );
     fs::rename(fs.p(&long), fs.p("short")).unwrap();
     assert_eq!(fs::read(fs.p("short")).unwrap(), b"long name");
-    let leftover = fs.backing_files().iter().any(|p| p.to_string_lossy().contains("lname."));
+    let leftover = fs
+        .backing_files()
+        .iter()
+        .any(|p| p.to_string_lossy().contains("lname."));
     assert!(!leftover, "long-name side file left behind after rename");
 }
 
@@ -121,7 +178,10 @@ fn hard_links_share_content() {
     fs::write(fs.p("a"), b"first").unwrap();
     fs::create_dir(fs.p("sub")).unwrap();
     fs::hard_link(fs.p("a"), fs.p("sub/b")).unwrap();
-    let (ma, mb) = (fs::metadata(fs.p("a")).unwrap(), fs::metadata(fs.p("sub/b")).unwrap());
+    let (ma, mb) = (
+        fs::metadata(fs.p("a")).unwrap(),
+        fs::metadata(fs.p("sub/b")).unwrap(),
+    );
     assert_eq!(ma.ino(), mb.ino());
     assert_eq!(ma.nlink(), 2);
     fs::write(fs.p("sub/b"), b"second, longer").unwrap();
@@ -132,8 +192,20 @@ fn hard_links_share_content() {
 }
 
 fn renameat2(from: &Path, to: &Path, flags: u32) -> i32 {
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, cpath(from).as_ptr(), libc::AT_FDCWD, cpath(to).as_ptr(), flags) };
-    if rc == 0 { 0 } else { std::io::Error::last_os_error().raw_os_error().unwrap() }
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            cpath(from).as_ptr(),
+            libc::AT_FDCWD,
+            cpath(to).as_ptr(),
+            flags,
+        )
+    };
+    if rc == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap()
+    }
 }
 
 #[test]
@@ -151,11 +223,17 @@ fn rename_across_directories_and_flags() {
 
     fs::write(fs.p("x"), b"x").unwrap();
     fs::write(fs.p("y"), b"y").unwrap();
-    assert_eq!(renameat2(&fs.p("x"), &fs.p("y"), libc::RENAME_NOREPLACE), libc::EEXIST);
+    assert_eq!(
+        renameat2(&fs.p("x"), &fs.p("y"), libc::RENAME_NOREPLACE),
+        libc::EEXIST
+    );
     assert_eq!(renameat2(&fs.p("x"), &fs.p("y"), libc::RENAME_EXCHANGE), 0);
     assert_eq!(fs::read(fs.p("x")).unwrap(), b"y");
     assert_eq!(fs::read(fs.p("y")).unwrap(), b"x");
-    assert_eq!(renameat2(&fs.p("x"), &fs.p("z"), libc::RENAME_WHITEOUT), libc::EINVAL);
+    assert_eq!(
+        renameat2(&fs.p("x"), &fs.p("z"), libc::RENAME_WHITEOUT),
+        libc::EINVAL
+    );
     assert_eq!(renameat2(&fs.p("x"), &fs.p("z"), 1 << 7), libc::EINVAL);
     assert!(!fs.p("z").exists());
     // Save-by-rename, as editors do.
@@ -167,7 +245,13 @@ fn rename_across_directories_and_flags() {
 #[test]
 fn open_then_unlinked_file_stays_usable() {
     let fs = Fs::new();
-    let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(fs.p("tmp")).unwrap();
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(fs.p("tmp"))
+        .unwrap();
     f.write_all(b"before unlink").unwrap();
     fs::remove_file(fs.p("tmp")).unwrap();
     assert!(!fs.p("tmp").exists());
@@ -183,12 +267,25 @@ fn open_then_unlinked_file_stays_usable() {
 #[test]
 fn shared_writable_mmap() {
     let fs = Fs::new();
-    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(fs.p("mapped")).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(fs.p("mapped"))
+        .unwrap();
     let len = 3 * 4096 + 100;
     f.set_len(len as u64).unwrap();
     unsafe {
         use std::os::fd::AsRawFd;
-        let ptr = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, f.as_raw_fd(), 0);
+        let ptr = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
         assert_ne!(ptr, libc::MAP_FAILED);
         let bytes = std::slice::from_raw_parts_mut(ptr as *mut u8, len);
         for (i, b) in bytes.iter_mut().enumerate() {
@@ -207,7 +304,15 @@ fn shared_writable_mmap() {
 fn concurrent_writers_to_distinct_regions_of_one_file() {
     let fs = Fs::new();
     let path = fs.p("shared");
-    let f = std::sync::Arc::new(OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap());
+    let f = std::sync::Arc::new(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap(),
+    );
     const REGION: usize = 64 * 1024 + 123;
     f.set_len((REGION * 4) as u64).unwrap();
     let threads: Vec<_> = (0..4u8)
@@ -218,7 +323,8 @@ fn concurrent_writers_to_distinct_regions_of_one_file() {
                     let chunk = vec![t.wrapping_mul(31).wrapping_add(round); 1000];
                     for off in (0..REGION).step_by(1000) {
                         let n = chunk.len().min(REGION - off);
-                        f.write_all_at(&chunk[..n], (t as usize * REGION + off) as u64).unwrap();
+                        f.write_all_at(&chunk[..n], (t as usize * REGION + off) as u64)
+                            .unwrap();
                     }
                 }
             })
@@ -230,7 +336,12 @@ fn concurrent_writers_to_distinct_regions_of_one_file() {
     let back = fs::read(&path).unwrap();
     for t in 0..4u8 {
         let want = t.wrapping_mul(31).wrapping_add(19);
-        assert!(back[t as usize * REGION..(t as usize + 1) * REGION].iter().all(|b| *b == want), "region {t}");
+        assert!(
+            back[t as usize * REGION..(t as usize + 1) * REGION]
+                .iter()
+                .all(|b| *b == want),
+            "region {t}"
+        );
     }
 }
 
@@ -238,14 +349,23 @@ fn concurrent_writers_to_distinct_regions_of_one_file() {
 fn holes_sparse_files_and_seek_data() {
     let fs = Fs::new();
     let path = fs.p("sparse");
-    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
     f.write_all_at(b"head", 0).unwrap();
     f.write_all_at(b"tail", 10 << 20).unwrap();
     assert_eq!(f.metadata().unwrap().len(), (10 << 20) + 4);
     let mut mid = vec![1u8; 8192];
     f.read_exact_at(&mut mid, 5 << 20).unwrap();
     assert!(mid.iter().all(|b| *b == 0));
-    assert!(fs::metadata(fs.backing_of(&path)).unwrap().blocks() < 1000, "hole was allocated");
+    assert!(
+        fs::metadata(fs.backing_of(&path)).unwrap().blocks() < 1000,
+        "hole was allocated"
+    );
     use std::os::fd::AsRawFd;
     let hole = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_HOLE) };
     assert!(hole > 0 && hole < 10 << 20, "SEEK_HOLE gave {hole}");
@@ -262,14 +382,30 @@ fn xattrs_round_trip_and_other_namespaces_are_refused() {
     fs::write(&path, b"").unwrap();
     let c = cpath(&path);
     let name = CString::new("user.colour").unwrap();
-    assert_eq!(unsafe { libc::setxattr(c.as_ptr(), name.as_ptr(), b"blue".as_ptr().cast(), 4, 0) }, 0);
+    assert_eq!(
+        unsafe { libc::setxattr(c.as_ptr(), name.as_ptr(), b"blue".as_ptr().cast(), 4, 0) },
+        0
+    );
     let mut buf = [0u8; 64];
-    let n = unsafe { libc::getxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     assert_eq!(&buf[..n as usize], b"blue");
     assert_eq!(xattr_names(&path), b"user.colour\0");
     let sec = CString::new("trusted.x").unwrap();
-    assert_eq!(unsafe { libc::setxattr(c.as_ptr(), sec.as_ptr(), b"1".as_ptr().cast(), 1, 0) }, -1);
-    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EOPNOTSUPP));
+    assert_eq!(
+        unsafe { libc::setxattr(c.as_ptr(), sec.as_ptr(), b"1".as_ptr().cast(), 1, 0) },
+        -1
+    );
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EOPNOTSUPP)
+    );
     assert_eq!(unsafe { libc::removexattr(c.as_ptr(), name.as_ptr()) }, 0);
     assert!(xattr_names(&path).is_empty());
 }
@@ -278,15 +414,25 @@ fn xattrs_round_trip_and_other_namespaces_are_refused() {
 fn symlinks_fifos_and_modes() {
     let fs = Fs::new();
     std::os::unix::fs::symlink("some/where/../target", fs.p("ln")).unwrap();
-    assert_eq!(fs::read_link(fs.p("ln")).unwrap(), Path::new("some/where/../target"));
-    assert_eq!(fs::symlink_metadata(fs.p("ln")).unwrap().len(), "some/where/../target".len() as u64);
+    assert_eq!(
+        fs::read_link(fs.p("ln")).unwrap(),
+        Path::new("some/where/../target")
+    );
+    assert_eq!(
+        fs::symlink_metadata(fs.p("ln")).unwrap().len(),
+        "some/where/../target".len() as u64
+    );
     let fifo = cpath(&fs.p("fifo"));
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
     let m = fs::symlink_metadata(fs.p("fifo")).unwrap();
     assert_eq!(m.mode() & libc::S_IFMT, libc::S_IFIFO);
     assert_eq!(m.mode() & 0o777, 0o640);
     fs::write(fs.p("f"), b"").unwrap();
-    fs::set_permissions(fs.p("f"), std::os::unix::fs::PermissionsExt::from_mode(0o4711)).unwrap();
+    fs::set_permissions(
+        fs.p("f"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o4711),
+    )
+    .unwrap();
     assert_eq!(fs::metadata(fs.p("f")).unwrap().mode() & 0o7777, 0o4711);
     std::os::unix::fs::chown(fs.p("f"), Some(65534), Some(65534)).unwrap();
     assert_eq!(fs::metadata(fs.p("f")).unwrap().uid(), 65534);
@@ -308,12 +454,25 @@ fn remount_with_the_same_key_reads_everything_back() {
 fn wrong_key_fails_clearly_and_mounts_nothing() {
     let mut fs = Fs::init();
     let other = fs.dir.path().join("other-key");
-    let out = secretfs(&["init", fs.dir.path().join("other").to_str().unwrap(), "--key", &format!("keyfile:{}", other.display())]);
+    let out = secretfs(&[
+        "init",
+        fs.dir.path().join("other").to_str().unwrap(),
+        "--key",
+        &format!("keyfile:{}", other.display()),
+    ]);
     assert!(out.status.success());
     let out = fs.try_mount(&["--key", &format!("keyfile:{}", other.display())]);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("this key does not open this filesystem (config MAC mismatch)"), "{err}");
+    assert!(
+        err.contains("this key does not open this filesystem (config MAC mismatch)"),
+        "{err}"
+    );
     assert!(!fs.is_mounted());
 }
 
@@ -325,7 +484,10 @@ fn read_only_mount_refuses_writes() {
     let out = fs.try_mount(&["-o", "ro"]);
     assert!(out.status.success());
     assert_eq!(fs::read(fs.p("keep")).unwrap(), b"kept");
-    assert_eq!(errno_of(&fs::write(fs.p("new"), b"").unwrap_err()), libc::EROFS);
+    assert_eq!(
+        errno_of(&fs::write(fs.p("new"), b"").unwrap_err()),
+        libc::EROFS
+    );
 }
 
 #[test]
@@ -348,13 +510,27 @@ fn ephemeral_filesystems_start_empty_at_every_mount() {
     let dir = tempfile::tempdir().unwrap();
     let (back, mnt) = (dir.path().join("b"), dir.path().join("m"));
     fs::create_dir(&mnt).unwrap();
-    assert!(secretfs(&["init", back.to_str().unwrap(), "--key", "ephemeral"]).status.success());
+    assert!(
+        secretfs(&["init", back.to_str().unwrap(), "--key", "ephemeral"])
+            .status
+            .success()
+    );
     for round in 0..2 {
         let out = secretfs(&["mount", back.to_str().unwrap(), mnt.to_str().unwrap()]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(fs::read_dir(&mnt).unwrap().count(), 0, "round {round}: old data survived");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            fs::read_dir(&mnt).unwrap().count(),
+            0,
+            "round {round}: old data survived"
+        );
         fs::write(mnt.join("scratch"), b"gone after unmount").unwrap();
-        assert!(secretfs(&["umount", mnt.to_str().unwrap()]).status.success());
+        assert!(secretfs(&["umount", mnt.to_str().unwrap()])
+            .status
+            .success());
     }
 }
 
@@ -364,15 +540,44 @@ fn passphrase_source_unlocks_and_rejects_a_wrong_passphrase() {
     let dir = tempfile::tempdir().unwrap();
     let (back, mnt) = (dir.path().join("b"), dir.path().join("m"));
     fs::create_dir(&mnt).unwrap();
-    let init = secretfs(&["init", back.to_str().unwrap(), "--key", "passphrase", "--passphrase-command", "echo correct horse"]);
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
-    let wrong = secretfs(&["mount", back.to_str().unwrap(), mnt.to_str().unwrap(), "--passphrase-command", "echo wrong"]);
+    let init = secretfs(&[
+        "init",
+        back.to_str().unwrap(),
+        "--key",
+        "passphrase",
+        "--passphrase-command",
+        "echo correct horse",
+    ]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let wrong = secretfs(&[
+        "mount",
+        back.to_str().unwrap(),
+        mnt.to_str().unwrap(),
+        "--passphrase-command",
+        "echo wrong",
+    ]);
     assert_eq!(wrong.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong passphrase"));
-    let ok = secretfs(&["mount", back.to_str().unwrap(), mnt.to_str().unwrap(), "--passphrase-command", "echo correct horse"]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = secretfs(&[
+        "mount",
+        back.to_str().unwrap(),
+        mnt.to_str().unwrap(),
+        "--passphrase-command",
+        "echo correct horse",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     fs::write(mnt.join("f"), b"x").unwrap();
-    assert!(secretfs(&["umount", mnt.to_str().unwrap()]).status.success());
+    assert!(secretfs(&["umount", mnt.to_str().unwrap()])
+        .status
+        .success());
 }
 
 #[test]

@@ -16,7 +16,11 @@ fn block_offset(i: u64) -> u64 {
 }
 
 fn flip(path: &Path, offset: u64, mask: u8) {
-    let f = OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut b = [0u8];
     f.read_exact_at(&mut b, offset).unwrap();
     b[0] ^= mask;
@@ -25,39 +29,74 @@ fn flip(path: &Path, offset: u64, mask: u8) {
 
 fn stored_block(path: &Path, i: u64) -> Vec<u8> {
     let mut buf = vec![0u8; STORED_BLOCK as usize];
-    fs::File::open(path).unwrap().read_exact_at(&mut buf, block_offset(i)).unwrap();
+    fs::File::open(path)
+        .unwrap()
+        .read_exact_at(&mut buf, block_offset(i))
+        .unwrap();
     buf
 }
 
 fn put_block(path: &Path, i: u64, bytes: &[u8]) {
-    OpenOptions::new().write(true).open(path).unwrap().write_all_at(bytes, block_offset(i)).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .write_all_at(bytes, block_offset(i))
+        .unwrap();
 }
 
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(seed).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(seed).wrapping_add(seed))
+        .collect()
 }
 
 fn assert_eio(fs: &Fs, name: &str) {
     let err = fs::read(fs.p(name)).expect_err(&format!("{name}: tampering was not detected"));
     assert_eq!(errno_of(&err), libc::EIO, "{name}: {err}");
-    assert_eq!(fs::read(fs.p("control")).unwrap(), b"still fine", "daemon stopped serving after {name}");
+    assert_eq!(
+        fs::read(fs.p("control")).unwrap(),
+        b"still fine",
+        "daemon stopped serving after {name}"
+    );
 }
 
 #[test]
 fn every_kind_of_tampering_is_detected_and_the_daemon_lives_on() {
     let mut fs = Fs::new();
     fs::write(fs.p("control"), b"still fine").unwrap();
-    for (i, name) in ["flip_block", "flip_header", "swapped", "copy_src", "copy_dst", "truncated", "flip_tag"].iter().enumerate() {
+    for (i, name) in [
+        "flip_block",
+        "flip_header",
+        "swapped",
+        "copy_src",
+        "copy_dst",
+        "truncated",
+        "flip_tag",
+    ]
+    .iter()
+    .enumerate()
+    {
         fs::write(fs.p(name), pattern(i as u8 + 3, 3 * 4096)).unwrap();
     }
     fs::create_dir(fs.p("named")).unwrap();
     fs::write(fs.p("named/secret-name"), b"x").unwrap();
     fs::write(fs.p("named/neighbour"), b"y").unwrap();
     std::os::unix::fs::symlink("target", fs.p("link")).unwrap();
-    let backing: Vec<_> = ["flip_block", "flip_header", "swapped", "copy_src", "copy_dst", "truncated", "flip_tag", "named/secret-name", "link"]
-        .iter()
-        .map(|n| fs.backing_of(&fs.p(n)))
-        .collect();
+    let backing: Vec<_> = [
+        "flip_block",
+        "flip_header",
+        "swapped",
+        "copy_src",
+        "copy_dst",
+        "truncated",
+        "flip_tag",
+        "named/secret-name",
+        "link",
+    ]
+    .iter()
+    .map(|n| fs.backing_of(&fs.p(n)))
+    .collect();
     fs.umount();
 
     flip(&backing[0], block_offset(1) + 100, 0x01);
@@ -66,37 +105,84 @@ fn every_kind_of_tampering_is_detected_and_the_daemon_lives_on() {
     put_block(&backing[2], 0, &b1);
     put_block(&backing[2], 1, &b0);
     put_block(&backing[4], 1, &stored_block(&backing[3], 1));
-    OpenOptions::new().write(true).open(&backing[5]).unwrap().set_len(block_offset(2)).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&backing[5])
+        .unwrap()
+        .set_len(block_offset(2))
+        .unwrap();
     flip(&backing[6], block_offset(1) + STORED_BLOCK - 1, 0x10);
-    let name = backing[7].file_name().unwrap().to_str().unwrap().to_string();
+    let name = backing[7]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     let mut tampered = name.clone().into_bytes();
     tampered[4] = if tampered[4] == b'A' { b'B' } else { b'A' };
-    fs::rename(&backing[7], backing[7].with_file_name(String::from_utf8(tampered).unwrap())).unwrap();
-    let target = fs::read_link(&backing[8]).unwrap().into_os_string().into_string().unwrap();
+    fs::rename(
+        &backing[7],
+        backing[7].with_file_name(String::from_utf8(tampered).unwrap()),
+    )
+    .unwrap();
+    let target = fs::read_link(&backing[8])
+        .unwrap()
+        .into_os_string()
+        .into_string()
+        .unwrap();
     let mut t = target.into_bytes();
     t[3] = if t[3] == b'A' { b'B' } else { b'A' };
     fs::remove_file(&backing[8]).unwrap();
     std::os::unix::fs::symlink(String::from_utf8(t).unwrap(), &backing[8]).unwrap();
 
     fs.mount();
-    for name in ["flip_block", "flip_header", "swapped", "copy_dst", "truncated", "flip_tag"] {
+    for name in [
+        "flip_block",
+        "flip_header",
+        "swapped",
+        "copy_dst",
+        "truncated",
+        "flip_tag",
+    ] {
         assert_eio(&fs, name);
     }
-    assert!(fs::read(fs.p("copy_src")).unwrap() == pattern(6, 3 * 4096), "the source of the copy is untouched");
+    assert!(
+        fs::read(fs.p("copy_src")).unwrap() == pattern(6, 3 * 4096),
+        "the source of the copy is untouched"
+    );
     // A block that was not touched still reads: damage is contained to the bad block.
     let mut first = vec![0u8; 4096];
-    fs::File::open(fs.p("flip_block")).unwrap().read_exact_at(&mut first, 0).unwrap();
+    fs::File::open(fs.p("flip_block"))
+        .unwrap()
+        .read_exact_at(&mut first, 0)
+        .unwrap();
     assert!(first == pattern(3, 4096), "untouched first block");
 
-    let listed: Vec<_> = fs::read_dir(fs.p("named")).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(listed, vec![std::ffi::OsString::from("neighbour")], "a tampered name must not be listed");
-    assert_eq!(errno_of(&fs::read(fs.p("named/secret-name")).unwrap_err()), libc::ENOENT);
-    assert_eq!(errno_of(&fs::read_link(fs.p("link")).unwrap_err()), libc::EIO);
+    let listed: Vec<_> = fs::read_dir(fs.p("named"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        listed,
+        vec![std::ffi::OsString::from("neighbour")],
+        "a tampered name must not be listed"
+    );
+    assert_eq!(
+        errno_of(&fs::read(fs.p("named/secret-name")).unwrap_err()),
+        libc::ENOENT
+    );
+    assert_eq!(
+        errno_of(&fs::read_link(fs.p("link")).unwrap_err()),
+        libc::EIO
+    );
     assert_eq!(fs::read(fs.p("control")).unwrap(), b"still fine");
 
     let log = fs.log_text();
     let events = log.matches("event=\"integrity_failure\"").count();
-    assert!(events >= 8, "expected an audit event per detection, found {events}:\n{log}");
+    assert!(
+        events >= 8,
+        "expected an audit event per detection, found {events}:\n{log}"
+    );
     for what in ["what=\"block\"", "what=\"name\"", "what=\"symlink\""] {
         assert!(log.contains(what), "no {what} audit event:\n{log}");
     }
@@ -111,16 +197,26 @@ fn an_edited_config_is_refused_with_the_clear_error() {
     let text = fs::read_to_string(&conf).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let root = v["root_dir_id"].as_str().unwrap();
-    let other = if root.starts_with('A') { root.replacen('A', "B", 1) } else { format!("A{}", &root[1..]) };
+    let other = if root.starts_with('A') {
+        root.replacen('A', "B", 1)
+    } else {
+        format!("A{}", &root[1..])
+    };
     fs::write(&conf, text.replace(root, &other)).unwrap();
     let out = fs.try_mount(&[]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("this key does not open this filesystem (config MAC mismatch)"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("this key does not open this filesystem (config MAC mismatch)"));
     assert!(!fs.is_mounted());
 
     fs::write(&conf, b"{ not json").unwrap();
     let out = fs.try_mount(&[]);
-    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!fs.is_mounted());
 }
 
@@ -131,12 +227,20 @@ fn random_byte_flips_across_the_tree_never_crash_the_daemon() {
     for d in 0..4 {
         fs::create_dir(fs.p(&format!("d{d}"))).unwrap();
         for f in 0..6 {
-            fs::write(fs.p(&format!("d{d}/f{f}")), pattern(d * 6 + f + 1, 1000 + 3000 * f as usize)).unwrap();
+            fs::write(
+                fs.p(&format!("d{d}/f{f}")),
+                pattern(d * 6 + f + 1, 1000 + 3000 * f as usize),
+            )
+            .unwrap();
         }
     }
     fs.umount();
     let mut rng = rand::rngs::StdRng::seed_from_u64(99);
-    let files: Vec<_> = fs.backing_files().into_iter().filter(|p| p.is_file() && !p.ends_with("secretfs.conf")).collect();
+    let files: Vec<_> = fs
+        .backing_files()
+        .into_iter()
+        .filter(|p| p.is_file() && !p.ends_with("secretfs.conf"))
+        .collect();
     for _ in 0..60 {
         let p = &files[rng.gen_range(0..files.len())];
         let len = fs::metadata(p).unwrap().len();
@@ -146,12 +250,18 @@ fn random_byte_flips_across_the_tree_never_crash_the_daemon() {
     }
     fs.mount();
     for d in 0..4u8 {
-        let Ok(entries) = fs::read_dir(fs.p(&format!("d{d}"))) else { continue };
+        let Ok(entries) = fs::read_dir(fs.p(&format!("d{d}"))) else {
+            continue;
+        };
         for e in entries.flatten() {
             match fs::read(e.path()) {
                 Ok(data) => {
                     let f: u8 = e.file_name().to_str().unwrap()[1..].parse().unwrap();
-                    assert!(data == pattern(d * 6 + f + 1, 1000 + 3000 * f as usize), "garbage returned for {:?}", e.path());
+                    assert!(
+                        data == pattern(d * 6 + f + 1, 1000 + 3000 * f as usize),
+                        "garbage returned for {:?}",
+                        e.path()
+                    );
                 }
                 Err(err) => assert!([libc::EIO, libc::ENOENT].contains(&errno_of(&err)), "{err}"),
             }

@@ -27,21 +27,39 @@ pub fn run(args: &InitArgs) -> Result<Initialized, CliError> {
     };
     let spec = args.key.spec(key_text)?;
     if !args.backing.exists() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&args.backing).map_err(|e| {
-            CliError::new(exit::BACKING, format!("cannot create {}: {e}", args.backing.display()))
-        })?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&args.backing)
+            .map_err(|e| {
+                CliError::new(
+                    exit::BACKING,
+                    format!("cannot create {}: {e}", args.backing.display()),
+                )
+            })?;
     }
     let backing = super::existing_dir(&args.backing, "backing directory", exit::BACKING)?;
     if config::config_path(&backing).exists() {
         return Err(config::ConfigError::AlreadyInitialized { path: backing }.into());
     }
     let not_empty = std::fs::read_dir(&backing)
-        .map_err(|e| CliError::new(exit::BACKING, format!("cannot read {}: {e}", backing.display())))?
+        .map_err(|e| {
+            CliError::new(
+                exit::BACKING,
+                format!("cannot read {}: {e}", backing.display()),
+            )
+        })?
         .next()
         .is_some();
     if not_empty {
-        return Err(CliError::new(exit::BACKING, format!("{} is not empty; refusing to mix new encrypted files with existing data", backing.display()))
-            .hint("use an empty directory"));
+        return Err(CliError::new(
+            exit::BACKING,
+            format!(
+                "{} is not empty; refusing to mix new encrypted files with existing data",
+                backing.display()
+            ),
+        )
+        .hint("use an empty directory"));
     }
     // The fs id salts every key derivation, so it exists before the key.
     let mut config = FsConfig::new(crate::config::KeySourceDescriptor::Ephemeral);

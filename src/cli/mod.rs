@@ -45,7 +45,11 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(code: i32, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), hint: None }
+        Self {
+            code,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -67,8 +71,9 @@ impl std::fmt::Display for CliError {
 impl From<ConfigError> for CliError {
     fn from(e: ConfigError) -> Self {
         match &e {
-            ConfigError::MacMismatch => CliError::new(exit::KEY, e.to_string())
-                .hint("check --key / key=; a config edited by hand cannot be trusted and is refused"),
+            ConfigError::MacMismatch => CliError::new(exit::KEY, e.to_string()).hint(
+                "check --key / key=; a config edited by hand cannot be trusted and is refused",
+            ),
             _ => CliError::new(exit::BACKING, e.to_string()),
         }
     }
@@ -109,13 +114,23 @@ impl KeyArgs {
 }
 
 /// Canonical absolute form of a path that must exist.
-pub fn existing_dir(path: &std::path::Path, what: &str, code: i32) -> Result<std::path::PathBuf, CliError> {
+pub fn existing_dir(
+    path: &std::path::Path,
+    what: &str,
+    code: i32,
+) -> Result<std::path::PathBuf, CliError> {
     let canon = std::fs::canonicalize(path).map_err(|e| {
-        CliError::new(code, format!("{what} {} is not usable: {e}", path.display()))
-            .hint(format!("create it first: mkdir -p {}", path.display()))
+        CliError::new(
+            code,
+            format!("{what} {} is not usable: {e}", path.display()),
+        )
+        .hint(format!("create it first: mkdir -p {}", path.display()))
     })?;
     if !canon.is_dir() {
-        return Err(CliError::new(code, format!("{what} {} is not a directory", canon.display())));
+        return Err(CliError::new(
+            code,
+            format!("{what} {} is not a directory", canon.display()),
+        ));
     }
     Ok(canon)
 }

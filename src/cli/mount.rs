@@ -43,20 +43,42 @@ pub struct MountPlan {
 pub fn run(args: &MountArgs) -> Result<(), CliError> {
     let opts = MountOptions::parse(args.options.iter().map(String::as_str))
         .map_err(|e| CliError::new(exit::USAGE, e.to_string()))?;
-    let plan = plan(&args.backing, &args.mountpoint, &args.key, opts, args.foreground)?;
+    let plan = plan(
+        &args.backing,
+        &args.mountpoint,
+        &args.key,
+        opts,
+        args.foreground,
+    )?;
     start(plan)
 }
 
-pub fn plan(backing: &Path, mountpoint: &Path, key: &KeyArgs, opts: MountOptions, foreground: bool) -> Result<MountPlan, CliError> {
+pub fn plan(
+    backing: &Path,
+    mountpoint: &Path,
+    key: &KeyArgs,
+    opts: MountOptions,
+    foreground: bool,
+) -> Result<MountPlan, CliError> {
     let backing = super::existing_dir(backing, "backing directory", exit::BACKING)?;
     let mountpoint = super::existing_dir(mountpoint, "mount point", exit::MOUNT)?;
     if mounts::at(&mountpoint).is_some_and(|m| m.fstype == mounts::FUSE_TYPE) {
-        return Err(CliError::new(exit::MOUNT, format!("{} is already a secretfs mount", mountpoint.display()))
-            .hint(format!("secretfs umount {}", mountpoint.display())));
+        return Err(CliError::new(
+            exit::MOUNT,
+            format!("{} is already a secretfs mount", mountpoint.display()),
+        )
+        .hint(format!("secretfs umount {}", mountpoint.display())));
     }
     if let Some(m) = mounts::serving(&backing) {
-        return Err(CliError::new(exit::MOUNT, format!("{} is already mounted at {}", backing.display(), m.mountpoint.display()))
-            .hint("one backing store can be served by one daemon at a time"));
+        return Err(CliError::new(
+            exit::MOUNT,
+            format!(
+                "{} is already mounted at {}",
+                backing.display(),
+                m.mountpoint.display()
+            ),
+        )
+        .hint("one backing store can be served by one daemon at a time"));
     }
     let (config, mac) = config::load(&backing)?;
     let key_text = key.key.clone().or_else(|| opts.key.clone());
@@ -68,7 +90,15 @@ pub fn plan(backing: &Path, mountpoint: &Path, key: &KeyArgs, opts: MountOptions
             KeySourceDescriptor::Ephemeral => KeySpec::Ephemeral,
         },
     };
-    Ok(MountPlan { backing, mountpoint, config, mac, spec, opts, foreground })
+    Ok(MountPlan {
+        backing,
+        mountpoint,
+        config,
+        mac,
+        spec,
+        opts,
+        foreground,
+    })
 }
 
 /// Mounts according to `plan`: in the foreground, or forks and waits for the daemon's word.
@@ -82,8 +112,12 @@ pub fn start(mut plan: MountPlan) -> Result<(), CliError> {
         daemon::init_logging(true, plan.opts.log.as_deref());
         return serve(plan, &mut Readiness::none());
     }
-    match daemon::fork_background().map_err(|e| CliError::new(exit::FAILURE, format!("cannot start the daemon: {e}")))? {
-        Forked::Parent(waiter) => waiter.wait().map_err(|(code, message)| CliError::new(code, message)),
+    match daemon::fork_background()
+        .map_err(|e| CliError::new(exit::FAILURE, format!("cannot start the daemon: {e}")))?
+    {
+        Forked::Parent(waiter) => waiter
+            .wait()
+            .map_err(|(code, message)| CliError::new(code, message)),
         Forked::Child(mut ready) => {
             daemon::init_logging(false, plan.opts.log.as_deref());
             let result = serve(plan, &mut ready);
@@ -99,12 +133,25 @@ pub fn start(mut plan: MountPlan) -> Result<(), CliError> {
 
 /// An ephemeral filesystem starts empty with a new key at every mount.
 fn rekey_ephemeral(plan: &MountPlan) -> Result<(FsConfig, KeyRing), CliError> {
-    let entries = std::fs::read_dir(&plan.backing)
-        .map_err(|e| CliError::new(exit::BACKING, format!("cannot empty {}: {e}", plan.backing.display())))?;
+    let entries = std::fs::read_dir(&plan.backing).map_err(|e| {
+        CliError::new(
+            exit::BACKING,
+            format!("cannot empty {}: {e}", plan.backing.display()),
+        )
+    })?;
     for entry in entries.flatten() {
         let path = entry.path();
-        let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-        removed.map_err(|e| CliError::new(exit::BACKING, format!("cannot empty {}: {e}", plan.backing.display())))?;
+        let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|e| {
+            CliError::new(
+                exit::BACKING,
+                format!("cannot empty {}: {e}", plan.backing.display()),
+            )
+        })?;
     }
     let config = FsConfig::new(KeySourceDescriptor::Ephemeral);
     let master = crate::crypto::keys::MasterKey::random();
@@ -114,9 +161,14 @@ fn rekey_ephemeral(plan: &MountPlan) -> Result<(FsConfig, KeyRing), CliError> {
 }
 
 fn mount_error(e: std::io::Error, mountpoint: &Path) -> CliError {
-    let err = CliError::new(exit::MOUNT, format!("cannot mount at {}: {e}", mountpoint.display()));
+    let err = CliError::new(
+        exit::MOUNT,
+        format!("cannot mount at {}: {e}", mountpoint.display()),
+    );
     match e.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ENODEV) => err.hint("FUSE is not available: load it with `modprobe fuse` (needs /dev/fuse)"),
+        Some(libc::ENOENT) | Some(libc::ENODEV) => {
+            err.hint("FUSE is not available: load it with `modprobe fuse` (needs /dev/fuse)")
+        }
         Some(libc::EPERM) | Some(libc::EACCES) => err.hint("mounting needs root (CAP_SYS_ADMIN)"),
         Some(libc::EBUSY) => err.hint("something is already mounted there"),
         _ => err,
@@ -128,7 +180,9 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
     let (config, keys) = if matches!(plan.config.key_source, KeySourceDescriptor::Ephemeral) {
         rekey_ephemeral(&plan)?
     } else {
-        let master = plan.spec.resolve(&plan.config.key_source, &plan.config.fs_id_bytes())?;
+        let master = plan
+            .spec
+            .resolve(&plan.config.key_source, &plan.config.fs_id_bytes())?;
         let keys = KeyRing::new(&master, &plan.config.fs_id_bytes());
         plan.config.verify_mac(&plan.mac, &keys)?;
         (plan.config.clone(), keys)
@@ -136,9 +190,17 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
     let fs_id = config.fs_id.to_string();
     audit::unlocked(&fs_id, config.key_source.kind());
 
-    let fs_opts = FsOptions { read_only: plan.opts.read_only, ttl: Duration::from_secs(1), writeback_cache: plan.opts.writeback };
-    let fs = SecretFs::new(&plan.backing, config.root_dir_id()?, keys, fs_opts)
-        .map_err(|e| CliError::new(exit::BACKING, format!("cannot open {}: {e}", plan.backing.display())))?;
+    let fs_opts = FsOptions {
+        read_only: plan.opts.read_only,
+        ttl: Duration::from_secs(1),
+        writeback_cache: plan.opts.writeback,
+    };
+    let fs = SecretFs::new(&plan.backing, config.root_dir_id()?, keys, fs_opts).map_err(|e| {
+        CliError::new(
+            exit::BACKING,
+            format!("cannot open {}: {e}", plan.backing.display()),
+        )
+    })?;
 
     let signals = daemon::block_termination_signals();
     let how = KernelMount {
@@ -149,8 +211,13 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
         noexec: plan.opts.noexec,
         noatime: plan.opts.noatime,
     };
-    let device = kmount::mount(&plan.backing, &plan.mountpoint, &how).map_err(|e| mount_error(e, &plan.mountpoint))?;
-    let acl = if plan.opts.allow_other { fuser::SessionACL::All } else { fuser::SessionACL::Owner };
+    let device = kmount::mount(&plan.backing, &plan.mountpoint, &how)
+        .map_err(|e| mount_error(e, &plan.mountpoint))?;
+    let acl = if plan.opts.allow_other {
+        fuser::SessionACL::All
+    } else {
+        fuser::SessionACL::Owner
+    };
     let session = match fuser::Session::from_fd(fs, device, acl, session_config(&plan)) {
         Ok(s) => s,
         Err(e) => {
@@ -164,7 +231,12 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
             tracing::error!("unmount on signal failed: {e}");
         }
     })
-    .map_err(|e| CliError::new(exit::FAILURE, format!("cannot start the signal thread: {e}")))?;
+    .map_err(|e| {
+        CliError::new(
+            exit::FAILURE,
+            format!("cannot start the signal thread: {e}"),
+        )
+    })?;
 
     let state = MountState {
         pid: std::process::id(),
@@ -177,7 +249,11 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
     if let Err(e) = daemon::write_state(&state) {
         tracing::warn!("cannot record the mount in {}: {e}", daemon::STATE_DIR);
     }
-    audit::mounted(&fs_id, &plan.backing.to_string_lossy(), &plan.mountpoint.to_string_lossy());
+    audit::mounted(
+        &fs_id,
+        &plan.backing.to_string_lossy(),
+        &plan.mountpoint.to_string_lossy(),
+    );
     ready.ok();
     if !plan.foreground {
         daemon::detach_stdio();
@@ -193,7 +269,11 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
 /// Threads: one per core by default, each with its own cloned /dev/fuse descriptor.
 fn session_config(plan: &MountPlan) -> fuser::Config {
     let mut config = fuser::Config::default();
-    config.n_threads = Some(plan.opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())));
+    config.n_threads = Some(
+        plan.opts
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+    );
     config.clone_fd = true;
     config
 }

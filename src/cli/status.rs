@@ -28,21 +28,31 @@ pub struct Status {
 }
 
 pub fn collect(path: &Path) -> Result<Status, CliError> {
-    let path = std::fs::canonicalize(path).unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
+    let path = std::fs::canonicalize(path)
+        .unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
     let (mountpoint, backing) = match mounts::at(&path).filter(|m| m.fstype == mounts::FUSE_TYPE) {
         Some(m) => (Some(path.clone()), PathBuf::from(m.source)),
         None => (mounts::serving(&path).map(|m| m.mountpoint), path.clone()),
     };
     let loaded = config::load(&backing).ok().map(|(c, _)| c);
     if mountpoint.is_none() && loaded.is_none() {
-        return Err(CliError::new(exit::NOT_MOUNTED, format!("{} is neither a secretfs mount nor a backing store", path.display())));
+        return Err(CliError::new(
+            exit::NOT_MOUNTED,
+            format!(
+                "{} is neither a secretfs mount nor a backing store",
+                path.display()
+            ),
+        ));
     }
     let state = mountpoint.as_deref().and_then(daemon::read_state);
     Ok(Status {
         path,
         mounted: mountpoint.is_some(),
         mode: "file",
-        daemon_pid: state.as_ref().map(|s| s.pid).filter(|p| daemon::pid_alive(*p)),
+        daemon_pid: state
+            .as_ref()
+            .map(|s| s.pid)
+            .filter(|p| daemon::pid_alive(*p)),
         mountpoint,
         backing,
         fs_id: loaded.as_ref().map(|c| c.fs_id.to_string()),
@@ -59,16 +69,35 @@ fn describe_key(k: &config::KeySourceDescriptor) -> String {
 }
 
 pub fn render(s: &Status) -> String {
-    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "unknown (backing store unreadable)".into());
-    let mut out = format!("{}: {}\n", s.path.display(), if s.mounted { "mounted (file mode)" } else { "not mounted" });
+    let opt = |v: &Option<String>| {
+        v.clone()
+            .unwrap_or_else(|| "unknown (backing store unreadable)".into())
+    };
+    let mut out = format!(
+        "{}: {}\n",
+        s.path.display(),
+        if s.mounted {
+            "mounted (file mode)"
+        } else {
+            "not mounted"
+        }
+    );
     if let Some(m) = &s.mountpoint {
         out += &format!("  mount point: {}\n", m.display());
     }
-    out += &format!("  backing:     {}\n  fs id:       {}\n  cipher:      {}\n  key source:  {}\n", s.backing.display(), opt(&s.fs_id), opt(&s.cipher), opt(&s.key_source));
+    out += &format!(
+        "  backing:     {}\n  fs id:       {}\n  cipher:      {}\n  key source:  {}\n",
+        s.backing.display(),
+        opt(&s.fs_id),
+        opt(&s.cipher),
+        opt(&s.key_source)
+    );
     if s.mounted {
         out += &match s.daemon_pid {
             Some(pid) => format!("  daemon pid:  {pid}\n"),
-            None => "  daemon:      not running (dead mount: run `secretfs umount` on it)\n".to_string(),
+            None => {
+                "  daemon:      not running (dead mount: run `secretfs umount` on it)\n".to_string()
+            }
         };
     }
     out

@@ -18,7 +18,8 @@ pub struct UmountArgs {
 /// A dead daemon leaves a mount whose path cannot be resolved (ENOTCONN): fall back to the
 /// lexical absolute path so it can still be cleaned up.
 fn mount_path(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
 }
 
 pub fn run(args: &UmountArgs) -> Result<(), CliError> {
@@ -26,14 +27,23 @@ pub fn run(args: &UmountArgs) -> Result<(), CliError> {
     match mounts::at(&mountpoint) {
         Some(m) if m.fstype == mounts::FUSE_TYPE => {}
         _ => {
-            return Err(CliError::new(exit::NOT_MOUNTED, format!("{} is not a mounted secretfs", mountpoint.display())))
+            return Err(CliError::new(
+                exit::NOT_MOUNTED,
+                format!("{} is not a mounted secretfs", mountpoint.display()),
+            ))
         }
     }
     let state = daemon::read_state(&mountpoint);
     if let Err(e) = crate::fs::kmount::unmount(&mountpoint, args.lazy) {
-        let err = CliError::new(exit::NOT_MOUNTED, format!("cannot unmount {}: {e}", mountpoint.display()));
+        let err = CliError::new(
+            exit::NOT_MOUNTED,
+            format!("cannot unmount {}: {e}", mountpoint.display()),
+        );
         return Err(match e.raw_os_error() {
-            Some(libc::EBUSY) => err.hint(format!("files are open under it (see `fuser -vm {}`); close them or use --lazy", mountpoint.display())),
+            Some(libc::EBUSY) => err.hint(format!(
+                "files are open under it (see `fuser -vm {}`); close them or use --lazy",
+                mountpoint.display()
+            )),
             _ => err,
         });
     }
@@ -43,7 +53,13 @@ pub fn run(args: &UmountArgs) -> Result<(), CliError> {
             std::thread::sleep(Duration::from_millis(20));
         }
         if daemon::pid_alive(state.pid) {
-            return Err(CliError::new(exit::FAILURE, format!("unmounted, but daemon {} has not exited after 30 s", state.pid)));
+            return Err(CliError::new(
+                exit::FAILURE,
+                format!(
+                    "unmounted, but daemon {} has not exited after 30 s",
+                    state.pid
+                ),
+            ));
         }
         daemon::remove_state(&mountpoint);
     }

@@ -57,7 +57,9 @@ pub fn plain_size(stored: u64) -> Result<u64, CryptoError> {
     let body = stored
         .checked_sub(HEADER_LEN as u64)
         .filter(|b| *b > 0)
-        .ok_or(CryptoError::Malformed("content file holds a header but no block"))?;
+        .ok_or(CryptoError::Malformed(
+            "content file holds a header but no block",
+        ))?;
     let full = body / STORED_BLOCK_SIZE as u64;
     let tail = body % STORED_BLOCK_SIZE as u64;
     if tail != 0 && tail <= BLOCK_OVERHEAD as u64 {
@@ -161,7 +163,9 @@ impl FileCipher {
         out: &mut [u8],
     ) -> Result<usize, CryptoError> {
         if stored.len() <= BLOCK_OVERHEAD || stored.len() > STORED_BLOCK_SIZE {
-            return Err(CryptoError::Malformed("stored block has an impossible length"));
+            return Err(CryptoError::Malformed(
+                "stored block has an impossible length",
+            ));
         }
         let plain_len = stored.len() - BLOCK_OVERHEAD;
         let out = &mut out[..plain_len];
@@ -208,7 +212,13 @@ pub(crate) mod tests {
         aad.push(u8::from(is_final));
         let nonce = aes_gcm::Nonce::from_slice(&stored[..NONCE_LEN]);
         cipher
-            .decrypt(nonce, Payload { msg: &stored[NONCE_LEN..], aad: &aad })
+            .decrypt(
+                nonce,
+                Payload {
+                    msg: &stored[NONCE_LEN..],
+                    aad: &aad,
+                },
+            )
             .ok()
     }
 
@@ -231,7 +241,9 @@ pub(crate) mod tests {
 
     fn cipher() -> (FileCipher, [u8; 32], FileHeader) {
         let key = [0x42u8; 32];
-        let header = FileHeader { file_id: [0x11; 16] };
+        let header = FileHeader {
+            file_id: [0x11; 16],
+        };
         (FileCipher::new(&key, &header), key, header)
     }
 
@@ -244,7 +256,10 @@ pub(crate) mod tests {
         let mut out = [0u8; BLOCK_SIZE];
         assert_eq!(c.open_block(3, true, &stored, &mut out), Ok(plain.len()));
         assert_eq!(&out[..plain.len()], plain);
-        assert_eq!(reference_open(&key, &header, 3, true, &stored).unwrap(), plain);
+        assert_eq!(
+            reference_open(&key, &header, 3, true, &stored).unwrap(),
+            plain
+        );
     }
 
     #[test]
@@ -253,12 +268,29 @@ pub(crate) mod tests {
         let mut stored = vec![0u8; BLOCK_SIZE + BLOCK_OVERHEAD];
         c.seal_block(1, false, &[5u8; BLOCK_SIZE], &mut stored);
         let mut out = [0u8; BLOCK_SIZE];
-        assert_eq!(c.open_block(2, false, &stored, &mut out), Err(CryptoError::Auth));
-        assert_eq!(c.open_block(1, true, &stored, &mut out), Err(CryptoError::Auth));
-        let other = FileCipher::new(&[0x42; 32], &FileHeader { file_id: [0x12; 16] });
-        assert_eq!(other.open_block(1, false, &stored, &mut out), Err(CryptoError::Auth));
+        assert_eq!(
+            c.open_block(2, false, &stored, &mut out),
+            Err(CryptoError::Auth)
+        );
+        assert_eq!(
+            c.open_block(1, true, &stored, &mut out),
+            Err(CryptoError::Auth)
+        );
+        let other = FileCipher::new(
+            &[0x42; 32],
+            &FileHeader {
+                file_id: [0x12; 16],
+            },
+        );
+        assert_eq!(
+            other.open_block(1, false, &stored, &mut out),
+            Err(CryptoError::Auth)
+        );
         stored[100] ^= 1;
-        assert_eq!(c.open_block(1, false, &stored, &mut out), Err(CryptoError::Auth));
+        assert_eq!(
+            c.open_block(1, false, &stored, &mut out),
+            Err(CryptoError::Auth)
+        );
     }
 
     #[test]
@@ -268,7 +300,10 @@ pub(crate) mod tests {
         let mut out = [1u8; BLOCK_SIZE];
         assert_eq!(c.open_block(0, false, &stored, &mut out), Ok(BLOCK_SIZE));
         assert!(out.iter().all(|b| *b == 0));
-        assert_eq!(c.open_block(0, true, &stored, &mut out), Err(CryptoError::Auth));
+        assert_eq!(
+            c.open_block(0, true, &stored, &mut out),
+            Err(CryptoError::Auth)
+        );
     }
 
     proptest! {

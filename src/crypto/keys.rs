@@ -161,7 +161,10 @@ mod tests {
         let other_fs = KeyRing::new(&master, &[2u8; 16]);
         assert_eq!(a.file_key(&[9; 16]).expose(), b.file_key(&[9; 16]).expose());
         assert_ne!(a.file_key(&[9; 16]).expose(), a.file_key(&[8; 16]).expose());
-        assert_ne!(a.file_key(&[9; 16]).expose(), other_fs.file_key(&[9; 16]).expose());
+        assert_ne!(
+            a.file_key(&[9; 16]).expose(),
+            other_fs.file_key(&[9; 16]).expose()
+        );
         assert_ne!(a.config_mac_key().expose(), a.xattr_key().expose());
         assert_ne!(&a.names_key().expose()[..32], a.xattr_key().expose());
     }

@@ -104,7 +104,9 @@ impl NameCipher {
         if sealed.len() <= 16 {
             return Err(CryptoError::Malformed("encrypted name is too short"));
         }
-        self.siv().decrypt([ad], &sealed).map_err(|_| CryptoError::Auth)
+        self.siv()
+            .decrypt([ad], &sealed)
+            .map_err(|_| CryptoError::Auth)
     }
 
     /// Encrypts one path component for the directory whose id is `dir_id`.
@@ -119,10 +121,21 @@ impl NameCipher {
     }
 
     /// Decrypts a full encoding (a short backing name or a long name's side-file content).
-    pub fn decrypt_name(&self, dir_id: &[u8; DIR_ID_LEN], full: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    pub fn decrypt_name(
+        &self,
+        dir_id: &[u8; DIR_ID_LEN],
+        full: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
         let name = self.open(dir_id, full)?;
-        if name.is_empty() || name.contains(&b'/') || name.contains(&0) || name == b"." || name == b".." {
-            return Err(CryptoError::Malformed("decrypted name is not a valid file name"));
+        if name.is_empty()
+            || name.contains(&b'/')
+            || name.contains(&0)
+            || name == b"."
+            || name == b".."
+        {
+            return Err(CryptoError::Malformed(
+                "decrypted name is not a valid file name",
+            ));
         }
         Ok(name)
     }
@@ -147,7 +160,10 @@ impl NameCipher {
     /// `user.NAME` → `user.<encrypted NAME>`; other namespaces are not stored encrypted.
     pub fn encrypt_xattr_name(&self, name: &[u8]) -> Option<String> {
         let rest = name.strip_prefix(XATTR_USER_PREFIX.as_bytes())?;
-        Some(format!("{XATTR_USER_PREFIX}{}", self.seal(XATTR_NAME_AD, rest)))
+        Some(format!(
+            "{XATTR_USER_PREFIX}{}",
+            self.seal(XATTR_NAME_AD, rest)
+        ))
     }
 
     pub fn decrypt_xattr_name(&self, stored: &[u8]) -> Result<Vec<u8>, CryptoError> {
@@ -178,7 +194,11 @@ impl NameCipher {
         out
     }
 
-    pub fn open_xattr_value(&self, stored_name: &str, stored: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    pub fn open_xattr_value(
+        &self,
+        stored_name: &str,
+        stored: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
         if stored.len() < 28 {
             return Err(CryptoError::Malformed("xattr value is too short"));
         }
@@ -217,10 +237,18 @@ mod tests {
         let a = c.encrypt_name(&[1; 16], b"report.pdf");
         assert_eq!(a, c.encrypt_name(&[1; 16], b"report.pdf"));
         assert_ne!(a, c.encrypt_name(&[2; 16], b"report.pdf"));
-        let StoredName::Short(enc) = &a else { panic!("short name expected") };
+        let StoredName::Short(enc) = &a else {
+            panic!("short name expected")
+        };
         assert!(!enc.contains("report"));
-        assert_eq!(c.decrypt_name(&[1; 16], enc.as_bytes()).unwrap(), b"report.pdf");
-        assert_eq!(c.decrypt_name(&[2; 16], enc.as_bytes()), Err(CryptoError::Auth));
+        assert_eq!(
+            c.decrypt_name(&[1; 16], enc.as_bytes()).unwrap(),
+            b"report.pdf"
+        );
+        assert_eq!(
+            c.decrypt_name(&[2; 16], enc.as_bytes()),
+            Err(CryptoError::Auth)
+        );
         assert_eq!(classify(enc), BackingEntry::Short(enc));
     }
 
@@ -236,7 +264,10 @@ mod tests {
         assert!(!NameCipher::long_name_matches(&hashed, b"other"));
         assert_eq!(c.decrypt_name(&[1; 16], full.as_bytes()).unwrap(), name);
         assert_eq!(classify(&hashed), BackingEntry::Long(&hashed));
-        assert_eq!(classify(&long_name_side_file(&hashed)), BackingEntry::Internal);
+        assert_eq!(
+            classify(&long_name_side_file(&hashed)),
+            BackingEntry::Internal
+        );
         assert_eq!(classify(DIRID_FILE), BackingEntry::Internal);
         assert_eq!(classify(CONFIG_FILE), BackingEntry::Internal);
     }
@@ -244,11 +275,17 @@ mod tests {
     #[test]
     fn flipped_name_bit_is_rejected() {
         let c = cipher();
-        let enc = c.encrypt_name(&[1; 16], b"secret").backing_name().to_string();
+        let enc = c
+            .encrypt_name(&[1; 16], b"secret")
+            .backing_name()
+            .to_string();
         let mut raw = URL_SAFE_NO_PAD.decode(&enc).unwrap();
         raw[5] ^= 0x40;
         let tampered = URL_SAFE_NO_PAD.encode(raw);
-        assert_eq!(c.decrypt_name(&[1; 16], tampered.as_bytes()), Err(CryptoError::Auth));
+        assert_eq!(
+            c.decrypt_name(&[1; 16], tampered.as_bytes()),
+            Err(CryptoError::Auth)
+        );
         assert!(c.decrypt_name(&[1; 16], b"not base64 !").is_err());
     }
 

@@ -79,7 +79,10 @@ impl SecretFs {
         let mut id = [0u8; DIR_ID_LEN];
         crate::crypto::keys::fill_random(&mut id);
         write_dir_id(dir.raw(), &id)?;
-        tracing::warn!(ino = dir.ino, "recreated the missing id of an empty directory");
+        tracing::warn!(
+            ino = dir.ino,
+            "recreated the missing id of an empty directory"
+        );
         Ok(id)
     }
 
@@ -93,7 +96,11 @@ impl SecretFs {
 
     pub(super) fn attr_of(&self, inode: &Inode) -> Result<FileAttr, Errno> {
         let st = sys::fstat(inode.raw()).map_err(io)?;
-        Ok(attr_from_stat(inode.ino, &st, self.plain_size_of(inode, &st)))
+        Ok(attr_from_stat(
+            inode.ino,
+            &st,
+            self.plain_size_of(inode, &st),
+        ))
     }
 
     fn plain_size_of(&self, inode: &Inode, st: &libc::stat) -> u64 {
@@ -109,13 +116,25 @@ impl SecretFs {
     }
 
     /// Looks `name` up in `parent` and counts one kernel reference to the result.
-    pub(super) fn lookup_child(&self, parent: &Inode, name: &OsStr) -> Result<(Arc<Inode>, FileAttr), Errno> {
+    pub(super) fn lookup_child(
+        &self,
+        parent: &Inode,
+        name: &OsStr,
+    ) -> Result<(Arc<Inode>, FileAttr), Errno> {
         let stored = self.stored_name(parent, name)?;
-        self.lookup_backing(parent, &sys::cstring(stored.backing_name().as_bytes()).map_err(io)?)
+        self.lookup_backing(
+            parent,
+            &sys::cstring(stored.backing_name().as_bytes()).map_err(io)?,
+        )
     }
 
-    pub(super) fn lookup_backing(&self, parent: &Inode, backing: &CString) -> Result<(Arc<Inode>, FileAttr), Errno> {
-        let fd = sys::openat(parent.raw(), backing, libc::O_PATH | libc::O_NOFOLLOW, 0).map_err(io)?;
+    pub(super) fn lookup_backing(
+        &self,
+        parent: &Inode,
+        backing: &CString,
+    ) -> Result<(Arc<Inode>, FileAttr), Errno> {
+        let fd =
+            sys::openat(parent.raw(), backing, libc::O_PATH | libc::O_NOFOLLOW, 0).map_err(io)?;
         let st = sys::fstat(fd.as_raw_fd()).map_err(io)?;
         let inode = self.inodes.remember(fd, &st);
         let attr = attr_from_stat(inode.ino, &st, self.plain_size_of(&inode, &st));
@@ -129,11 +148,22 @@ impl SecretFs {
         for (raw, backing_ino, d_type) in sys::read_dir(dir.raw()).map_err(io)? {
             let kind = dirent_type(d_type);
             if raw == b"." || raw == b".." {
-                let ino = if raw == b"." || dir.ino == ROOT { dir.ino } else { self.inodes.inos.to_fuse(backing_ino) };
-                out.push(Listed { name: OsString::from_vec(raw), ino, kind: FileType::Directory, backing: None });
+                let ino = if raw == b"." || dir.ino == ROOT {
+                    dir.ino
+                } else {
+                    self.inodes.inos.to_fuse(backing_ino)
+                };
+                out.push(Listed {
+                    name: OsString::from_vec(raw),
+                    ino,
+                    kind: FileType::Directory,
+                    backing: None,
+                });
                 continue;
             }
-            let Ok(text) = std::str::from_utf8(&raw) else { continue };
+            let Ok(text) = std::str::from_utf8(&raw) else {
+                continue;
+            };
             let full = match classify(text) {
                 BackingEntry::Internal => continue,
                 BackingEntry::Short(s) => s.as_bytes().to_vec(),
@@ -164,7 +194,11 @@ impl SecretFs {
         if NameCipher::long_name_matches(hashed, &buf) {
             Some(buf)
         } else {
-            audit::integrity_failure("name", dir.ino, &format!("{hashed}: side file does not match"));
+            audit::integrity_failure(
+                "name",
+                dir.ino,
+                &format!("{hashed}: side file does not match"),
+            );
             None
         }
     }
@@ -173,7 +207,13 @@ impl SecretFs {
     pub(super) fn prepare_name(&self, parent: &Inode, stored: &StoredName) -> Result<(), Errno> {
         if let StoredName::Long { hashed, full } = stored {
             let side = sys::cstring(long_name_side_file(hashed).as_bytes()).map_err(io)?;
-            let fd = sys::openat(parent.raw(), &side, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o600).map_err(io)?;
+            let fd = sys::openat(
+                parent.raw(),
+                &side,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                0o600,
+            )
+            .map_err(io)?;
             sys::pwrite_all(fd.as_raw_fd(), full.as_bytes(), 0).map_err(io)?;
             sys::fsync(fd.as_raw_fd(), true).map_err(io)?;
         }
@@ -183,7 +223,9 @@ impl SecretFs {
     /// Removes a long name's side file once no entry uses the name.
     pub(super) fn forget_name(&self, parent: &Inode, stored: &StoredName) {
         if let StoredName::Long { hashed, .. } = stored {
-            let Ok(entry) = sys::cstring(hashed.as_bytes()) else { return };
+            let Ok(entry) = sys::cstring(hashed.as_bytes()) else {
+                return;
+            };
             if sys::fstatat(parent.raw(), &entry).is_err() {
                 if let Ok(side) = sys::cstring(long_name_side_file(hashed).as_bytes()) {
                     let _ = sys::unlinkat(parent.raw(), &side, 0);
@@ -195,7 +237,10 @@ impl SecretFs {
     pub(super) fn owner_for(&self, req: &Request, parent: &Inode) -> Result<Owner, Errno> {
         let st = sys::fstat(parent.raw()).map_err(io)?;
         let setgid = st.st_mode & libc::S_ISGID != 0;
-        Ok(Owner { uid: req.uid(), gid: (!setgid).then(|| req.gid()) })
+        Ok(Owner {
+            uid: req.uid(),
+            gid: (!setgid).then(|| req.gid()),
+        })
     }
 
     /// Creates an object through `make(parent_fd, backing_name)`, gives it to its owner and
@@ -228,17 +273,25 @@ impl SecretFs {
 
     /// mkdir: built under a temporary name with its id inside, then renamed into place, so a
     /// crash can never leave a visible directory without an id.
-    pub(super) fn make_dir(&self, req: &Request, parent: &Inode, name: &OsStr, mode: u32) -> Result<(Arc<Inode>, FileAttr), Errno> {
+    pub(super) fn make_dir(
+        &self,
+        req: &Request,
+        parent: &Inode,
+        name: &OsStr,
+        mode: u32,
+    ) -> Result<(Arc<Inode>, FileAttr), Errno> {
         self.create_entry(req, parent, name, |pfd, backing| {
             let mut suffix = [0u8; 8];
             crate::crypto::keys::fill_random(&mut suffix);
-            let tmp = sys::cstring(format!("{TEMP_PREFIX}{}", crate::config::hex(&suffix)).as_bytes())?;
+            let tmp =
+                sys::cstring(format!("{TEMP_PREFIX}{}", crate::config::hex(&suffix)).as_bytes())?;
             sys::mkdirat(pfd, &tmp, mode & 0o7777)?;
             let result = (|| {
                 let dir = sys::openat(pfd, &tmp, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
                 let mut id = [0u8; DIR_ID_LEN];
                 crate::crypto::keys::fill_random(&mut id);
-                write_dir_id(dir.as_raw_fd(), &id).map_err(|e| std::io::Error::from_raw_os_error(e.code()))?;
+                write_dir_id(dir.as_raw_fd(), &id)
+                    .map_err(|e| std::io::Error::from_raw_os_error(e.code()))?;
                 sys::fsync(dir.as_raw_fd(), false)?;
                 sys::renameat2(pfd, &tmp, pfd, backing, libc::RENAME_NOREPLACE)
             })();
@@ -252,7 +305,13 @@ impl SecretFs {
     pub(super) fn remove_dir(&self, parent: &Inode, name: &OsStr) -> Result<(), Errno> {
         let stored = self.stored_name(parent, name)?;
         let backing = sys::cstring(stored.backing_name().as_bytes()).map_err(io)?;
-        let fd = sys::openat(parent.raw(), &backing, libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY, 0).map_err(io)?;
+        let fd = sys::openat(
+            parent.raw(),
+            &backing,
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY,
+            0,
+        )
+        .map_err(io)?;
         let entries = sys::read_dir(fd.as_raw_fd()).map_err(io)?;
         let mut internal = Vec::new();
         for (raw, _, _) in entries {
@@ -324,7 +383,13 @@ impl SecretFs {
 /// was empty after a crash), then fsync the directory.
 pub(super) fn write_dir_id(dir_fd: i32, id: &[u8; DIR_ID_LEN]) -> Result<(), Errno> {
     let name = sys::cstring(DIRID_FILE.as_bytes()).map_err(io)?;
-    let fd: OwnedFd = sys::openat(dir_fd, &name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o400).map_err(io)?;
+    let fd: OwnedFd = sys::openat(
+        dir_fd,
+        &name,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+        0o400,
+    )
+    .map_err(io)?;
     sys::pwrite_all(fd.as_raw_fd(), id, 0).map_err(io)?;
     sys::fsync(fd.as_raw_fd(), false).map_err(io)?;
     if let Ok(dir) = sys::reopen(dir_fd, libc::O_RDONLY | libc::O_DIRECTORY) {
@@ -335,7 +400,12 @@ pub(super) fn write_dir_id(dir_fd: i32, id: &[u8; DIR_ID_LEN]) -> Result<(), Err
 
 /// Removes a half-built temporary directory (its id file and itself).
 fn remove_tree_at(parent: i32, name: &CString) -> std::io::Result<()> {
-    if let Ok(dir) = sys::openat(parent, name, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0) {
+    if let Ok(dir) = sys::openat(
+        parent,
+        name,
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    ) {
         if let Ok(entries) = sys::read_dir(dir.as_raw_fd()) {
             for (raw, _, _) in entries {
                 if raw != b"." && raw != b".." {

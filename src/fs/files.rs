@@ -88,11 +88,17 @@ impl Content {
     }
 
     fn read_lock(&self, b0: u64, b1: u64) -> Vec<RwLockReadGuard<'_, ()>> {
-        Self::stripe_ids(b0, b1).into_iter().map(|i| self.stripes[i].read()).collect()
+        Self::stripe_ids(b0, b1)
+            .into_iter()
+            .map(|i| self.stripes[i].read())
+            .collect()
     }
 
     fn write_lock(&self, b0: u64, b1: u64) -> Vec<RwLockWriteGuard<'_, ()>> {
-        Self::stripe_ids(b0, b1).into_iter().map(|i| self.stripes[i].write()).collect()
+        Self::stripe_ids(b0, b1)
+            .into_iter()
+            .map(|i| self.stripes[i].write())
+            .collect()
     }
 
     fn block_len(size: u64, b: u64) -> usize {
@@ -100,7 +106,14 @@ impl Content {
     }
 
     /// Decrypts blocks `b0..=b1` of a file of `size` bytes into `out` (block-aligned).
-    fn open_blocks(&self, fd: RawFd, b0: u64, b1: u64, size: u64, out: &mut [u8]) -> Result<(), Errno> {
+    fn open_blocks(
+        &self,
+        fd: RawFd,
+        b0: u64,
+        b1: u64,
+        size: u64,
+        out: &mut [u8],
+    ) -> Result<(), Errno> {
         let last = block_count(size) - 1;
         let start = block_offset(b0);
         let end = block_offset(b1 + 1).min(stored_size(size));
@@ -129,7 +142,8 @@ impl Content {
         for (i, chunk) in plain.chunks(BLOCK_SIZE).enumerate() {
             let b = b0 + i as u64;
             let len = chunk.len() + BLOCK_OVERHEAD;
-            self.cipher.seal_block(b, Some(b) == final_block, chunk, &mut out[pos..pos + len]);
+            self.cipher
+                .seal_block(b, Some(b) == final_block, chunk, &mut out[pos..pos + len]);
             pos += len;
         }
         out
@@ -192,14 +206,23 @@ impl Content {
 
     /// A write past the end: the old final block loses its flag, the header appears if the
     /// file was empty, and the space is reserved first so a full disk fails cleanly.
-    fn write_extending(&self, fd: RawFd, offset: u64, data: &[u8], size: &mut u64) -> Result<(), Errno> {
+    fn write_extending(
+        &self,
+        fd: RawFd,
+        offset: u64,
+        data: &[u8],
+        size: &mut u64,
+    ) -> Result<(), Errno> {
         let old = *size;
         let end = offset + data.len() as u64;
         let (b0, b1) = (offset / BS, (end - 1) / BS);
         let old_last = (old > 0).then(|| block_count(old) - 1);
         let mut segments = Vec::new();
         if old == 0 {
-            segments.push(Segment { offset: 0, bytes: self.cipher.header_bytes().to_vec() });
+            segments.push(Segment {
+                offset: 0,
+                bytes: self.cipher.header_bytes().to_vec(),
+            });
         }
         // Stored bytes of the old final block, to restore it if the write fails half-way.
         let mut undo: Option<Segment> = None;
@@ -208,7 +231,10 @@ impl Content {
                 let mut block = vec![0u8; BLOCK_SIZE];
                 self.open_blocks(fd, l, l, old, &mut block)?;
                 undo = Some(self.stored_block(fd, l, old)?);
-                segments.push(Segment { offset: block_offset(l), bytes: self.seal_blocks(l, &block, None) });
+                segments.push(Segment {
+                    offset: block_offset(l),
+                    bytes: self.seal_blocks(l, &block, None),
+                });
                 b0
             }
             Some(l) => {
@@ -228,7 +254,10 @@ impl Content {
         }
         let from = (offset - first * BS) as usize;
         plain[from..].copy_from_slice(data);
-        segments.push(Segment { offset: block_offset(first), bytes: self.seal_blocks(first, &plain, Some(b1)) });
+        segments.push(Segment {
+            offset: block_offset(first),
+            bytes: self.seal_blocks(first, &plain, Some(b1)),
+        });
         let segments = coalesce(segments);
 
         let old_stored = stored_size(old);
@@ -337,7 +366,12 @@ impl Content {
         if first_whole < end_whole {
             let from = block_offset(first_whole);
             let to = block_offset(end_whole);
-            match sys::fallocate(fd, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, from, to - from) {
+            match sys::fallocate(
+                fd,
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                from,
+                to - from,
+            ) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
                     self.write_zeros(fd, first_whole * BS, end_whole * BS, *size)?
@@ -371,7 +405,8 @@ impl Content {
         if offset >= size {
             return Err(Errno::ENXIO);
         }
-        let block_of = |stored: u64| stored.saturating_sub(HEADER_LEN as u64) / STORED_BLOCK_SIZE as u64;
+        let block_of =
+            |stored: u64| stored.saturating_sub(HEADER_LEN as u64) / STORED_BLOCK_SIZE as u64;
         let start = block_offset(offset / BS);
         match whence {
             libc::SEEK_DATA => {
@@ -380,9 +415,14 @@ impl Content {
             }
             libc::SEEK_HOLE => {
                 let hole = sys::lseek(fd, start, libc::SEEK_HOLE).map_err(io)?;
-                let first_free = (hole.saturating_sub(HEADER_LEN as u64)).div_ceil(STORED_BLOCK_SIZE as u64);
+                let first_free =
+                    (hole.saturating_sub(HEADER_LEN as u64)).div_ceil(STORED_BLOCK_SIZE as u64);
                 let last = block_count(size) - 1;
-                Ok(if first_free >= last { size } else { (first_free * BS).max(offset) })
+                Ok(if first_free >= last {
+                    size
+                } else {
+                    (first_free * BS).max(offset)
+                })
             }
             _ => Err(Errno::EINVAL),
         }
@@ -394,7 +434,9 @@ fn coalesce(segments: Vec<Segment>) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::with_capacity(segments.len());
     for s in segments {
         match out.last_mut() {
-            Some(prev) if prev.offset + prev.bytes.len() as u64 == s.offset => prev.bytes.extend_from_slice(&s.bytes),
+            Some(prev) if prev.offset + prev.bytes.len() as u64 == s.offset => {
+                prev.bytes.extend_from_slice(&s.bytes)
+            }
             _ => out.push(s),
         }
     }

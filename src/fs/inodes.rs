@@ -121,7 +121,12 @@ impl InodeTable {
         };
         let map = DashMap::new();
         map.insert(ROOT, Arc::new(root));
-        Ok(Self { map, inos: InoMap { root_backing: st.st_ino } })
+        Ok(Self {
+            map,
+            inos: InoMap {
+                root_backing: st.st_ino,
+            },
+        })
     }
 
     pub fn get(&self, ino: u64) -> Option<Arc<Inode>> {
@@ -152,7 +157,10 @@ impl InodeTable {
             return;
         }
         self.map.remove_if(&ino, |_, inode| {
-            let before = inode.lookups.fetch_sub(n.min(inode.lookups.load(Ordering::SeqCst)), Ordering::SeqCst);
+            let before = inode.lookups.fetch_sub(
+                n.min(inode.lookups.load(Ordering::SeqCst)),
+                Ordering::SeqCst,
+            );
             before <= n
         });
     }
@@ -182,7 +190,13 @@ mod tests {
     fn lookups_are_counted_and_forget_frees_at_zero() {
         let dir = tempfile::tempdir().unwrap();
         let open = |p: &std::path::Path| {
-            sys::openat(libc::AT_FDCWD, &sys::cstring(p.as_os_str().as_encoded_bytes()).unwrap(), libc::O_PATH, 0).unwrap()
+            sys::openat(
+                libc::AT_FDCWD,
+                &sys::cstring(p.as_os_str().as_encoded_bytes()).unwrap(),
+                libc::O_PATH,
+                0,
+            )
+            .unwrap()
         };
         let table = InodeTable::new(open(dir.path()), [0; 16]).unwrap();
         let file = dir.path().join("f");

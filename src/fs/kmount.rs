@@ -20,7 +20,15 @@ pub struct KernelMount {
 /// Opens /dev/fuse and mounts it at `mountpoint`; the returned descriptor is the session's.
 pub fn mount(source: &Path, mountpoint: &Path, how: &KernelMount) -> std::io::Result<OwnedFd> {
     let dev = sys::openat(libc::AT_FDCWD, c"/dev/fuse", libc::O_RDWR, 0)?;
-    let st = sys::fstat(sys::openat(libc::AT_FDCWD, &sys::cstring(mountpoint.as_os_str().as_encoded_bytes())?, libc::O_PATH, 0)?.as_raw_fd())?;
+    let st = sys::fstat(
+        sys::openat(
+            libc::AT_FDCWD,
+            &sys::cstring(mountpoint.as_os_str().as_encoded_bytes())?,
+            libc::O_PATH,
+            0,
+        )?
+        .as_raw_fd(),
+    )?;
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let mut data = format!(
@@ -47,7 +55,15 @@ pub fn mount(source: &Path, mountpoint: &Path, how: &KernelMount) -> std::io::Re
     let target = sys::cstring(mountpoint.as_os_str().as_encoded_bytes())?;
     let data = CString::new(data).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: all pointers are valid C strings for the duration of the call.
-    sys::cvt(unsafe { libc::mount(source.as_ptr(), target.as_ptr(), c"fuse.secretfs".as_ptr(), flags, data.as_ptr().cast()) })?;
+    sys::cvt(unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            c"fuse.secretfs".as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    })?;
     Ok(dev)
 }
 
@@ -55,5 +71,6 @@ pub fn mount(source: &Path, mountpoint: &Path, how: &KernelMount) -> std::io::Re
 pub fn unmount(mountpoint: &Path, lazy: bool) -> std::io::Result<()> {
     let target = sys::cstring(mountpoint.as_os_str().as_encoded_bytes())?;
     // SAFETY: valid C string.
-    sys::cvt(unsafe { libc::umount2(target.as_ptr(), if lazy { libc::MNT_DETACH } else { 0 }) }).map(drop)
+    sys::cvt(unsafe { libc::umount2(target.as_ptr(), if lazy { libc::MNT_DETACH } else { 0 }) })
+        .map(drop)
 }

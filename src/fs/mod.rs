@@ -14,10 +14,10 @@ use dashmap::DashMap;
 use dirs::{io, Listed};
 use files::Content;
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use inodes::{Inode, InodeTable};
 use parking_lot::Mutex;
@@ -40,13 +40,34 @@ pub struct FsOptions {
 
 impl Default for FsOptions {
     fn default() -> Self {
-        Self { read_only: false, ttl: Duration::from_secs(1), writeback_cache: false }
+        Self {
+            read_only: false,
+            ttl: Duration::from_secs(1),
+            writeback_cache: false,
+        }
     }
 }
 
+/// The attribute changes of one setattr request.
+struct SetAttr {
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    size: Option<u64>,
+    atime: Option<TimeOrNow>,
+    mtime: Option<TimeOrNow>,
+    fh: Option<FileHandle>,
+}
+
 enum Handle {
-    File { fd: OwnedFd, content: Arc<Content> },
-    Dir { inode: Arc<Inode>, entries: Mutex<Vec<Listed>> },
+    File {
+        fd: OwnedFd,
+        content: Arc<Content>,
+    },
+    Dir {
+        inode: Arc<Inode>,
+        entries: Mutex<Vec<Listed>>,
+    },
 }
 
 pub struct SecretFs {
@@ -62,7 +83,12 @@ const GEN: Generation = Generation(0);
 
 impl SecretFs {
     /// Opens the backing directory; `keys` must already have passed the config MAC check.
-    pub fn new(backing: &Path, root_dir_id: [u8; 16], keys: KeyRing, opts: FsOptions) -> std::io::Result<Self> {
+    pub fn new(
+        backing: &Path,
+        root_dir_id: [u8; 16],
+        keys: KeyRing,
+        opts: FsOptions,
+    ) -> std::io::Result<Self> {
         let path = sys::cstring(backing.as_os_str().as_encoded_bytes())?;
         let root = sys::openat(libc::AT_FDCWD, &path, libc::O_PATH | libc::O_DIRECTORY, 0)?;
         let names = NameCipher::new(keys.names_key(), keys.xattr_key());
@@ -83,7 +109,10 @@ impl SecretFs {
     }
 
     fn handle(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
-        self.handles.get(&fh.0).map(|h| Arc::clone(&h)).ok_or(Errno::EBADF)
+        self.handles
+            .get(&fh.0)
+            .map(|h| Arc::clone(&h))
+            .ok_or(Errno::EBADF)
     }
 
     fn file(&self, fh: FileHandle) -> Result<(Arc<Handle>, Arc<Content>), Errno> {
@@ -111,7 +140,11 @@ impl SecretFs {
     /// Opens the backing file for I/O. Always read-write (unless mounted read-only): partial
     /// block writes must read the block first, even through an O_WRONLY handle.
     fn open_backing(&self, inode: &Inode, flags: i32) -> Result<OwnedFd, Errno> {
-        let access = if self.opts.read_only { libc::O_RDONLY } else { libc::O_RDWR };
+        let access = if self.opts.read_only {
+            libc::O_RDONLY
+        } else {
+            libc::O_RDWR
+        };
         let sync = flags & (libc::O_SYNC | libc::O_DSYNC);
         sys::reopen(inode.raw(), access | sync).map_err(io)
     }
@@ -122,17 +155,16 @@ impl SecretFs {
         Ok(self.add_handle(Handle::File { fd, content }))
     }
 
-    fn set_attr(
-        &self,
-        inode: &Arc<Inode>,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime: Option<TimeOrNow>,
-        mtime: Option<TimeOrNow>,
-        fh: Option<FileHandle>,
-    ) -> Result<FileAttr, Errno> {
+    fn set_attr(&self, inode: &Arc<Inode>, change: SetAttr) -> Result<FileAttr, Errno> {
+        let SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+            fh,
+        } = change;
         if uid.is_some() || gid.is_some() {
             sys::chown_fd(inode.raw(), uid, gid).map_err(io)?;
         }
@@ -143,16 +175,23 @@ impl SecretFs {
         }
         if let Some(size) = size {
             if inode.kind != FileType::RegularFile {
-                return Err(if inode.kind == FileType::Directory { Errno::EISDIR } else { Errno::EINVAL });
+                return Err(if inode.kind == FileType::Directory {
+                    Errno::EISDIR
+                } else {
+                    Errno::EINVAL
+                });
             }
             match fh.map(|fh| self.file(fh)) {
                 Some(Ok((handle, content))) => {
-                    let Handle::File { fd, .. } = &*handle else { return Err(Errno::EBADF) };
+                    let Handle::File { fd, .. } = &*handle else {
+                        return Err(Errno::EBADF);
+                    };
                     content.truncate(fd.as_raw_fd(), size)?;
                 }
                 _ => {
                     let fd = self.open_backing(inode, 0)?;
-                    self.content(inode, fd.as_raw_fd())?.truncate(fd.as_raw_fd(), size)?;
+                    self.content(inode, fd.as_raw_fd())?
+                        .truncate(fd.as_raw_fd(), size)?;
                 }
             }
         }
@@ -177,10 +216,19 @@ impl SecretFs {
 
 fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
     match t {
-        None => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-        Some(TimeOrNow::Now) => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(TimeOrNow::Now) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
         Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => libc::timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as i64 },
+            Ok(d) => libc::timespec {
+                tv_sec: d.as_secs() as i64,
+                tv_nsec: d.subsec_nanos() as i64,
+            },
             Err(e) => {
                 let d = e.duration();
                 let (mut sec, mut nsec) = (-(d.as_secs() as i64), -(d.subsec_nanos() as i64));
@@ -188,7 +236,10 @@ fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
                     sec -= 1;
                     nsec += 1_000_000_000;
                 }
-                libc::timespec { tv_sec: sec, tv_nsec: nsec }
+                libc::timespec {
+                    tv_sec: sec,
+                    tv_nsec: nsec,
+                }
             }
         },
     }
@@ -233,7 +284,9 @@ impl Filesystem for SecretFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let result = self.inode(parent.0).and_then(|p| self.lookup_child(&p, name));
+        let result = self
+            .inode(parent.0)
+            .and_then(|p| self.lookup_child(&p, name));
         reply_entry(reply, &self.opts.ttl, result)
     }
 
@@ -266,9 +319,20 @@ impl Filesystem for SecretFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let result = self
-            .inode(ino.0)
-            .and_then(|i| self.set_attr(&i, mode, uid, gid, size, atime, mtime, fh));
+        let result = self.inode(ino.0).and_then(|i| {
+            self.set_attr(
+                &i,
+                SetAttr {
+                    mode,
+                    uid,
+                    gid,
+                    size,
+                    atime,
+                    mtime,
+                    fh,
+                },
+            )
+        });
         match result {
             Ok(attr) => reply.attr(&self.opts.ttl, &attr),
             Err(e) => reply.error(e),
@@ -289,11 +353,26 @@ impl Filesystem for SecretFs {
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
         let result = self.inode(parent.0).and_then(|p| {
             self.create_entry(req, &p, name, |pfd, backing| {
                 if mode & libc::S_IFMT == libc::S_IFREG {
-                    sys::openat(pfd, backing, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, mode & 0o7777).map(drop)
+                    sys::openat(
+                        pfd,
+                        backing,
+                        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                        mode & 0o7777,
+                    )
+                    .map(drop)
                 } else {
                     sys::mknodat(pfd, backing, mode, rdev as u64)
                 }
@@ -302,27 +381,55 @@ impl Filesystem for SecretFs {
         reply_entry(reply, &self.opts.ttl, result)
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
-        let result = self.inode(parent.0).and_then(|p| self.make_dir(req, &p, name, mode));
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = self
+            .inode(parent.0)
+            .and_then(|p| self.make_dir(req, &p, name, mode));
         reply_entry(reply, &self.opts.ttl, result)
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.inode(parent.0).and_then(|p| self.remove_file(&p, name)))
+        reply_empty(
+            reply,
+            self.inode(parent.0)
+                .and_then(|p| self.remove_file(&p, name)),
+        )
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.inode(parent.0).and_then(|p| self.remove_dir(&p, name)))
+        reply_empty(
+            reply,
+            self.inode(parent.0).and_then(|p| self.remove_dir(&p, name)),
+        )
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
         let result = self.inode(parent.0).and_then(|p| {
-            let encrypted = self.names.encrypt_symlink(target.as_os_str().as_encoded_bytes());
+            let encrypted = self
+                .names
+                .encrypt_symlink(target.as_os_str().as_encoded_bytes());
             if encrypted.len() >= libc::PATH_MAX as usize {
                 return Err(Errno::ENAMETOOLONG);
             }
             let encrypted = sys::cstring(encrypted.as_bytes()).map_err(io)?;
-            self.create_entry(req, &p, link_name, |pfd, backing| sys::symlinkat(&encrypted, pfd, backing))
+            self.create_entry(req, &p, link_name, |pfd, backing| {
+                sys::symlinkat(&encrypted, pfd, backing)
+            })
         });
         reply_entry(reply, &self.opts.ttl, result)
     }
@@ -344,7 +451,14 @@ impl Filesystem for SecretFs {
         reply_empty(reply, result)
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         let result = self.inode(ino.0).and_then(|inode| {
             let np = self.inode(newparent.0)?;
             let stored = self.stored_name(&np, newname)?;
@@ -378,7 +492,9 @@ impl Filesystem for SecretFs {
         reply: ReplyData,
     ) {
         let result = self.file(fh).and_then(|(handle, content)| {
-            let Handle::File { fd, .. } = &*handle else { return Err(Errno::EBADF) };
+            let Handle::File { fd, .. } = &*handle else {
+                return Err(Errno::EBADF);
+            };
             content.read(fd.as_raw_fd(), offset, size)
         });
         match result {
@@ -400,7 +516,9 @@ impl Filesystem for SecretFs {
         reply: ReplyWrite,
     ) {
         let result = self.file(fh).and_then(|(handle, content)| {
-            let Handle::File { fd, .. } = &*handle else { return Err(Errno::EBADF) };
+            let Handle::File { fd, .. } = &*handle else {
+                return Err(Errno::EBADF);
+            };
             content.write(fd.as_raw_fd(), offset, data)
         });
         match result {
@@ -409,7 +527,14 @@ impl Filesystem for SecretFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         // Writes go straight to the backing file; there is nothing buffered to flush.
         reply.ok()
     }
@@ -428,9 +553,18 @@ impl Filesystem for SecretFs {
         reply.ok()
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         let result = self.file(fh).and_then(|(handle, _)| {
-            let Handle::File { fd, .. } = &*handle else { return Err(Errno::EBADF) };
+            let Handle::File { fd, .. } = &*handle else {
+                return Err(Errno::EBADF);
+            };
             sys::fsync(fd.as_raw_fd(), datasync).map_err(io)
         });
         reply_empty(reply, result)
@@ -439,7 +573,10 @@ impl Filesystem for SecretFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.inode(ino.0) {
             Ok(inode) if inode.kind == FileType::Directory => {
-                let fh = self.add_handle(Handle::Dir { inode, entries: Mutex::new(Vec::new()) });
+                let fh = self.add_handle(Handle::Dir {
+                    inode,
+                    entries: Mutex::new(Vec::new()),
+                });
                 reply.opened(fh, FopenFlags::empty())
             }
             Ok(_) => reply.error(Errno::ENOTDIR),
@@ -447,12 +584,21 @@ impl Filesystem for SecretFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let handle = match self.fill_dir(fh, offset) {
             Ok(h) => h,
             Err(e) => return reply.error(e),
         };
-        let Handle::Dir { entries, .. } = &*handle else { return reply.error(Errno::ENOTDIR) };
+        let Handle::Dir { entries, .. } = &*handle else {
+            return reply.error(Errno::ENOTDIR);
+        };
         for (i, e) in entries.lock().iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(e.ino), i as u64 + 1, e.kind, &e.name) {
                 break;
@@ -461,12 +607,25 @@ impl Filesystem for SecretFs {
         reply.ok()
     }
 
-    fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
         let handle = match self.fill_dir(fh, offset) {
             Ok(h) => h,
             Err(e) => return reply.error(e),
         };
-        let Handle::Dir { inode: dir, entries } = &*handle else { return reply.error(Errno::ENOTDIR) };
+        let Handle::Dir {
+            inode: dir,
+            entries,
+        } = &*handle
+        else {
+            return reply.error(Errno::ENOTDIR);
+        };
         for (i, e) in entries.lock().iter().enumerate().skip(offset as usize) {
             let next = i as u64 + 1;
             let full = match &e.backing {
@@ -480,7 +639,14 @@ impl Filesystem for SecretFs {
                 },
                 Some(backing) => match self.lookup_backing(dir, backing) {
                     Ok((inode, attr)) => {
-                        let full = reply.add(INodeNo(inode.ino), next, &e.name, &self.opts.ttl, &attr, GEN);
+                        let full = reply.add(
+                            INodeNo(inode.ino),
+                            next,
+                            &e.name,
+                            &self.opts.ttl,
+                            &attr,
+                            GEN,
+                        );
                         if full {
                             // Not sent: give back the reference this lookup took.
                             self.inodes.forget(inode.ino, 1);
@@ -498,12 +664,26 @@ impl Filesystem for SecretFs {
         reply.ok()
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.handles.remove(&fh.0);
         reply.ok()
     }
 
-    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         let result = self.inode(ino.0).and_then(|inode| {
             let fd = sys::reopen(inode.raw(), libc::O_RDONLY | libc::O_DIRECTORY).map_err(io)?;
             sys::fsync(fd.as_raw_fd(), datasync).map_err(io)
@@ -512,7 +692,10 @@ impl Filesystem for SecretFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.inode(inodes::ROOT).and_then(|r| sys::fstatvfs(r.raw()).map_err(io)) {
+        match self
+            .inode(inodes::ROOT)
+            .and_then(|r| sys::fstatvfs(r.raw()).map_err(io))
+        {
             Ok(st) => reply.statfs(
                 st.f_blocks,
                 st.f_bfree,
@@ -527,21 +710,43 @@ impl Filesystem for SecretFs {
         }
     }
 
-    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
-        let result = self.inode(ino.0).and_then(|i| self.set_xattr(&i, sys::os(name), value, flags));
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let result = self
+            .inode(ino.0)
+            .and_then(|i| self.set_xattr(&i, sys::os(name), value, flags));
         reply_empty(reply, result)
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        reply_xattr(reply, self.inode(ino.0).and_then(|i| self.get_xattr(&i, sys::os(name), size)))
+        reply_xattr(
+            reply,
+            self.inode(ino.0)
+                .and_then(|i| self.get_xattr(&i, sys::os(name), size)),
+        )
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        reply_xattr(reply, self.inode(ino.0).and_then(|i| self.list_xattr(&i, size)))
+        reply_xattr(
+            reply,
+            self.inode(ino.0).and_then(|i| self.list_xattr(&i, size)),
+        )
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.inode(ino.0).and_then(|i| self.remove_xattr(&i, sys::os(name))))
+        reply_empty(
+            reply,
+            self.inode(ino.0)
+                .and_then(|i| self.remove_xattr(&i, sys::os(name))),
+        )
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
@@ -549,10 +754,25 @@ impl Filesystem for SecretFs {
         reply.ok()
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
         let result = self.inode(parent.0).and_then(|p| {
             let (inode, attr) = self.create_entry(req, &p, name, |pfd, backing| {
-                sys::openat(pfd, backing, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, mode & 0o7777).map(drop)
+                sys::openat(
+                    pfd,
+                    backing,
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                    mode & 0o7777,
+                )
+                .map(drop)
             })?;
             let fh = self.open_file(&inode, flags)?;
             Ok((attr, fh))
@@ -563,17 +783,38 @@ impl Filesystem for SecretFs {
         }
     }
 
-    fn fallocate(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
         let result = self.file(fh).and_then(|(handle, content)| {
-            let Handle::File { fd, .. } = &*handle else { return Err(Errno::EBADF) };
+            let Handle::File { fd, .. } = &*handle else {
+                return Err(Errno::EBADF);
+            };
             content.fallocate(fd.as_raw_fd(), offset, length, mode)
         });
         reply_empty(reply, result)
     }
 
-    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
         let result = self.file(fh).and_then(|(handle, content)| {
-            let Handle::File { fd, .. } = &*handle else { return Err(Errno::EBADF) };
+            let Handle::File { fd, .. } = &*handle else {
+                return Err(Errno::EBADF);
+            };
             let offset = u64::try_from(offset).map_err(|_| Errno::EINVAL)?;
             content.seek(fd.as_raw_fd(), offset, whence)
         });

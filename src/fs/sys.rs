@@ -36,9 +36,21 @@ pub fn proc_path(fd: RawFd) -> CString {
     CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_else(|_| unreachable!())
 }
 
-pub fn openat(dir: RawFd, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
+pub fn openat(
+    dir: RawFd,
+    name: &CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall on valid C strings; the returned fd is owned by the caller.
-    let fd = cvt(unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) })?;
+    let fd = cvt(unsafe {
+        libc::openat(
+            dir,
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })?;
     // SAFETY: fd was just returned by openat and is not owned by anyone else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -69,7 +81,15 @@ pub fn mkdirat(dir: RawFd, name: &CStr, mode: u32) -> io::Result<()> {
 
 pub fn mknodat(dir: RawFd, name: &CStr, mode: u32, rdev: u64) -> io::Result<()> {
     // SAFETY: plain syscall.
-    cvt(unsafe { libc::mknodat(dir, name.as_ptr(), mode as libc::mode_t, rdev as libc::dev_t) }).map(drop)
+    cvt(unsafe {
+        libc::mknodat(
+            dir,
+            name.as_ptr(),
+            mode as libc::mode_t,
+            rdev as libc::dev_t,
+        )
+    })
+    .map(drop)
 }
 
 pub fn unlinkat(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<()> {
@@ -77,7 +97,13 @@ pub fn unlinkat(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<()> {
     cvt(unsafe { libc::unlinkat(dir, name.as_ptr(), flags) }).map(drop)
 }
 
-pub fn renameat2(olddir: RawFd, old: &CStr, newdir: RawFd, new: &CStr, flags: u32) -> io::Result<()> {
+pub fn renameat2(
+    olddir: RawFd,
+    old: &CStr,
+    newdir: RawFd,
+    new: &CStr,
+    flags: u32,
+) -> io::Result<()> {
     // SAFETY: plain syscall.
     cvt(unsafe { libc::renameat2(olddir, old.as_ptr(), newdir, new.as_ptr(), flags) }).map(drop)
 }
@@ -85,7 +111,16 @@ pub fn renameat2(olddir: RawFd, old: &CStr, newdir: RawFd, new: &CStr, flags: u3
 /// Hard-links the file behind an O_PATH descriptor (needs CAP_DAC_READ_SEARCH, which root has).
 pub fn link_fd(fd: RawFd, newdir: RawFd, new: &CStr) -> io::Result<()> {
     // SAFETY: plain syscall.
-    cvt(unsafe { libc::linkat(fd, empty_path().as_ptr(), newdir, new.as_ptr(), libc::AT_EMPTY_PATH) }).map(drop)
+    cvt(unsafe {
+        libc::linkat(
+            fd,
+            empty_path().as_ptr(),
+            newdir,
+            new.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    })
+    .map(drop)
 }
 
 pub fn symlinkat(target: &CStr, dir: RawFd, name: &CStr) -> io::Result<()> {
@@ -96,7 +131,14 @@ pub fn symlinkat(target: &CStr, dir: RawFd, name: &CStr) -> io::Result<()> {
 pub fn readlink_fd(fd: RawFd) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; libc::PATH_MAX as usize * 2];
     // SAFETY: buf is writable for its full length.
-    let n = cvt_size(unsafe { libc::readlinkat(fd, empty_path().as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })?;
+    let n = cvt_size(unsafe {
+        libc::readlinkat(
+            fd,
+            empty_path().as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })?;
     buf.truncate(n);
     Ok(buf)
 }
@@ -105,21 +147,47 @@ pub fn chown_fd(fd: RawFd, uid: Option<u32>, gid: Option<u32>) -> io::Result<()>
     let uid = uid.unwrap_or(u32::MAX);
     let gid = gid.unwrap_or(u32::MAX);
     // SAFETY: plain syscall; u32::MAX is the kernel's "leave unchanged".
-    cvt(unsafe { libc::fchownat(fd, empty_path().as_ptr(), uid, gid, libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW) }).map(drop)
+    cvt(unsafe {
+        libc::fchownat(
+            fd,
+            empty_path().as_ptr(),
+            uid,
+            gid,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
 }
 
 pub fn chmod_fd(fd: RawFd, mode: u32) -> io::Result<()> {
     // SAFETY: plain syscall on /proc/self/fd/N, which resolves to the inode behind fd.
-    cvt(unsafe { libc::fchmodat(libc::AT_FDCWD, proc_path(fd).as_ptr(), mode as libc::mode_t, 0) }).map(drop)
+    cvt(unsafe {
+        libc::fchmodat(
+            libc::AT_FDCWD,
+            proc_path(fd).as_ptr(),
+            mode as libc::mode_t,
+            0,
+        )
+    })
+    .map(drop)
 }
 
 pub fn utimens_fd(fd: RawFd, times: &[libc::timespec; 2], is_symlink: bool) -> io::Result<()> {
     if is_symlink {
         // SAFETY: times points to two timespecs; AT_EMPTY_PATH acts on the symlink itself.
-        cvt(unsafe { libc::utimensat(fd, empty_path().as_ptr(), times.as_ptr(), libc::AT_EMPTY_PATH) }).map(drop)
+        cvt(unsafe {
+            libc::utimensat(
+                fd,
+                empty_path().as_ptr(),
+                times.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        })
+        .map(drop)
     } else {
         // SAFETY: as above, through the /proc magic link.
-        cvt(unsafe { libc::utimensat(libc::AT_FDCWD, proc_path(fd).as_ptr(), times.as_ptr(), 0) }).map(drop)
+        cvt(unsafe { libc::utimensat(libc::AT_FDCWD, proc_path(fd).as_ptr(), times.as_ptr(), 0) })
+            .map(drop)
     }
 }
 
@@ -127,7 +195,14 @@ pub fn pread(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         // SAFETY: the slice is valid for writes of its length.
-        let n = unsafe { libc::pread(fd, buf[done..].as_mut_ptr().cast(), buf.len() - done, (offset + done as u64) as libc::off_t) };
+        let n = unsafe {
+            libc::pread(
+                fd,
+                buf[done..].as_mut_ptr().cast(),
+                buf.len() - done,
+                (offset + done as u64) as libc::off_t,
+            )
+        };
         match cvt_size(n) {
             Ok(0) => break,
             Ok(n) => done += n,
@@ -142,7 +217,14 @@ pub fn pwrite_all(fd: RawFd, buf: &[u8], offset: u64) -> io::Result<()> {
     let mut done = 0;
     while done < buf.len() {
         // SAFETY: the slice is valid for reads of its length.
-        let n = unsafe { libc::pwrite(fd, buf[done..].as_ptr().cast(), buf.len() - done, (offset + done as u64) as libc::off_t) };
+        let n = unsafe {
+            libc::pwrite(
+                fd,
+                buf[done..].as_ptr().cast(),
+                buf.len() - done,
+                (offset + done as u64) as libc::off_t,
+            )
+        };
         match cvt_size(n) {
             Ok(0) => return Err(io::Error::from_raw_os_error(libc::EIO)),
             Ok(n) => done += n,
@@ -175,7 +257,14 @@ pub fn lseek(fd: RawFd, offset: u64, whence: libc::c_int) -> io::Result<u64> {
 
 pub fn fsync(fd: RawFd, datasync: bool) -> io::Result<()> {
     // SAFETY: plain syscalls.
-    cvt(unsafe { if datasync { libc::fdatasync(fd) } else { libc::fsync(fd) } }).map(drop)
+    cvt(unsafe {
+        if datasync {
+            libc::fdatasync(fd)
+        } else {
+            libc::fsync(fd)
+        }
+    })
+    .map(drop)
 }
 
 pub fn fstatvfs(fd: RawFd) -> io::Result<libc::statvfs> {
@@ -204,7 +293,11 @@ pub fn read_dir(fd: RawFd) -> io::Result<Vec<(Vec<u8>, u64, u8)>> {
         // SAFETY: ent points to a valid dirent64 until the next readdir call.
         let (name, ino, kind) = unsafe {
             let e = &*ent;
-            (CStr::from_ptr(e.d_name.as_ptr()).to_bytes().to_vec(), e.d_ino, e.d_type)
+            (
+                CStr::from_ptr(e.d_name.as_ptr()).to_bytes().to_vec(),
+                e.d_ino,
+                e.d_type,
+            )
         };
         out.push((name, ino, kind));
     }
@@ -215,12 +308,28 @@ pub fn read_dir(fd: RawFd) -> io::Result<Vec<(Vec<u8>, u64, u8)>> {
 
 pub fn getxattr(fd: RawFd, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: buf is writable for its length (a zero length queries the size).
-    cvt_size(unsafe { libc::getxattr(proc_path(fd).as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
+    cvt_size(unsafe {
+        libc::getxattr(
+            proc_path(fd).as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })
 }
 
 pub fn setxattr(fd: RawFd, name: &CStr, value: &[u8], flags: libc::c_int) -> io::Result<()> {
     // SAFETY: value is readable for its length.
-    cvt(unsafe { libc::setxattr(proc_path(fd).as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), flags) }).map(drop)
+    cvt(unsafe {
+        libc::setxattr(
+            proc_path(fd).as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })
+    .map(drop)
 }
 
 pub fn listxattr(fd: RawFd) -> io::Result<Vec<u8>> {
@@ -230,7 +339,9 @@ pub fn listxattr(fd: RawFd) -> io::Result<Vec<u8>> {
         let size = cvt_size(unsafe { libc::listxattr(path.as_ptr(), std::ptr::null_mut(), 0) })?;
         let mut buf = vec![0u8; size];
         // SAFETY: buf is writable for its length.
-        match cvt_size(unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) }) {
+        match cvt_size(unsafe {
+            libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        }) {
             Ok(n) => {
                 buf.truncate(n);
                 return Ok(buf);

@@ -40,10 +40,20 @@ impl SecretFs {
         self.names.encrypt_xattr_name(name).ok_or(missing)
     }
 
-    pub(super) fn get_xattr(&self, inode: &Inode, name: &[u8], size: u32) -> Result<XattrReply, Errno> {
+    pub(super) fn get_xattr(
+        &self,
+        inode: &Inode,
+        name: &[u8],
+        size: u32,
+    ) -> Result<XattrReply, Errno> {
         let stored = self.stored_xattr(inode, name, Errno::NO_XATTR)?;
         let mut buf = vec![0u8; MAX_STORED_VALUE];
-        let n = sys::getxattr(inode.raw(), &sys::cstring(stored.as_bytes()).map_err(io)?, &mut buf).map_err(io)?;
+        let n = sys::getxattr(
+            inode.raw(),
+            &sys::cstring(stored.as_bytes()).map_err(io)?,
+            &mut buf,
+        )
+        .map_err(io)?;
         buf.truncate(n);
         let value = self.names.open_xattr_value(&stored, &buf).map_err(|e| {
             audit::integrity_failure("xattr", inode.ino, &e.to_string());
@@ -52,11 +62,27 @@ impl SecretFs {
         sized(value, size)
     }
 
-    pub(super) fn set_xattr(&self, inode: &Inode, name: &[u8], value: &[u8], flags: i32) -> Result<(), Errno> {
-        let unsupported = if inode.kind == FileType::Symlink { Errno::EPERM } else { Errno::EOPNOTSUPP };
+    pub(super) fn set_xattr(
+        &self,
+        inode: &Inode,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+    ) -> Result<(), Errno> {
+        let unsupported = if inode.kind == FileType::Symlink {
+            Errno::EPERM
+        } else {
+            Errno::EOPNOTSUPP
+        };
         let stored = self.stored_xattr(inode, name, unsupported)?;
         let sealed = self.names.seal_xattr_value(&stored, value);
-        sys::setxattr(inode.raw(), &sys::cstring(stored.as_bytes()).map_err(io)?, &sealed, flags).map_err(io)
+        sys::setxattr(
+            inode.raw(),
+            &sys::cstring(stored.as_bytes()).map_err(io)?,
+            &sealed,
+            flags,
+        )
+        .map_err(io)
     }
 
     pub(super) fn list_xattr(&self, inode: &Inode, size: u32) -> Result<XattrReply, Errno> {
@@ -65,7 +91,10 @@ impl SecretFs {
         }
         let raw = sys::listxattr(inode.raw()).map_err(io)?;
         let mut out = Vec::new();
-        for stored in raw.split(|b| *b == 0).filter(|n| n.starts_with(XATTR_USER_PREFIX.as_bytes())) {
+        for stored in raw
+            .split(|b| *b == 0)
+            .filter(|n| n.starts_with(XATTR_USER_PREFIX.as_bytes()))
+        {
             match self.names.decrypt_xattr_name(stored) {
                 Ok(name) => {
                     out.extend_from_slice(&name);

@@ -18,7 +18,10 @@ pub const ARGON2_T: u32 = 3;
 pub const ARGON2_P: u32 = 1;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeySourceError + '_ {
-    move |source| KeySourceError::KeyfileIo { path: path.to_path_buf(), source }
+    move |source| KeySourceError::KeyfileIo {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Reads a key file, refusing one that others may read: a key anyone can copy protects nothing.
@@ -26,16 +29,24 @@ pub fn read_keyfile(path: &Path) -> Result<MasterKey, KeySourceError> {
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(KeySourceError::KeyfileMissing { path: path.to_path_buf() })
+            return Err(KeySourceError::KeyfileMissing {
+                path: path.to_path_buf(),
+            })
         }
         Err(e) => return Err(io_err(path)(e)),
     };
     let meta = file.metadata().map_err(io_err(path))?;
     if meta.mode() & 0o077 != 0 {
-        return Err(KeySourceError::KeyfileInsecure { path: path.to_path_buf(), mode: meta.mode() & 0o7777 });
+        return Err(KeySourceError::KeyfileInsecure {
+            path: path.to_path_buf(),
+            mode: meta.mode() & 0o7777,
+        });
     }
     if meta.len() != KEY_LEN as u64 {
-        return Err(KeySourceError::KeyfileLength { path: path.to_path_buf(), len: meta.len() });
+        return Err(KeySourceError::KeyfileLength {
+            path: path.to_path_buf(),
+            len: meta.len(),
+        });
     }
     let mut key = MasterKey::zeroed();
     file.read_exact(key.expose_mut()).map_err(io_err(path))?;
@@ -60,16 +71,23 @@ pub fn create_or_read_keyfile(path: &Path) -> Result<MasterKey, KeySourceError> 
 }
 
 /// Reads a passphrase from the chosen input; the bytes are wiped when dropped.
-pub fn read_passphrase(input: &PassphraseInput, confirm: bool) -> Result<Zeroizing<String>, KeySourceError> {
+pub fn read_passphrase(
+    input: &PassphraseInput,
+    confirm: bool,
+) -> Result<Zeroizing<String>, KeySourceError> {
     let err = |e: std::io::Error| KeySourceError::PassphraseInput(e.to_string());
     let pass = match input {
         PassphraseInput::Preread(pass) => pass.clone(),
         PassphraseInput::Tty => {
-            let first = Zeroizing::new(rpassword::prompt_password("secretfs passphrase: ").map_err(err)?);
+            let first =
+                Zeroizing::new(rpassword::prompt_password("secretfs passphrase: ").map_err(err)?);
             if confirm {
-                let again = Zeroizing::new(rpassword::prompt_password("repeat passphrase: ").map_err(err)?);
+                let again =
+                    Zeroizing::new(rpassword::prompt_password("repeat passphrase: ").map_err(err)?);
                 if *again != *first {
-                    return Err(KeySourceError::PassphraseInput("the two passphrases differ".into()));
+                    return Err(KeySourceError::PassphraseInput(
+                        "the two passphrases differ".into(),
+                    ));
                 }
             }
             first
@@ -91,10 +109,14 @@ pub fn read_passphrase(input: &PassphraseInput, confirm: bool) -> Result<Zeroizi
                 .map_err(err)?;
             let stdout = Zeroizing::new(out.stdout);
             if !out.status.success() {
-                return Err(KeySourceError::PassphraseInput(format!("`{cmd}` exited with {}", out.status)));
+                return Err(KeySourceError::PassphraseInput(format!(
+                    "`{cmd}` exited with {}",
+                    out.status
+                )));
             }
-            let text = std::str::from_utf8(&stdout)
-                .map_err(|_| KeySourceError::PassphraseInput("the command printed invalid UTF-8".into()))?;
+            let text = std::str::from_utf8(&stdout).map_err(|_| {
+                KeySourceError::PassphraseInput("the command printed invalid UTF-8".into())
+            })?;
             Zeroizing::new(text.lines().next().unwrap_or("").to_string())
         }
     };
@@ -104,7 +126,13 @@ pub fn read_passphrase(input: &PassphraseInput, confirm: bool) -> Result<Zeroizi
     Ok(pass)
 }
 
-fn argon2_kek(pass: &str, salt: &[u8], m: u32, t: u32, p: u32) -> Result<SecretBytes<KEY_LEN>, KeySourceError> {
+fn argon2_kek(
+    pass: &str,
+    salt: &[u8],
+    m: u32,
+    t: u32,
+    p: u32,
+) -> Result<SecretBytes<KEY_LEN>, KeySourceError> {
     let params = argon2::Params::new(m, t, p, Some(KEY_LEN))
         .map_err(|e| KeySourceError::Damaged(format!("argon2 parameters: {e}")))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
@@ -119,7 +147,10 @@ fn gcm(kek: &SecretBytes<KEY_LEN>) -> LessSafeKey {
     LessSafeKey::new(UnboundKey::new(&AES_256_GCM, kek.expose()).unwrap_or_else(|_| unreachable!()))
 }
 
-pub fn init_passphrase(input: &PassphraseInput, fs_id: &[u8; 16]) -> Result<(MasterKey, KeySourceDescriptor), KeySourceError> {
+pub fn init_passphrase(
+    input: &PassphraseInput,
+    fs_id: &[u8; 16],
+) -> Result<(MasterKey, KeySourceDescriptor), KeySourceError> {
     let pass = read_passphrase(input, true)?;
     let mut salt = [0u8; 16];
     crate::crypto::keys::fill_random(&mut salt);
@@ -129,7 +160,11 @@ pub fn init_passphrase(input: &PassphraseInput, fs_id: &[u8; 16]) -> Result<(Mas
     crate::crypto::keys::fill_random(&mut nonce);
     let mut sealed = Zeroizing::new(master.expose().to_vec());
     let tag = gcm(&kek)
-        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(fs_id), &mut sealed[..])
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(fs_id),
+            &mut sealed[..],
+        )
         .unwrap_or_else(|_| unreachable!());
     let mut wrapped = nonce.to_vec();
     wrapped.extend_from_slice(&sealed);
@@ -144,14 +179,33 @@ pub fn init_passphrase(input: &PassphraseInput, fs_id: &[u8; 16]) -> Result<(Mas
     Ok((master, descriptor))
 }
 
-pub fn unwrap_passphrase(input: &PassphraseInput, stored: &KeySourceDescriptor, fs_id: &[u8; 16]) -> Result<MasterKey, KeySourceError> {
-    let KeySourceDescriptor::Passphrase { m_cost_kib, t_cost, p_cost, salt, wrapped_key } = stored else {
-        return Err(KeySourceError::Damaged("not a passphrase descriptor".into()));
+pub fn unwrap_passphrase(
+    input: &PassphraseInput,
+    stored: &KeySourceDescriptor,
+    fs_id: &[u8; 16],
+) -> Result<MasterKey, KeySourceError> {
+    let KeySourceDescriptor::Passphrase {
+        m_cost_kib,
+        t_cost,
+        p_cost,
+        salt,
+        wrapped_key,
+    } = stored
+    else {
+        return Err(KeySourceError::Damaged(
+            "not a passphrase descriptor".into(),
+        ));
     };
-    let salt = B64.decode(salt).map_err(|_| KeySourceError::Damaged("salt is not base64".into()))?;
-    let wrapped = B64.decode(wrapped_key).map_err(|_| KeySourceError::Damaged("wrapped key is not base64".into()))?;
+    let salt = B64
+        .decode(salt)
+        .map_err(|_| KeySourceError::Damaged("salt is not base64".into()))?;
+    let wrapped = B64
+        .decode(wrapped_key)
+        .map_err(|_| KeySourceError::Damaged("wrapped key is not base64".into()))?;
     if wrapped.len() != 12 + KEY_LEN + 16 {
-        return Err(KeySourceError::Damaged("wrapped key has the wrong length".into()));
+        return Err(KeySourceError::Damaged(
+            "wrapped key has the wrong length".into(),
+        ));
     }
     let pass = read_passphrase(input, false)?;
     let kek = argon2_kek(&pass, &salt, *m_cost_kib, *t_cost, *p_cost)?;
@@ -159,9 +213,14 @@ pub fn unwrap_passphrase(input: &PassphraseInput, stored: &KeySourceDescriptor, 
     nonce.copy_from_slice(&wrapped[..12]);
     let mut body = Zeroizing::new(wrapped[12..].to_vec());
     let plain = gcm(&kek)
-        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(fs_id), &mut body[..])
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(fs_id),
+            &mut body[..],
+        )
         .map_err(|_| KeySourceError::WrongPassphrase)?;
-    MasterKey::from_slice(plain).ok_or_else(|| KeySourceError::Damaged("unwrapped key has the wrong length".into()))
+    MasterKey::from_slice(plain)
+        .ok_or_else(|| KeySourceError::Damaged("unwrapped key has the wrong length".into()))
 }
 
 #[cfg(test)]
@@ -184,11 +243,20 @@ mod tests {
         let path = dir.path().join("k");
         std::fs::write(&path, [1u8; 32]).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(read_keyfile(&path), Err(KeySourceError::KeyfileInsecure { .. })));
+        assert!(matches!(
+            read_keyfile(&path),
+            Err(KeySourceError::KeyfileInsecure { .. })
+        ));
         std::fs::write(&path, [1u8; 31]).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(matches!(read_keyfile(&path), Err(KeySourceError::KeyfileLength { len: 31, .. })));
-        assert!(matches!(read_keyfile(&dir.path().join("none")), Err(KeySourceError::KeyfileMissing { .. })));
+        assert!(matches!(
+            read_keyfile(&path),
+            Err(KeySourceError::KeyfileLength { len: 31, .. })
+        ));
+        assert!(matches!(
+            read_keyfile(&dir.path().join("none")),
+            Err(KeySourceError::KeyfileMissing { .. })
+        ));
     }
 
     #[test]
@@ -198,7 +266,13 @@ mod tests {
         let (master, desc) = init_passphrase(&cmd("correct horse"), &fs_id).unwrap();
         let back = unwrap_passphrase(&cmd("correct horse"), &desc, &fs_id).unwrap();
         assert_eq!(back.expose(), master.expose());
-        assert!(matches!(unwrap_passphrase(&cmd("wrong"), &desc, &fs_id), Err(KeySourceError::WrongPassphrase)));
-        assert!(matches!(unwrap_passphrase(&cmd("correct horse"), &desc, &[6; 16]), Err(KeySourceError::WrongPassphrase)));
+        assert!(matches!(
+            unwrap_passphrase(&cmd("wrong"), &desc, &fs_id),
+            Err(KeySourceError::WrongPassphrase)
+        ));
+        assert!(matches!(
+            unwrap_passphrase(&cmd("correct horse"), &desc, &[6; 16]),
+            Err(KeySourceError::WrongPassphrase)
+        ));
     }
 }

@@ -48,13 +48,19 @@ pub enum KeySourceError {
     #[error("key file {path} is readable or writable by group/others (mode {mode:o}); run `chmod 0400 {path}`")]
     KeyfileInsecure { path: PathBuf, mode: u32 },
     #[error("cannot use key file {path}: {source}")]
-    KeyfileIo { path: PathBuf, source: std::io::Error },
+    KeyfileIo {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("wrong passphrase for this filesystem")]
     WrongPassphrase,
     #[error("cannot read the passphrase: {0}")]
     PassphraseInput(String),
     #[error("the filesystem was created with key source `{created}`, but `{given}` was given")]
-    Mismatch { created: &'static str, given: &'static str },
+    Mismatch {
+        created: &'static str,
+        given: &'static str,
+    },
     #[error("the stored key material is damaged: {0}")]
     Damaged(String),
 }
@@ -71,7 +77,9 @@ impl KeySpec {
     /// Parses `keyfile:PATH`, `passphrase` or `ephemeral`.
     pub fn parse(text: &str, passphrase: PassphraseInput) -> Result<Self, String> {
         match text.split_once(':') {
-            Some(("keyfile", path)) if !path.is_empty() => Ok(KeySpec::Keyfile(PathBuf::from(path))),
+            Some(("keyfile", path)) if !path.is_empty() => {
+                Ok(KeySpec::Keyfile(PathBuf::from(path)))
+            }
             None if text == "passphrase" => Ok(KeySpec::Passphrase(passphrase)),
             None if text == "ephemeral" => Ok(KeySpec::Ephemeral),
             _ => Err(format!(
@@ -81,23 +89,38 @@ impl KeySpec {
     }
 
     /// Creates the master key of a new filesystem and what the config must remember about it.
-    pub fn init(&self, fs_id: &[u8; 16]) -> Result<(MasterKey, KeySourceDescriptor), KeySourceError> {
+    pub fn init(
+        &self,
+        fs_id: &[u8; 16],
+    ) -> Result<(MasterKey, KeySourceDescriptor), KeySourceError> {
         match self {
-            KeySpec::Keyfile(path) => Ok((local::create_or_read_keyfile(path)?, KeySourceDescriptor::Keyfile { path: path.clone() })),
+            KeySpec::Keyfile(path) => Ok((
+                local::create_or_read_keyfile(path)?,
+                KeySourceDescriptor::Keyfile { path: path.clone() },
+            )),
             KeySpec::Passphrase(input) => local::init_passphrase(input, fs_id),
             KeySpec::Ephemeral => Ok((MasterKey::random(), KeySourceDescriptor::Ephemeral)),
         }
     }
 
     /// Recovers the master key at mount time.
-    pub fn resolve(&self, stored: &KeySourceDescriptor, fs_id: &[u8; 16]) -> Result<MasterKey, KeySourceError> {
+    pub fn resolve(
+        &self,
+        stored: &KeySourceDescriptor,
+        fs_id: &[u8; 16],
+    ) -> Result<MasterKey, KeySourceError> {
         match (self, stored) {
-            (KeySpec::Keyfile(path), KeySourceDescriptor::Keyfile { .. }) => local::read_keyfile(path),
+            (KeySpec::Keyfile(path), KeySourceDescriptor::Keyfile { .. }) => {
+                local::read_keyfile(path)
+            }
             (KeySpec::Passphrase(input), KeySourceDescriptor::Passphrase { .. }) => {
                 local::unwrap_passphrase(input, stored, fs_id)
             }
             (KeySpec::Ephemeral, KeySourceDescriptor::Ephemeral) => Ok(MasterKey::random()),
-            _ => Err(KeySourceError::Mismatch { created: stored.kind(), given: self.kind() }),
+            _ => Err(KeySourceError::Mismatch {
+                created: stored.kind(),
+                given: self.kind(),
+            }),
         }
     }
 }

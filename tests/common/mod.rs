@@ -8,12 +8,22 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 pub fn secretfs(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_secretfs")).args(args).output().expect("run secretfs")
+    Command::new(env!("CARGO_BIN_EXE_secretfs"))
+        .args(args)
+        .output()
+        .expect("run secretfs")
 }
 
 pub fn require_root() {
-    assert_eq!(unsafe { libc::geteuid() }, 0, "integration tests mount FUSE filesystems and must run as root");
-    assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: modprobe fuse");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "integration tests mount FUSE filesystems and must run as root"
+    );
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: modprobe fuse"
+    );
 }
 
 pub struct Fs {
@@ -29,28 +39,54 @@ impl Fs {
     /// A keyfile filesystem, initialised but not mounted.
     pub fn init() -> Self {
         require_root();
-        let dir = tempfile::Builder::new().prefix("secretfs-test").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("secretfs-test")
+            .tempdir()
+            .expect("tempdir");
         let backing = dir.path().join("backing");
         let mnt = dir.path().join("mnt");
         let key = dir.path().join("key");
         let log = dir.path().join("daemon.log");
         std::fs::create_dir(&mnt).unwrap();
-        let out = secretfs(&["init", backing.to_str().unwrap(), "--key", &format!("keyfile:{}", key.display())]);
-        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
-        Fs { dir, backing, mnt, key, log, mounted: false }
+        let out = secretfs(&[
+            "init",
+            backing.to_str().unwrap(),
+            "--key",
+            &format!("keyfile:{}", key.display()),
+        ]);
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Fs {
+            dir,
+            backing,
+            mnt,
+            key,
+            log,
+            mounted: false,
+        }
     }
 
     /// Initialised and mounted (allow_other, root opened to everybody).
     pub fn new() -> Self {
         let mut fs = Self::init();
         fs.mount();
-        std::fs::set_permissions(&fs.mnt, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&fs.mnt, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         fs
     }
 
     pub fn try_mount(&mut self, extra: &[&str]) -> Output {
         let opts = format!("allow_other,log={}", self.log.display());
-        let mut args = vec!["mount", self.backing.to_str().unwrap(), self.mnt.to_str().unwrap(), "-o", &opts];
+        let mut args = vec![
+            "mount",
+            self.backing.to_str().unwrap(),
+            self.mnt.to_str().unwrap(),
+            "-o",
+            &opts,
+        ];
         args.extend_from_slice(extra);
         let out = secretfs(&args);
         if out.status.success() {
@@ -61,12 +97,20 @@ impl Fs {
 
     pub fn mount(&mut self) {
         let out = self.try_mount(&[]);
-        assert!(out.status.success(), "mount failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn umount(&mut self) {
         let out = secretfs(&["umount", self.mnt.to_str().unwrap()]);
-        assert!(out.status.success(), "umount failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "umount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         self.mounted = false;
     }
 
@@ -80,7 +124,9 @@ impl Fs {
     }
 
     pub fn is_mounted(&self) -> bool {
-        std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&format!(" {} ", self.mnt.display()))
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&format!(" {} ", self.mnt.display()))
     }
 
     /// The backing file of a plaintext path: FUSE inode numbers are the backing ones.
@@ -114,7 +160,8 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 fn find_ino(dir: &Path, ino: u64) -> Option<PathBuf> {
     let mut all = Vec::new();
     walk(dir, &mut all);
-    all.into_iter().find(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.ino() == ino))
+    all.into_iter()
+        .find(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.ino() == ino))
 }
 
 impl Drop for Fs {
