@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what building and testing secretfs needs on Debian 12, as root: system packages,
+# a Rust toolchain if none is present, and the third-party test suites from crates.io.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+    ca-certificates curl build-essential pkg-config libacl1-dev \
+    fuse3 git sqlite3 tar xxd util-linux >/dev/null
+
+if ! command -v cargo >/dev/null 2>&1; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+        :
+    else
+        curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
+    fi
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# pjdfstest switches to these users; `tests` must exist with a group of the same name.
+id tests >/dev/null 2>&1 || useradd -M -U -s /usr/sbin/nologin tests
+
+if [ "${1:-}" = "--with-suites" ]; then
+    have() { cargo install --list | grep -q "^$1 v$2:"; }
+    have pjdfstest 0.2.2 || cargo install --locked --quiet pjdfstest@0.2.2
+    have fsx 0.3.2 || cargo install --locked --quiet fsx@0.3.2
+fi

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Mounts a fresh keyfile secretfs and runs pjdfstest (must report 0 failed) and fsx
+# (100,000 operations of the full mix) on it. Needs root and the suites installed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build --quiet
+bin=$PWD/target/debug/secretfs
+conf=$PWD/tests/suites
+work=$(mktemp -d /tmp/secretfs-suites.XXXXXX)
+cleanup() {
+    "$bin" umount --lazy "$work/mnt" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/mnt" "$work/other"
+"$bin" init "$work/backing" --key "keyfile:$work/key" >/dev/null
+"$bin" mount "$work/backing" "$work/mnt" -o "allow_other,log=$work/daemon.log"
+chmod 0755 "$work/mnt"
+
+mkdir "$work/mnt/pjd"
+chmod 0777 "$work/mnt/pjd"
+(cd "$work/mnt/pjd" && pjdfstest -c "$conf/pjdfstest.toml" -p "$work/mnt/pjd" -s /dev/shm) > "$work/pjd.out" 2>&1 || true
+grep -E "FAILED" -A3 "$work/pjd.out" || true
+summary=$(grep '^Summary:' "$work/pjd.out" || echo "Summary: no result")
+echo "pjdfstest $summary"
+case "$summary" in
+    "Summary: 0 failed,"*) ;;
+    *) tail -n 30 "$work/pjd.out"; exit 1 ;;
+esac
+
+mkdir "$work/mnt/fsx"
+ops=${FSX_OPS:-100000}
+if fsx -f "$conf/fsx.toml" -N "$ops" -S 42 -P "$work" "$work/mnt/fsx/fsx.file" > "$work/fsx.out" 2>&1; then
+    echo "fsx: $ops operations, $(tail -n 1 "$work/fsx.out")"
+else
+    tail -n 40 "$work/fsx.out"
+    exit 1
+fi
+if grep -q 'integrity_failure' "$work/daemon.log"; then
+    echo "the daemon logged integrity failures during the suites:" >&2
+    grep 'integrity_failure' "$work/daemon.log" | head >&2
+    exit 1
+fi
