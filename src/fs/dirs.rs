@@ -330,7 +330,11 @@ impl SecretFs {
             .and_then(|f| sys::pread(f.as_raw_fd(), &mut saved_id, 0))
             .is_ok_and(|n| n == DIR_ID_LEN);
         for raw in &internal {
-            let _ = sys::unlinkat(fd.as_raw_fd(), &sys::cstring(raw).map_err(io)?, 0);
+            let name = sys::cstring(raw).map_err(io)?;
+            // A crashed mkdir can leave a temporary directory behind: it goes too.
+            if sys::unlinkat(fd.as_raw_fd(), &name, 0).is_err() {
+                let _ = remove_tree_at(fd.as_raw_fd(), &name);
+            }
         }
         if let Err(e) = sys::unlinkat(parent.raw(), &backing, libc::AT_REMOVEDIR) {
             if had_id {
