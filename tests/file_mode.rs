@@ -588,3 +588,29 @@ fn bad_mount_options_are_usage_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("valid options"));
     assert!(!fs.is_mounted());
 }
+
+#[test]
+fn rmdir_clears_leftovers_of_a_crashed_mkdir() {
+    let fs = Fs::new();
+    fs::create_dir(fs.p("parent")).unwrap();
+    fs::create_dir(fs.p("parent/victim")).unwrap();
+    let backing = fs.backing_of(&fs.p("parent/victim"));
+    fs::create_dir(backing.join("secretfs.tmp.0123456789abcdef")).unwrap();
+    fs::write(
+        backing.join("secretfs.tmp.0123456789abcdef/secretfs.dirid"),
+        [0u8; 16],
+    )
+    .unwrap();
+    assert_eq!(
+        fs::read_dir(fs.p("parent/victim")).unwrap().count(),
+        0,
+        "internal entries are hidden"
+    );
+    fs::remove_dir(fs.p("parent/victim")).unwrap();
+    assert!(!backing.exists());
+    fs::write(fs.p("parent/f"), b"").unwrap();
+    assert_eq!(
+        errno_of(&fs::remove_dir(fs.p("parent")).unwrap_err()),
+        libc::ENOTEMPTY
+    );
+}

@@ -8,44 +8,87 @@ use std::path::Path;
 use std::process::Command;
 
 fn run(dir: &Path, cmd: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(cmd).current_dir(dir).output().expect("sh");
-    assert!(out.status.success(), "`{cmd}` failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn have(tool: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success())
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 #[test]
 fn tar_and_cp_round_trip_a_source_tree() {
     let mut fs = Fs::new();
     let src = Path::new(env!("CARGO_MANIFEST_DIR"));
-    run(&fs.mnt, &format!("tar -C {} -cf - src tests Cargo.toml | tar -xf -", src.display()));
+    run(
+        &fs.mnt,
+        &format!(
+            "tar -C {} -cf - src tests Cargo.toml | tar -xf -",
+            src.display()
+        ),
+    );
     run(&fs.mnt, &format!("cp -a {}/src copied", src.display()));
     fs.remount();
-    run(&fs.mnt, &format!("diff -r {}/src src && diff -r {}/src copied && diff {}/Cargo.toml Cargo.toml", src.display(), src.display(), src.display()));
+    run(
+        &fs.mnt,
+        &format!(
+            "diff -r {}/src src && diff -r {}/src copied && diff {}/Cargo.toml Cargo.toml",
+            src.display(),
+            src.display(),
+            src.display()
+        ),
+    );
 }
 
 #[test]
 fn git_repository_lives_on_the_mount() {
-    assert!(have("git"), "git is required (scripts/install-deps.sh installs it)");
+    assert!(
+        have("git"),
+        "git is required (scripts/install-deps.sh installs it)"
+    );
     let fs = Fs::new();
     run(&fs.mnt, "git init -q repo && cd repo && git config user.email t@example.com && git config user.name t \
                   && printf 'one\\n' > a && git add a && git commit -qm first \
                   && printf 'two\\n' >> a && git commit -qam second && git gc -q");
-    let log = run(&fs.p("repo"), "git log --oneline | wc -l && git fsck --strict 2>&1 && cat a");
-    assert!(log.starts_with("2\n") && log.ends_with("one\ntwo\n"), "{log}");
+    let log = run(
+        &fs.p("repo"),
+        "git log --oneline | wc -l && git fsck --strict 2>&1 && cat a",
+    );
+    assert!(
+        log.starts_with("2\n") && log.ends_with("one\ntwo\n"),
+        "{log}"
+    );
 }
 
 #[test]
 fn sqlite_database_survives_writes_and_remount() {
-    assert!(have("sqlite3"), "sqlite3 is required (scripts/install-deps.sh installs it)");
+    assert!(
+        have("sqlite3"),
+        "sqlite3 is required (scripts/install-deps.sh installs it)"
+    );
     let mut fs = Fs::new();
     run(&fs.mnt, "sqlite3 db.sqlite 'PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);' >/dev/null");
     run(&fs.mnt, "for i in $(seq 1 50); do echo \"INSERT INTO t(v) VALUES (hex(randomblob(300)));\"; done | sqlite3 db.sqlite");
     fs.remount();
-    let out = run(&fs.mnt, "sqlite3 db.sqlite 'PRAGMA integrity_check; SELECT count(*) FROM t;'");
+    let out = run(
+        &fs.mnt,
+        "sqlite3 db.sqlite 'PRAGMA integrity_check; SELECT count(*) FROM t;'",
+    );
     assert_eq!(out, "ok\n50\n");
 }
 

@@ -2,6 +2,8 @@
 //! to run rather than pretend, so an fstab line fails loudly instead of silently.
 
 fn main() {
-    eprintln!("mount.secretfs: not implemented yet; use `secretfs mount BACKING MOUNTPOINT -o OPTIONS`");
+    eprintln!(
+        "mount.secretfs: not implemented yet; use `secretfs mount BACKING MOUNTPOINT -o OPTIONS`"
+    );
     std::process::exit(32);
 }
