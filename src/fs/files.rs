@@ -398,6 +398,11 @@ impl Content {
         Ok(())
     }
 
+    fn stored_block_is_zero(&self, fd: RawFd, b: u64, size: u64) -> Result<bool, Errno> {
+        let stored = self.stored_block(fd, b, size)?;
+        Ok(stored.bytes.iter().all(|x| *x == 0))
+    }
+
     /// SEEK_DATA / SEEK_HOLE in plaintext offsets, from the backing file's holes. Reporting
     /// data where there are zeros is always allowed, so rounding favours data.
     pub fn seek(&self, fd: RawFd, offset: u64, whence: i32) -> Result<u64, Errno> {
@@ -415,14 +420,15 @@ impl Content {
             }
             libc::SEEK_HOLE => {
                 let hole = sys::lseek(fd, start, libc::SEEK_HOLE).map_err(io)?;
-                let first_free =
-                    (hole.saturating_sub(HEADER_LEN as u64)).div_ceil(STORED_BLOCK_SIZE as u64);
                 let last = block_count(size) - 1;
-                Ok(if first_free >= last {
-                    size
-                } else {
-                    (first_free * BS).max(offset)
-                })
+                // The backing hole starts inside block k. Block k is a hole only if it is all
+                // zeros (its head may lie in an allocated page); otherwise k+1 is, since a data
+                // block never contains a page-sized run of zeros.
+                let mut k = block_of(hole);
+                if k < last && !self.stored_block_is_zero(fd, k, size)? {
+                    k += 1;
+                }
+                Ok(if k >= last { size } else { (k * BS).max(offset) })
             }
             _ => Err(Errno::EINVAL),
         }
