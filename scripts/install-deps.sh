@@ -7,7 +7,14 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     ca-certificates curl build-essential pkg-config libacl1-dev \
-    fuse3 git sqlite3 tar xxd util-linux >/dev/null
+    fuse3 git sqlite3 tar xxd util-linux python3 python3-venv >/dev/null
+
+# The AWS KMS + S3 emulator the key-source tests run against (on loopback only).
+MOTO_VENV=/opt/secretfs-moto
+if ! "$MOTO_VENV/bin/moto_server" --help >/dev/null 2>&1; then
+    /usr/bin/python3 -m venv "$MOTO_VENV"
+    "$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==5.2.5"
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
     if [ -x "$HOME/.cargo/bin/cargo" ]; then

@@ -23,7 +23,20 @@ step() {
 
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --all-targets --quiet -- -D warnings
-step "cargo test (unit, property, integration on real mounts)" cargo test --workspace
+# moto serves KMS and S3 on loopback for tests/kms.rs; stopped whatever happens.
+moto_pid=
+stop_moto() { if [ -n "$moto_pid" ]; then kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true; fi; }
+trap stop_moto EXIT
+moto_port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+/opt/secretfs-moto/bin/moto_server -H 127.0.0.1 -p "$moto_port" >/tmp/secretfs-moto.log 2>&1 &
+moto_pid=$!
+for _ in $(seq 1 60); do
+    curl -sf "http://127.0.0.1:$moto_port/moto-api/data.json" >/dev/null && break
+    sleep 0.5
+done
+export SECRETFS_TEST_AWS_ENDPOINT="http://127.0.0.1:$moto_port"
+
+step "cargo test (unit, property, integration on real mounts, KMS/S3 on moto)" cargo test --workspace
 step "pjdfstest and fsx on a mounted secretfs" bash tests/suites/run.sh
 
 echo "test-all: $passed passed, $failed failed"

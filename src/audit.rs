@@ -17,6 +17,28 @@ pub fn unmounted(fs_id: &str, mountpoint: &str) {
     info!(target: TARGET, event = "unmount", fs_id, mountpoint, "filesystem unmounted");
 }
 
+/// One KMS call made for a filesystem (GenerateDataKey, Decrypt, ReEncrypt): the request id
+/// matches the CloudTrail record, the outcome is "ok" or the error's one-line message.
+pub fn kms_call(
+    fs_id: &str,
+    operation: &str,
+    kms_key: &str,
+    request_id: Option<&str>,
+    outcome: &str,
+) {
+    let request_id = request_id.unwrap_or("");
+    if outcome == "ok" {
+        info!(target: TARGET, event = "kms", fs_id, operation, kms_key, request_id, outcome, "KMS call");
+    } else {
+        error!(target: TARGET, event = "kms", fs_id, operation, kms_key, request_id, outcome, "KMS call failed");
+    }
+}
+
+/// The wrapped key of a filesystem now sits under another KMS key.
+pub fn rewrapped(fs_id: &str, old_key: &str, new_key: &str) {
+    info!(target: TARGET, event = "rewrap", fs_id, old_key, new_key, outcome = "ok", "wrapped key moved to a new KMS key");
+}
+
 /// A block, header, name or xattr failed authentication: the caller got EIO.
 pub fn integrity_failure(what: &str, ino: u64, detail: &str) {
     error!(target: TARGET, event = "integrity_failure", what, ino, detail, "authentication failed; returned EIO");

@@ -8,6 +8,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,26 @@ pub enum KeySourceDescriptor {
     },
     /// A fresh random key per mount; the backing store is emptied at every mount.
     Ephemeral,
+    /// A KMS data key: `wrapped_key` is the base64 CiphertextBlob of GenerateDataKey, made
+    /// under the context `{"secretfs:fs-id": fs_id}` plus `context`; when `s3_uri` is set,
+    /// the object there is authoritative at mount (rewrap and revocation act on it).
+    Kms {
+        key_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_arn: Option<String>,
+        wrapped_key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        s3_uri: Option<String>,
+        #[serde(default)]
+        context: BTreeMap<String, String>,
+    },
+    /// A password encrypted with `aws kms encrypt` in an S3 object (the classic recipe);
+    /// the master key is HKDF(password, fs id).
+    KmsPassword {
+        s3_uri: String,
+        #[serde(default)]
+        context: BTreeMap<String, String>,
+    },
 }
 
 impl KeySourceDescriptor {
@@ -40,6 +61,8 @@ impl KeySourceDescriptor {
             KeySourceDescriptor::Keyfile { .. } => "keyfile",
             KeySourceDescriptor::Passphrase { .. } => "passphrase",
             KeySourceDescriptor::Ephemeral => "ephemeral",
+            KeySourceDescriptor::Kms { .. } => "kms",
+            KeySourceDescriptor::KmsPassword { .. } => "kms-password",
         }
     }
 }

@@ -2,7 +2,7 @@
 //! one-line message, a hint and an exit code. All logic lives in the library.
 
 use clap::{Parser, Subcommand};
-use secretfs::cli::{self, exit, init, mount, status, umount, CliError};
+use secretfs::cli::{self, exit, init, mount, rewrap, status, umount, CliError};
 
 #[derive(Parser)]
 #[command(name = "secretfs", version, about = "Encrypted storage for cloud instances: a FUSE filesystem with per-file keys", after_help = cli::EXIT_CODES_HELP)]
@@ -19,6 +19,8 @@ enum Command {
     Mount(mount::MountArgs),
     /// Unmount and wait for the daemon to exit.
     Umount(umount::UmountArgs),
+    /// Wrap the master key of a kms filesystem with another KMS key (ReEncrypt).
+    Rewrap(rewrap::RewrapArgs),
     /// Show whether a path is mounted, and with which filesystem and key source.
     Status(status::StatusArgs),
 }
@@ -40,6 +42,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Mount(args) => mount::run(&args),
+        Command::Rewrap(args) => {
+            let done = rewrap::run(&args)?;
+            println!(
+                "rewrapped the master key of {}: {} -> {}",
+                done.config.fs_id, done.old_key, done.new_key
+            );
+            Ok(())
+        }
         Command::Umount(args) => umount::run(&args),
         Command::Status(args) => {
             let s = status::collect(&args.path)?;

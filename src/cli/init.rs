@@ -13,6 +13,9 @@ pub struct InitArgs {
     pub backing: PathBuf,
     #[command(flatten)]
     pub key: KeyArgs,
+    /// Replace an existing S3 object named by --wrapped-key.
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub struct Initialized {
@@ -21,12 +24,24 @@ pub struct Initialized {
 }
 
 pub fn run(args: &InitArgs) -> Result<Initialized, CliError> {
-    let Some(key_text) = args.key.key.as_deref() else {
+    // `--kms-key` alone says enough: it can only mean the kms source.
+    let key_text = args
+        .key
+        .key
+        .as_deref()
+        .or(args.key.aws.kms_key.as_ref().map(|_| "kms"));
+    let Some(key_text) = key_text else {
         return Err(CliError::new(exit::USAGE, "init needs --key")
-            .hint("e.g. --key keyfile:/etc/secretfs/key (created if missing), --key passphrase or --key ephemeral"));
+            .hint("e.g. --key keyfile:/etc/secretfs/key (created if missing), --key passphrase, --key ephemeral or --key kms --kms-key alias/secretfs"));
     };
-    let spec = args.key.spec(key_text)?;
-    if !args.backing.exists() {
+    let mut spec = args.key.spec(key_text)?;
+    if let Some(aws) = spec.aws_args_mut() {
+        aws.force = args.force;
+        // KMS calls are audit events: show them on stderr.
+        crate::daemon::init_logging(true, None);
+    }
+    let created = !args.backing.exists();
+    if created {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -63,7 +78,16 @@ pub fn run(args: &InitArgs) -> Result<Initialized, CliError> {
     }
     // The fs id salts every key derivation, so it exists before the key.
     let mut config = FsConfig::new(crate::config::KeySourceDescriptor::Ephemeral);
-    let (master, descriptor) = spec.init(&config.fs_id_bytes())?;
+    let (master, descriptor) = match spec.init(&config.fs_id_bytes()) {
+        Ok(k) => k,
+        Err(e) => {
+            // Nothing written on failure: not even the directory this command made.
+            if created {
+                let _ = std::fs::remove_dir(&backing);
+            }
+            return Err(e.into());
+        }
+    };
     config.key_source = descriptor;
     let keys = KeyRing::new(&master, &config.fs_id_bytes());
     config::store(&backing, &config, &keys, false)?;

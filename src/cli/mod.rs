@@ -3,11 +3,15 @@
 
 pub mod init;
 pub mod mount;
+pub mod rewrap;
 pub mod status;
 pub mod umount;
 
 use crate::config::ConfigError;
-use crate::keysource::{KeySourceError, KeySpec, PassphraseInput};
+use crate::keysource::aws::ErrorClass;
+use crate::keysource::s3::S3Uri;
+use crate::keysource::{AwsKeyArgs, KeySourceError, KeySpec, PassphraseInput};
+use std::time::Duration;
 
 /// Exit codes, documented in `--help` and the README.
 pub mod exit {
@@ -24,6 +28,10 @@ pub mod exit {
     pub const MOUNT: i32 = 5;
     /// The path is not a mounted secretfs.
     pub const NOT_MOUNTED: i32 = 6;
+    /// AWS refused or lacks something: credentials, permission, KMS key state, S3 object.
+    pub const AWS: i32 = 7;
+    /// AWS could not be reached before the deadline (network, endpoint, throttling): retry.
+    pub const AWS_UNREACHABLE: i32 = 8;
 }
 
 pub const EXIT_CODES_HELP: &str = "Exit codes:
@@ -33,7 +41,9 @@ pub const EXIT_CODES_HELP: &str = "Exit codes:
   3  key problem: key not found, wrong key or passphrase, key does not open this filesystem
   4  backing store problem: missing, not initialised, already initialised, damaged config
   5  mount failed: mount point missing or busy, FUSE unavailable
-  6  not mounted / cannot unmount";
+  6  not mounted / cannot unmount
+  7  AWS problem: no credentials, access denied, KMS key disabled or missing, S3 bucket/object missing or already there
+  8  AWS unreachable or too slow: endpoint down, timeout, throttling (retrying later may work)";
 
 /// An error for the user: what went wrong, what to do about it, and the exit code.
 #[derive(Debug)]
@@ -81,14 +91,71 @@ impl From<ConfigError> for CliError {
 
 impl From<KeySourceError> for CliError {
     fn from(e: KeySourceError) -> Self {
-        CliError::new(exit::KEY, e.to_string())
+        let code = match &e {
+            KeySourceError::Aws(aws) => match aws.class() {
+                ErrorClass::Transient => exit::AWS_UNREACHABLE,
+                ErrorClass::WrongKey => exit::KEY,
+                ErrorClass::Permanent => exit::AWS,
+            },
+            KeySourceError::KmsKeyMissing | KeySourceError::WrappedKeyMissing => exit::USAGE,
+            _ => exit::KEY,
+        };
+        CliError::new(code, e.to_string())
+    }
+}
+
+/// The AWS options of `--key kms` / `kms-password`, shared by init, mount and rewrap.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AwsArgs {
+    /// KMS key that wraps the master key: key id, alias/NAME or ARN (rewrap: the new key).
+    #[arg(long, value_name = "ID|ALIAS|ARN")]
+    pub kms_key: Option<String>,
+    /// S3 object holding the wrapped key (init: written there too; mount: read from there).
+    #[arg(long, value_name = "s3://BUCKET/KEY")]
+    pub wrapped_key: Option<String>,
+    /// Extra KMS encryption-context pairs; `secretfs:fs-id` is always added.
+    #[arg(long, value_name = "K=V,...")]
+    pub context: Option<String>,
+    /// Overall deadline for AWS calls, retries included.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub aws_timeout: u64,
+}
+
+impl AwsArgs {
+    fn given(&self) -> bool {
+        self.kms_key.is_some() || self.wrapped_key.is_some() || self.context.is_some()
+    }
+
+    pub fn to_key_args(&self) -> Result<AwsKeyArgs, CliError> {
+        let usage = |m: String| CliError::new(exit::USAGE, m);
+        if self.aws_timeout == 0 {
+            return Err(usage("--aws-timeout must be at least 1 second".into()));
+        }
+        Ok(AwsKeyArgs {
+            kms_key: self.kms_key.clone(),
+            wrapped_key: self
+                .wrapped_key
+                .as_deref()
+                .map(S3Uri::parse)
+                .transpose()
+                .map_err(usage)?,
+            context: self
+                .context
+                .as_deref()
+                .map(crate::keysource::kms::parse_context)
+                .transpose()
+                .map_err(usage)?,
+            timeout: Duration::from_secs(self.aws_timeout),
+            force: false,
+        })
     }
 }
 
 /// `--key` and the passphrase options, shared by init and mount.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KeyArgs {
-    /// Key source: keyfile:PATH, passphrase or ephemeral (mount: defaults to what init used).
+    /// Key source: keyfile:PATH, passphrase, ephemeral, kms or kms-password (mount: defaults to
+    /// what init used).
     #[arg(long, value_name = "SOURCE")]
     pub key: Option<String>,
     /// Read the passphrase from this inherited file descriptor instead of the terminal.
@@ -97,6 +164,8 @@ pub struct KeyArgs {
     /// Run this command and use the first line it prints as the passphrase.
     #[arg(long, value_name = "CMD")]
     pub passphrase_command: Option<String>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 impl KeyArgs {
@@ -109,7 +178,27 @@ impl KeyArgs {
     }
 
     pub fn spec(&self, text: &str) -> Result<KeySpec, CliError> {
-        KeySpec::parse(text, self.passphrase_input()).map_err(|m| CliError::new(exit::USAGE, m))
+        let mut spec = KeySpec::parse(text, self.passphrase_input())
+            .map_err(|m| CliError::new(exit::USAGE, m))?;
+        self.attach_aws(&mut spec)?;
+        Ok(spec)
+    }
+
+    /// Puts the AWS flags into a kms spec; refuses them for other sources, where they would
+    /// be silently ignored.
+    pub fn attach_aws(&self, spec: &mut KeySpec) -> Result<(), CliError> {
+        let kind = spec.kind();
+        match spec.aws_args_mut() {
+            Some(args) => *args = self.aws.to_key_args()?,
+            None if self.aws.given() => {
+                return Err(CliError::new(
+                    exit::USAGE,
+                    format!("--kms-key, --wrapped-key and --context apply to --key kms or kms-password, not {kind}"),
+                ))
+            }
+            None => {}
+        }
+        Ok(())
     }
 }
 

@@ -88,6 +88,8 @@ pub fn plan(
             KeySourceDescriptor::Keyfile { path } => KeySpec::Keyfile(path.clone()),
             KeySourceDescriptor::Passphrase { .. } => KeySpec::Passphrase(key.passphrase_input()),
             KeySourceDescriptor::Ephemeral => KeySpec::Ephemeral,
+            KeySourceDescriptor::Kms { .. } => KeySpec::Kms(key.aws.to_key_args()?),
+            KeySourceDescriptor::KmsPassword { .. } => KeySpec::KmsPassword(key.aws.to_key_args()?),
         },
     };
     Ok(MountPlan {

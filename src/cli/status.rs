@@ -64,6 +64,22 @@ pub fn collect(path: &Path) -> Result<Status, CliError> {
 fn describe_key(k: &config::KeySourceDescriptor) -> String {
     match k {
         config::KeySourceDescriptor::Keyfile { path } => format!("keyfile ({})", path.display()),
+        config::KeySourceDescriptor::Kms {
+            key_id,
+            key_arn,
+            s3_uri,
+            ..
+        } => format!(
+            "kms ({}{})",
+            key_arn.as_deref().unwrap_or(key_id),
+            s3_uri
+                .as_deref()
+                .map(|u| format!(", {u}"))
+                .unwrap_or_default()
+        ),
+        config::KeySourceDescriptor::KmsPassword { s3_uri, .. } => {
+            format!("kms-password ({s3_uri})")
+        }
         other => other.kind().to_string(),
     }
 }

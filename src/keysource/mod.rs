@@ -1,11 +1,44 @@
 //! Where the master key comes from: one `KeySpec` chosen by the user, one `init()` to create a
 //! key for a new filesystem and one `resolve()` to recover it at mount. Only a `MasterKey` leaves.
 
+pub mod aws;
+pub mod kms;
 pub mod local;
+pub mod s3;
 
 use crate::config::KeySourceDescriptor;
 use crate::crypto::keys::MasterKey;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// The AWS options of the `kms` and `kms-password` sources; unset fields fall back to what
+/// the config recorded at init.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsKeyArgs {
+    /// KMS key id, alias or ARN (init, rewrap: the new key).
+    pub kms_key: Option<String>,
+    /// Where the wrapped blob is (init: where to put it; mount: read it from there).
+    pub wrapped_key: Option<s3::S3Uri>,
+    /// Extra encryption-context pairs (the fs id is always added).
+    pub context: Option<BTreeMap<String, String>>,
+    /// Overall deadline for all AWS calls of the command.
+    pub timeout: Duration,
+    /// Replace an existing S3 object at init.
+    pub force: bool,
+}
+
+impl Default for AwsKeyArgs {
+    fn default() -> Self {
+        Self {
+            kms_key: None,
+            wrapped_key: None,
+            context: None,
+            timeout: aws::DEFAULT_TIMEOUT,
+            force: false,
+        }
+    }
+}
 
 /// How the user wants the passphrase to be read.
 #[derive(Clone, PartialEq, Eq)]
@@ -37,6 +70,10 @@ pub enum KeySpec {
     Keyfile(PathBuf),
     Passphrase(PassphraseInput),
     Ephemeral,
+    /// A KMS data key (envelope encryption), blob inline and/or in S3.
+    Kms(AwsKeyArgs),
+    /// An existing `aws kms encrypt` password object in S3, mixed with the fs id by HKDF.
+    KmsPassword(AwsKeyArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +100,14 @@ pub enum KeySourceError {
     },
     #[error("the stored key material is damaged: {0}")]
     Damaged(String),
+    #[error("--key kms needs --kms-key ID|ALIAS|ARN naming the KMS key that wraps the master key")]
+    KmsKeyMissing,
+    #[error("--key kms-password needs --wrapped-key s3://BUCKET/KEY naming the encrypted password object")]
+    WrappedKeyMissing,
+    #[error("this key does not open this filesystem (config MAC mismatch): the blob belongs to another filesystem; nothing was changed")]
+    DoesNotOpen,
+    #[error(transparent)]
+    Aws(#[from] aws::AwsError),
 }
 
 impl KeySpec {
@@ -71,10 +116,21 @@ impl KeySpec {
             KeySpec::Keyfile(_) => "keyfile",
             KeySpec::Passphrase(_) => "passphrase",
             KeySpec::Ephemeral => "ephemeral",
+            KeySpec::Kms(_) => "kms",
+            KeySpec::KmsPassword(_) => "kms-password",
         }
     }
 
-    /// Parses `keyfile:PATH`, `passphrase` or `ephemeral`.
+    /// The AWS options, for the sources that have them.
+    pub fn aws_args_mut(&mut self) -> Option<&mut AwsKeyArgs> {
+        match self {
+            KeySpec::Kms(a) | KeySpec::KmsPassword(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Parses `keyfile:PATH`, `passphrase`, `ephemeral`, `kms` or `kms-password` (the AWS
+    /// options come from their own flags, see `aws_args_mut`).
     pub fn parse(text: &str, passphrase: PassphraseInput) -> Result<Self, String> {
         match text.split_once(':') {
             Some(("keyfile", path)) if !path.is_empty() => {
@@ -82,8 +138,10 @@ impl KeySpec {
             }
             None if text == "passphrase" => Ok(KeySpec::Passphrase(passphrase)),
             None if text == "ephemeral" => Ok(KeySpec::Ephemeral),
+            None if text == "kms" => Ok(KeySpec::Kms(AwsKeyArgs::default())),
+            None if text == "kms-password" => Ok(KeySpec::KmsPassword(AwsKeyArgs::default())),
             _ => Err(format!(
-                "unknown key source `{text}`: expected keyfile:PATH, passphrase or ephemeral"
+                "unknown key source `{text}`: expected keyfile:PATH, passphrase, ephemeral, kms or kms-password"
             )),
         }
     }
@@ -100,6 +158,8 @@ impl KeySpec {
             )),
             KeySpec::Passphrase(input) => local::init_passphrase(input, fs_id),
             KeySpec::Ephemeral => Ok((MasterKey::random(), KeySourceDescriptor::Ephemeral)),
+            KeySpec::Kms(args) => kms::init_kms(args, fs_id),
+            KeySpec::KmsPassword(args) => kms::init_kms_password(args, fs_id),
         }
     }
 
@@ -117,6 +177,12 @@ impl KeySpec {
                 local::unwrap_passphrase(input, stored, fs_id)
             }
             (KeySpec::Ephemeral, KeySourceDescriptor::Ephemeral) => Ok(MasterKey::random()),
+            (KeySpec::Kms(args), KeySourceDescriptor::Kms { .. }) => {
+                kms::resolve_kms(args, stored, fs_id)
+            }
+            (KeySpec::KmsPassword(args), KeySourceDescriptor::KmsPassword { .. }) => {
+                kms::resolve_kms_password(args, stored, fs_id)
+            }
             _ => Err(KeySourceError::Mismatch {
                 created: stored.kind(),
                 given: self.kind(),

@@ -1,0 +1,339 @@
+//! The AWS plumbing shared by the KMS and S3 key sources: a private tokio runtime, the SDK's
+//! default credential/region/endpoint chain, retries bounded by one deadline, and typed errors.
+
+use aws_smithy_runtime_api::client::result::SdkError;
+use std::cell::RefCell;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Default overall deadline for every AWS call of one command: generous, because on a fresh
+/// instance the network and the instance role often appear some seconds after boot.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Backoff between attempts after a transient failure (unreachable endpoint, throttling).
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Why an AWS call failed, phrased for the person who has to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    #[error("no AWS credentials found (environment, profile, web identity, container or EC2 instance role){detail}; attach an IAM role to the instance or set AWS_PROFILE")]
+    NoCredentials { detail: String },
+    #[error("no AWS region is configured; set AWS_REGION or give --kms-key as a full key ARN")]
+    NoRegion,
+    #[error("AWS denied {action} on {resource} ({detail}); grant it to the caller's IAM role and key policy (README, \"On EC2\")")]
+    AccessDenied {
+        action: &'static str,
+        resource: String,
+        detail: String,
+    },
+    #[error(
+        "KMS key {key} does not exist in this account and region; check --kms-key and AWS_REGION"
+    )]
+    KeyNotFound { key: String },
+    #[error("KMS key {key} is disabled or pending deletion ({detail}); re-enable it with `aws kms enable-key` or `aws kms cancel-key-deletion`")]
+    KeyDisabled { key: String, detail: String },
+    #[error("KMS cannot decrypt the wrapped key{key}: it was made for another filesystem, another encryption context or another KMS key ({detail}); use the blob and --context this filesystem was created with")]
+    WrongBlob { key: String, detail: String },
+    #[error(
+        "S3 bucket {bucket} does not exist; check the bucket name in --wrapped-key and AWS_REGION"
+    )]
+    NoSuchBucket { bucket: String },
+    #[error("S3 object {uri} does not exist; restore it or point --wrapped-key at the object made by `secretfs init`")]
+    NoSuchKey { uri: String },
+    #[error("S3 object {uri} already exists; refusing to overwrite a wrapped key that may protect another filesystem (pass --force to replace it)")]
+    ObjectExists { uri: String },
+    #[error("cannot reach AWS {service} at {endpoint} within {secs} s ({detail}); check the network, AWS_ENDPOINT_URL and security groups, or raise --aws-timeout")]
+    Unreachable {
+        service: &'static str,
+        endpoint: String,
+        secs: u64,
+        detail: String,
+    },
+    #[error("AWS {service} {action} failed: {detail}; see the AWS documentation for this error")]
+    Other {
+        service: &'static str,
+        action: &'static str,
+        detail: String,
+    },
+}
+
+/// What a caller can do about an error: the CLI turns this into an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Retrying later may help (network, throttling, deadline).
+    Transient,
+    /// The blob is intact but does not belong here: the key does not open this filesystem.
+    WrongKey,
+    /// A configuration or permission problem that needs a person.
+    Permanent,
+}
+
+impl AwsError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            AwsError::Unreachable { .. } => ErrorClass::Transient,
+            AwsError::WrongBlob { .. } => ErrorClass::WrongKey,
+            _ => ErrorClass::Permanent,
+        }
+    }
+}
+
+/// One attempt's failure before it is turned into an `AwsError`: transient ones are retried.
+pub(crate) enum Attempt {
+    Retry(AwsError),
+    Fail(AwsError),
+}
+
+/// A runtime, an SDK config and a deadline for one command's AWS calls. Built only in the
+/// process that needs it (the mount daemon builds it after forking, never before).
+pub struct Aws {
+    rt: tokio::runtime::Runtime,
+    pub(crate) sdk: aws_types::SdkConfig,
+    deadline: Instant,
+    timeout: Duration,
+    /// The last transient failure, so a deadline names what kept failing.
+    last: RefCell<Option<String>>,
+}
+
+impl Aws {
+    /// Loads the default chain. `region_hint` (from a key ARN) is used only when the chain
+    /// finds no region, so an ARN alone is enough on a host without AWS configuration.
+    pub fn connect(timeout: Duration, region_hint: Option<&str>) -> Result<Self, AwsError> {
+        let deadline = Instant::now() + timeout;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| AwsError::Other {
+                service: "SDK",
+                action: "start",
+                detail: format!("cannot start the async runtime: {e}"),
+            })?;
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .operation_attempt_timeout(timeout.min(Duration::from_secs(20)))
+            .build();
+        let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(timeouts)
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3));
+        let loaded = rt.block_on(async { tokio::time::timeout(timeout, loader.load()).await });
+        let mut sdk = loaded.map_err(|_| AwsError::Unreachable {
+            service: "configuration",
+            endpoint: "the instance metadata service".into(),
+            secs: timeout.as_secs(),
+            detail: "loading the region and credentials chain timed out".into(),
+        })?;
+        if sdk.region().is_none() {
+            let Some(region) = region_hint else {
+                return Err(AwsError::NoRegion);
+            };
+            sdk = sdk
+                .into_builder()
+                .region(aws_types::region::Region::new(region.to_string()))
+                .build();
+        }
+        Ok(Self {
+            rt,
+            sdk,
+            deadline,
+            timeout,
+            last: RefCell::new(None),
+        })
+    }
+
+    pub fn timeout_secs(&self) -> u64 {
+        self.timeout.as_secs()
+    }
+
+    pub fn region(&self) -> String {
+        self.sdk
+            .region()
+            .map_or_else(|| "?".into(), |r| r.as_ref().to_string())
+    }
+
+    /// The endpoint a service is reached at, for error messages.
+    pub fn endpoint(&self, env_suffix: &str) -> String {
+        std::env::var(format!("AWS_ENDPOINT_URL_{env_suffix}"))
+            .ok()
+            .or_else(|| self.sdk.endpoint_url().map(str::to_string))
+            .unwrap_or_else(|| format!("the default {} endpoint", self.region()))
+    }
+
+    /// Whether a custom endpoint is in force (an emulator, a VPC endpoint): S3 then needs
+    /// path-style addressing because the bucket cannot be a DNS label of an IP address.
+    pub fn endpoint_overridden(&self, env_suffix: &str) -> bool {
+        std::env::var_os(format!("AWS_ENDPOINT_URL_{env_suffix}")).is_some()
+            || self.sdk.endpoint_url().is_some()
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the deadline passes; transient
+    /// failures back off exponentially so a late network at boot is waited for, not hammered.
+    pub(crate) fn call<T, F, Fut>(
+        &self,
+        service: &'static str,
+        endpoint: String,
+        mut attempt: F,
+    ) -> Result<T, AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Attempt>>,
+    {
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        let looped = async {
+            let mut backoff = FIRST_BACKOFF;
+            loop {
+                match attempt().await {
+                    Ok(v) => return Ok(v),
+                    Err(Attempt::Fail(e)) => return Err(e),
+                    Err(Attempt::Retry(e)) => {
+                        *self.last.borrow_mut() = Some(e.to_string());
+                        if Instant::now() + backoff >= self.deadline {
+                            return Err(e);
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+        };
+        let result = self
+            .rt
+            .block_on(async { tokio::time::timeout_at(deadline, looped).await });
+        match result {
+            Ok(r) => r,
+            Err(_) => Err(AwsError::Unreachable {
+                service,
+                endpoint,
+                secs: self.timeout.as_secs(),
+                detail: self
+                    .last
+                    .borrow()
+                    .clone()
+                    .unwrap_or_else(|| "no answer before the deadline".into()),
+            }),
+        }
+    }
+}
+
+/// Maps what is common to every SDK failure that is not a modelled service error: missing
+/// credentials, connection problems and timeouts. `Ok(service_error)` is left to the caller.
+pub(crate) fn split_sdk_error<E, R>(
+    err: SdkError<E, R>,
+    service: &'static str,
+    action: &'static str,
+    endpoint: &str,
+    secs: u64,
+) -> Result<E, Attempt>
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    if let Some(cred) = find_source::<aws_credential_types::provider::error::CredentialsError>(&err)
+    {
+        use aws_credential_types::provider::error::CredentialsError as C;
+        let detail = match cred {
+            C::CredentialsNotLoaded(_) => String::new(),
+            other => format!(": {}", chain(other)),
+        };
+        let e = AwsError::NoCredentials { detail };
+        // On EC2 the instance role can appear a little after boot: keep asking until the
+        // deadline unless the metadata service is switched off, where waiting cannot help.
+        return Err(if imds_enabled() {
+            Attempt::Retry(e)
+        } else {
+            Attempt::Fail(e)
+        });
+    }
+    match err {
+        SdkError::ServiceError(se) => Ok(se.into_err()),
+        SdkError::TimeoutError(_) => Err(Attempt::Retry(unreachable(
+            service,
+            endpoint,
+            secs,
+            "timed out".into(),
+        ))),
+        SdkError::DispatchFailure(df) => {
+            let detail = match df.as_connector_error() {
+                Some(c) if c.is_timeout() => "timed out".to_string(),
+                Some(c) => chain(c),
+                None => "request could not be sent".to_string(),
+            };
+            Err(Attempt::Retry(unreachable(service, endpoint, secs, detail)))
+        }
+        other => Err(Attempt::Fail(AwsError::Other {
+            service,
+            action,
+            detail: chain(&other),
+        })),
+    }
+}
+
+fn unreachable(service: &'static str, endpoint: &str, secs: u64, detail: String) -> AwsError {
+    AwsError::Unreachable {
+        service,
+        endpoint: endpoint.to_string(),
+        secs,
+        detail,
+    }
+}
+
+fn imds_enabled() -> bool {
+    !std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// The first error of type `T` in a source chain.
+fn find_source<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(t) = e.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// An error and its causes on one line: the SDK's top-level messages ("dispatch failure")
+/// say little on their own.
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes() {
+        let u = AwsError::Unreachable {
+            service: "KMS",
+            endpoint: "x".into(),
+            secs: 1,
+            detail: "refused".into(),
+        };
+        assert_eq!(u.class(), ErrorClass::Transient);
+        let w = AwsError::WrongBlob {
+            key: String::new(),
+            detail: String::new(),
+        };
+        assert_eq!(w.class(), ErrorClass::WrongKey);
+        assert_eq!(AwsError::NoRegion.class(), ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn chain_skips_repeated_messages() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(chain(&io), "refused");
+    }
+}
