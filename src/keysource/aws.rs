@@ -70,6 +70,14 @@ pub enum ErrorClass {
 }
 
 impl AwsError {
+    /// The cause alone, to be quoted inside another message.
+    fn detail(&self) -> String {
+        match self {
+            AwsError::Unreachable { detail, .. } | AwsError::Other { detail, .. } => detail.clone(),
+            other => other.to_string(),
+        }
+    }
+
     pub fn class(&self) -> ErrorClass {
         match self {
             AwsError::Unreachable { .. } => ErrorClass::Transient,
@@ -186,7 +194,7 @@ impl Aws {
                     Ok(v) => return Ok(v),
                     Err(Attempt::Fail(e)) => return Err(e),
                     Err(Attempt::Retry(e)) => {
-                        *self.last.borrow_mut() = Some(e.to_string());
+                        *self.last.borrow_mut() = Some(e.detail());
                         if Instant::now() + backoff >= self.deadline {
                             return Err(e);
                         }

@@ -259,15 +259,20 @@ impl<'a> Kms<'a> {
     }
 
     /// Decrypt: returns the plaintext in a buffer wiped on drop, and the key ARN KMS used.
+    /// With `pin`, KMS must use `key_hint` and refuses a blob made under any other key.
     pub fn decrypt(
         &self,
         blob: &[u8],
         ctx: &HashMap<String, String>,
         key_hint: &str,
+        pin: bool,
     ) -> Result<(Zeroizing<Vec<u8>>, String), AwsError> {
         let secs = self.aws.timeout_secs();
         let result = self.aws.call("KMS", self.endpoint.clone(), || async move {
             let mut req = self.client.decrypt().ciphertext_blob(Blob::new(blob));
+            if pin {
+                req = req.key_id(key_hint);
+            }
             if !ctx.is_empty() {
                 req = req.set_encryption_context(Some(ctx.clone()));
             }
@@ -441,7 +446,8 @@ fn unlock_password(
     let object = S3::new(&aws).get(uri)?;
     let blob = password_blob(&object);
     let ctx: HashMap<String, String> = ctx.clone().into_iter().collect();
-    let (password, _) = Kms::new(&aws, fs_id).decrypt(&blob, &ctx, key_hint.unwrap_or(""))?;
+    let (password, _) =
+        Kms::new(&aws, fs_id).decrypt(&blob, &ctx, key_hint.unwrap_or(""), key_hint.is_some())?;
     if password.is_empty() || password.len() > MAX_PASSWORD {
         return Err(damaged(
             "the decrypted password object is empty or too long",
@@ -487,11 +493,17 @@ pub fn resolve_kms(
     else {
         return Err(damaged("not a kms descriptor"));
     };
-    let label = key_label(key_id, key_arn);
+    // `--kms-key` at mount pins the key: a blob made under any other key is refused.
+    let pinned = args.kms_key.is_some();
+    let label = args
+        .kms_key
+        .clone()
+        .unwrap_or_else(|| key_label(key_id, key_arn));
     let aws = Aws::connect(args.timeout, arn_region(&label))?;
     let blob = fetch_blob(&aws, args, s3_uri, wrapped_key)?;
     let user_ctx = args.context.as_ref().unwrap_or(stored_ctx);
-    let (plain, _) = Kms::new(&aws, fs_id).decrypt(&blob, &context(fs_id, user_ctx), &label)?;
+    let (plain, _) =
+        Kms::new(&aws, fs_id).decrypt(&blob, &context(fs_id, user_ctx), &label, pinned)?;
     MasterKey::from_slice(&plain).ok_or_else(|| damaged("the KMS data key does not have 32 bytes"))
 }
 
@@ -541,14 +553,14 @@ pub fn rewrap(
         } => {
             let ctx = context(fs_id, user_ctx);
             let old = fetch_blob(&aws, args, s3_uri, wrapped_key)?;
-            let (plain, _) = kms.decrypt(&old, &ctx, &key_label(key_id, key_arn))?;
+            let (plain, _) = kms.decrypt(&old, &ctx, &key_label(key_id, key_arn), false)?;
             let old_master =
                 MasterKey::from_slice(&plain).ok_or_else(|| damaged("old data key length"))?;
             if !opens(&old_master) {
                 return Err(KeySourceError::DoesNotOpen);
             }
             let new = kms.reencrypt(&old, &ctx, new_key)?;
-            let (plain, _) = kms.decrypt(&new.blob, &ctx, &new.key_arn)?;
+            let (plain, _) = kms.decrypt(&new.blob, &ctx, &new.key_arn, true)?;
             let master =
                 MasterKey::from_slice(&plain).ok_or_else(|| damaged("new data key length"))?;
             if !opens(&master) {
@@ -578,12 +590,12 @@ pub fn rewrap(
             let object = s3.get(&uri)?;
             let old = password_blob(&object);
             let ctx: HashMap<String, String> = user_ctx.clone().into_iter().collect();
-            let (password, _) = kms.decrypt(&old, &ctx, "")?;
+            let (password, _) = kms.decrypt(&old, &ctx, "", false)?;
             if !opens(&password_to_master(&password, fs_id)) {
                 return Err(KeySourceError::DoesNotOpen);
             }
             let new = kms.reencrypt(&old, &ctx, new_key)?;
-            let (password, _) = kms.decrypt(&new.blob, &ctx, &new.key_arn)?;
+            let (password, _) = kms.decrypt(&new.blob, &ctx, &new.key_arn, true)?;
             let master = password_to_master(&password, fs_id);
             if !opens(&master) {
                 return Err(KeySourceError::DoesNotOpen);
@@ -635,6 +647,109 @@ mod tests {
         let c = password_to_master(b"hunter2", &[2; 16]);
         assert_eq!(a.expose(), b.expose());
         assert_ne!(a.expose(), c.expose());
+    }
+
+    fn class_of(a: Attempt) -> &'static str {
+        match a {
+            Attempt::Fail(AwsError::KeyDisabled { .. }) => "disabled",
+            Attempt::Fail(AwsError::KeyNotFound { .. }) => "not-found",
+            Attempt::Fail(AwsError::WrongBlob { .. }) => "wrong-blob",
+            Attempt::Fail(AwsError::AccessDenied { .. }) => "denied",
+            Attempt::Retry(_) => "retry",
+            Attempt::Fail(_) => "other",
+        }
+    }
+
+    /// moto does not enforce key states, so the mapping of the modelled exceptions is checked
+    /// here on the SDK's own error types.
+    #[test]
+    fn kms_exceptions_map_to_their_causes() {
+        use aws_sdk_kms::types::error::*;
+        let d = |e: DecryptError| class_of(kms_failure(&e, decrypt_kind(&e), "kms:Decrypt", "k"));
+        assert_eq!(
+            d(DecryptError::DisabledException(
+                DisabledException::builder().build()
+            )),
+            "disabled"
+        );
+        assert_eq!(
+            d(DecryptError::KmsInvalidStateException(
+                KmsInvalidStateException::builder()
+                    .message("pending deletion")
+                    .build()
+            )),
+            "disabled"
+        );
+        assert_eq!(
+            d(DecryptError::NotFoundException(
+                NotFoundException::builder().build()
+            )),
+            "not-found"
+        );
+        assert_eq!(
+            d(DecryptError::InvalidCiphertextException(
+                InvalidCiphertextException::builder().build()
+            )),
+            "wrong-blob"
+        );
+        assert_eq!(
+            d(DecryptError::IncorrectKeyException(
+                IncorrectKeyException::builder().build()
+            )),
+            "wrong-blob"
+        );
+        assert_eq!(
+            d(DecryptError::KeyUnavailableException(
+                KeyUnavailableException::builder().build()
+            )),
+            "retry"
+        );
+        let denied = aws_sdk_kms::error::ErrorMetadata::builder()
+            .code("AccessDeniedException")
+            .message(
+                "User: arn:aws:sts::1:assumed-role/r/i-1 is not authorized to perform: kms:Decrypt",
+            )
+            .build();
+        let e = DecryptError::generic(denied);
+        let a = kms_failure(&e, decrypt_kind(&e), "kms:Decrypt", "k");
+        match a {
+            Attempt::Fail(err @ AwsError::AccessDenied { .. }) => {
+                let msg = err.to_string();
+                assert!(
+                    msg.contains("kms:Decrypt") && msg.contains("assumed-role/r"),
+                    "{msg}"
+                );
+            }
+            _ => panic!("not access denied"),
+        }
+        let g = |e: GenerateDataKeyError| {
+            class_of(kms_failure(
+                &e,
+                generate_kind(&e),
+                "kms:GenerateDataKey",
+                "k",
+            ))
+        };
+        assert_eq!(
+            g(GenerateDataKeyError::DisabledException(
+                DisabledException::builder().build()
+            )),
+            "disabled"
+        );
+        let r =
+            |e: ReEncryptError| class_of(kms_failure(&e, reencrypt_kind(&e), "kms:ReEncrypt", "k"));
+        assert_eq!(
+            r(ReEncryptError::DisabledException(
+                DisabledException::builder().build()
+            )),
+            "disabled"
+        );
+        assert_eq!(
+            r(ReEncryptError::InvalidCiphertextException(
+                InvalidCiphertextException::builder().build()
+            )),
+            "wrong-blob"
+        );
     }
 
     #[test]

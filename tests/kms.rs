@@ -1,0 +1,668 @@
+//! The `kms` and `kms-password` key sources end to end: the real binary and the real AWS SDK
+//! over HTTP against moto on loopback (SECRETFS_TEST_AWS_ENDPOINT), with real FUSE mounts.
+
+mod common;
+
+use aws_sdk_kms::primitives::Blob;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const REGION: &str = "us-east-1";
+const BIN: &str = env!("CARGO_BIN_EXE_secretfs");
+
+/// The emulator's URL; under CI a missing emulator is a failure, elsewhere a skip.
+fn endpoint() -> Option<String> {
+    match std::env::var("SECRETFS_TEST_AWS_ENDPOINT") {
+        Ok(e) if !e.is_empty() => {
+            assert!(
+                e.starts_with("http://127.0.0.1:"),
+                "the AWS tests only talk to loopback, not {e}"
+            );
+            Some(e)
+        }
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "SECRETFS_TEST_AWS_ENDPOINT is not set: scripts/test-all.sh starts moto and sets it"
+            );
+            eprintln!(
+                "note: SECRETFS_TEST_AWS_ENDPOINT is not set; skipping (run scripts/test-all.sh)"
+            );
+            None
+        }
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let mut b = [0u8; 6];
+    getrandom::getrandom(&mut b).unwrap();
+    format!(
+        "{prefix}-{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
+}
+
+/// The test's own SDK clients (static test keys are fine here: this is the "admin" side).
+struct Admin {
+    rt: tokio::runtime::Runtime,
+    kms: aws_sdk_kms::Client,
+    s3: aws_sdk_s3::Client,
+}
+
+impl Admin {
+    fn new(ep: &str) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let conf = rt.block_on(
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .endpoint_url(ep)
+                .region(aws_types::region::Region::new(REGION))
+                .credentials_provider(aws_credential_types::Credentials::new(
+                    "test", "test", None, None, "test",
+                ))
+                .load(),
+        );
+        let s3conf = aws_sdk_s3::config::Builder::from(&conf)
+            .force_path_style(true)
+            .build();
+        Admin {
+            kms: aws_sdk_kms::Client::new(&conf),
+            s3: aws_sdk_s3::Client::from_conf(s3conf),
+            rt,
+        }
+    }
+
+    /// A new KMS key; returns (ARN, alias).
+    fn key(&self) -> (String, String) {
+        self.rt.block_on(async {
+            let k = self.kms.create_key().send().await.unwrap();
+            let arn = k.key_metadata().unwrap().arn().unwrap().to_string();
+            let alias = format!("alias/{}", unique("secretfs"));
+            self.kms
+                .create_alias()
+                .alias_name(&alias)
+                .target_key_id(&arn)
+                .send()
+                .await
+                .unwrap();
+            (arn, alias)
+        })
+    }
+
+    fn bucket(&self) -> String {
+        let name = unique("secretfs-test");
+        self.rt
+            .block_on(self.s3.create_bucket().bucket(&name).send())
+            .unwrap();
+        name
+    }
+
+    fn delete(&self, bucket: &str, key: &str) {
+        self.rt
+            .block_on(self.s3.delete_object().bucket(bucket).key(key).send())
+            .unwrap();
+    }
+
+    fn put(&self, bucket: &str, key: &str, body: Vec<u8>) {
+        self.rt
+            .block_on(
+                self.s3
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .body(body.into())
+                    .send(),
+            )
+            .unwrap();
+    }
+
+    fn encrypt(&self, key: &str, plaintext: &[u8]) -> Vec<u8> {
+        self.rt
+            .block_on(
+                self.kms
+                    .encrypt()
+                    .key_id(key)
+                    .plaintext(Blob::new(plaintext))
+                    .send(),
+            )
+            .unwrap()
+            .ciphertext_blob()
+            .unwrap()
+            .as_ref()
+            .to_vec()
+    }
+
+    fn data_key_blob(&self, key: &str, ctx: HashMap<String, String>) -> Vec<u8> {
+        self.rt
+            .block_on(
+                self.kms
+                    .generate_data_key()
+                    .key_id(key)
+                    .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256)
+                    .set_encryption_context(Some(ctx))
+                    .send(),
+            )
+            .unwrap()
+            .ciphertext_blob()
+            .unwrap()
+            .as_ref()
+            .to_vec()
+    }
+}
+
+/// A temp dir with backing store and mount point, and the environment of "an instance":
+/// only env configuration, as FACTS.md prescribes; nothing but loopback is ever contacted.
+struct Inst {
+    dir: tempfile::TempDir,
+    backing: PathBuf,
+    mnt: PathBuf,
+    log: PathBuf,
+    env: Vec<(String, String)>,
+    mounted: bool,
+}
+
+impl Inst {
+    fn new(ep: &str) -> Self {
+        common::require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("secretfs-kms")
+            .tempdir()
+            .unwrap();
+        let backing = dir.path().join("backing");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let log = dir.path().join("daemon.log");
+        let env = [
+            ("AWS_ENDPOINT_URL", ep),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", REGION),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/dev/null"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Inst {
+            dir,
+            backing,
+            mnt,
+            log,
+            env,
+            mounted: false,
+        }
+    }
+
+    fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.into(), v.into()));
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).env_clear();
+        for keep in ["PATH", "HOME"] {
+            if let Ok(v) = std::env::var(keep) {
+                cmd.env(keep, v);
+            }
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        cmd.output().unwrap()
+    }
+
+    fn init(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["init", self.backing.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    fn mount_at(&mut self, backing: &Path, extra: &[&str]) -> Output {
+        let opts = format!("log={}", self.log.display());
+        let mut args = vec![
+            "mount",
+            backing.to_str().unwrap(),
+            self.mnt.to_str().unwrap(),
+            "-o",
+            &opts,
+        ];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        if out.status.success() {
+            self.mounted = true;
+        }
+        out
+    }
+
+    fn mount(&mut self, extra: &[&str]) -> Output {
+        let backing = self.backing.clone();
+        self.mount_at(&backing, extra)
+    }
+
+    fn umount(&mut self) {
+        ok(&self.run(&["umount", self.mnt.to_str().unwrap()]));
+        self.mounted = false;
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.backing.join("secretfs.conf")).unwrap()).unwrap()
+    }
+}
+
+impl Drop for Inst {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = self.run(&["umount", "--lazy", self.mnt.to_str().unwrap()]);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn ok(out: &Output) {
+    assert!(out.status.success(), "failed: {}", stderr(out));
+}
+
+/// Asserts the exit code and that the last stderr line is one `secretfs: error:` sentence
+/// containing `needle`.
+fn fails(out: &Output, code: i32, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("secretfs: error:"))
+        .unwrap_or_else(|| panic!("no error line in: {err}"));
+    assert!(line.contains(needle), "expected `{needle}` in: {line}");
+}
+
+#[test]
+fn kms_init_mount_write_then_mount_on_another_instance_with_only_the_s3_uri() {
+    let Some(ep) = endpoint() else { return };
+    let admin = Admin::new(&ep);
+    let (arn, alias) = admin.key();
+    let bucket = admin.bucket();
+    let uri = format!("s3://{bucket}/fs/wrapped.key");
+    let mut a = Inst::new(&ep);
+    ok(&a.init(&[
+        "--key",
+        "kms",
+        "--kms-key",
+        &alias,
+        "--wrapped-key",
+        &uri,
+        "--context",
+        "app=test,tier=db",
+    ]));
+    let ks = &a.config()["key_source"];
+    assert_eq!(ks["type"], "kms");
+    assert_eq!(ks["key_arn"], arn.as_str());
+    assert_eq!(ks["s3_uri"], uri.as_str());
+    assert_eq!(ks["context"]["app"], "test");
+    assert!(ks["wrapped_key"].as_str().is_some_and(|w| !w.is_empty()));
+
+    // Default key source from the config.
+    ok(&a.mount(&[]));
+    std::fs::write(a.mnt.join("hello.txt"), b"from instance A").unwrap();
+    a.umount();
+    let log = std::fs::read_to_string(&a.log).unwrap();
+    assert!(
+        log.contains("event=\"kms\"") && log.contains("Decrypt") && log.contains(&arn),
+        "no KMS audit event in: {log}"
+    );
+    assert!(log.contains("request_id=\""), "{log}");
+
+    // Instance B: a copy of the backing store, a fresh process, the S3 URI given explicitly.
+    let mut b = Inst::new(&ep);
+    let copy = b.dir.path().join("restored");
+    let cp = Command::new("cp")
+        .args(["-a", a.backing.to_str().unwrap(), copy.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    ok(&b.mount_at(&copy, &["--key", "kms", "--wrapped-key", &uri]));
+    assert_eq!(
+        std::fs::read(b.mnt.join("hello.txt")).unwrap(),
+        b"from instance A"
+    );
+    b.umount();
+
+    // A second init may not overwrite that object, and leaves nothing behind.
+    let c = Inst::new(&ep);
+    let out = c.init(&["--kms-key", &alias, "--wrapped-key", &uri]);
+    fails(&out, 7, "already exists");
+    assert!(!c.backing.exists(), "init wrote something on failure");
+}
+
+#[test]
+fn kms_wrong_context_or_another_filesystems_blob_is_refused() {
+    let Some(ep) = endpoint() else { return };
+    let admin = Admin::new(&ep);
+    let (_, alias) = admin.key();
+    let bucket = admin.bucket();
+    let uri_a = format!("s3://{bucket}/a.key");
+    let uri_b = format!("s3://{bucket}/b.key");
+    let mut a = Inst::new(&ep);
+    ok(&a.init(&[
+        "--key",
+        "kms",
+        "--kms-key",
+        &alias,
+        "--wrapped-key",
+        &uri_a,
+        "--context",
+        "app=a",
+    ]));
+    let out = a.mount(&["--context", "app=b"]);
+    fails(&out, 3, "encryption context");
+    assert!(!a.mounted);
+
+    let mut b = Inst::new(&ep);
+    ok(&b.init(&["--key", "kms", "--kms-key", &alias, "--wrapped-key", &uri_b]));
+    // A's blob is bound to A's fs id: KMS refuses it for B.
+    let out = b.mount(&["--key", "kms", "--wrapped-key", &uri_a]);
+    fails(&out, 3, "another filesystem");
+
+    // A blob that KMS does decrypt under B's context but that holds another key: the config
+    // MAC is what catches it.
+    let fs_id = b.config()["fs_id"].as_str().unwrap().to_string();
+    let other = admin.data_key_blob(
+        &alias,
+        HashMap::from([("secretfs:fs-id".to_string(), fs_id)]),
+    );
+    admin.put(&bucket, "b.key", other);
+    let out = b.mount(&[]);
+    fails(&out, 3, "does not open this filesystem");
+    assert!(!b.mounted);
+}
+
+#[test]
+fn kms_missing_object_bucket_and_refused_key_are_named() {
+    let Some(ep) = endpoint() else { return };
+    let admin = Admin::new(&ep);
+    let (arn, alias) = admin.key();
+    let bucket = admin.bucket();
+    let uri = format!("s3://{bucket}/gone.key");
+    let mut a = Inst::new(&ep);
+    ok(&a.init(&["--key", "kms", "--kms-key", &alias, "--wrapped-key", &uri]));
+
+    admin.delete(&bucket, "gone.key");
+    fails(&a.mount(&[]), 7, "does not exist");
+    fails(
+        &a.mount(&["--wrapped-key", "s3://no-such-bucket-secretfs/x.key"]),
+        7,
+        "bucket no-such-bucket-secretfs does not exist",
+    );
+
+    // Pinning another key at mount: KMS refuses (moto answers AccessDeniedException, AWS
+    // IncorrectKeyException); either way one sentence, nothing mounted.
+    let (other_arn, _) = admin.key();
+    let mut b = Inst::new(&ep);
+    ok(&b.init(&["--key", "kms", "--kms-key", &arn]));
+    let out = b.mount(&["--key", "kms", "--kms-key", &other_arn]);
+    let err = stderr(&out);
+    assert!(
+        matches!(out.status.code(), Some(7) | Some(3)),
+        "wrong exit code: {err}"
+    );
+    assert!(
+        err.contains("denied kms:Decrypt") || err.contains("cannot decrypt"),
+        "{err}"
+    );
+    assert!(!b.mounted);
+    // moto does not enforce DisableKey for Decrypt (checked: it still decrypts), so the
+    // disabled/pending-deletion mapping is covered by the unit test on the SDK's error types.
+}
+
+#[test]
+fn kms_no_credentials_and_unreachable_endpoint_fail_fast_and_clearly() {
+    let Some(ep) = endpoint() else { return };
+    let admin = Admin::new(&ep);
+    let (arn, _) = admin.key();
+    let mut a = Inst::new(&ep);
+    ok(&a.init(&["--key", "kms", "--kms-key", &arn]));
+
+    let mut nocred = Inst::new(&ep);
+    nocred.set_env("AWS_ACCESS_KEY_ID", None);
+    nocred.set_env("AWS_SECRET_ACCESS_KEY", None);
+    let backing = a.backing.clone();
+    fails(
+        &nocred.mount_at(&backing, &[]),
+        7,
+        "no AWS credentials found",
+    );
+
+    // Nothing listens on this port: the error must come within the deadline, not hang.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    a.set_env(
+        "AWS_ENDPOINT_URL",
+        Some(&format!("http://127.0.0.1:{port}")),
+    );
+    let t = Instant::now();
+    let out = a.mount(&["--aws-timeout", "3"]);
+    let took = t.elapsed();
+    fails(&out, 8, "cannot reach AWS KMS");
+    assert!(stderr(&out).contains("--aws-timeout"));
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    assert!(!a.mounted);
+
+    let c = {
+        let mut c = Inst::new(&ep);
+        c.set_env(
+            "AWS_ENDPOINT_URL",
+            Some(&format!("http://127.0.0.1:{port}")),
+        );
+        c
+    };
+    fails(
+        &c.init(&["--kms-key", &arn, "--aws-timeout", "2"]),
+        8,
+        "cannot reach",
+    );
+    assert!(!c.backing.exists());
+}
+
+#[test]
+fn kms_rewrap_to_a_new_key_then_mount() {
+    let Some(ep) = endpoint() else { return };
+    let admin = Admin::new(&ep);
+    let (old_arn, old_alias) = admin.key();
+    let (new_arn, _) = admin.key();
+    let bucket = admin.bucket();
+    let uri = format!("s3://{bucket}/rewrap.key");
+    let mut a = Inst::new(&ep);
+    ok(&a.init(&[
+        "--key",
+        "kms",
+        "--kms-key",
+        &old_alias,
+        "--wrapped-key",
+        &uri,
+        "--context",
+        "team=storage",
+    ]));
+    ok(&a.mount(&[]));
+    std::fs::write(a.mnt.join("kept.txt"), b"survives rewrap").unwrap();
+    a.umount();
+    let before = a.config();
+
+    let out = a.run(&["rewrap", a.backing.to_str().unwrap(), "--kms-key", &new_arn]);
+    ok(&out);
+    assert!(
+        stderr(&out).contains("wrapped key moved to a new KMS key"),
+        "no rewrap audit event: {}",
+        stderr(&out)
+    );
+    let after = a.config();
+    assert_eq!(after["key_source"]["key_arn"], new_arn.as_str());
+    assert_eq!(after["key_source"]["context"]["team"], "storage");
+    assert_ne!(
+        after["key_source"]["wrapped_key"],
+        before["key_source"]["wrapped_key"]
+    );
+    assert_eq!(after["fs_id"], before["fs_id"]);
+
+    // The new blob is under the new key: pinning it at mount works, pinning the old fails.
+    ok(&a.mount(&["--key", "kms", "--kms-key", &new_arn]));
+    assert_eq!(
+        std::fs::read(a.mnt.join("kept.txt")).unwrap(),
+        b"survives rewrap"
+    );
+    a.umount();
+    assert!(!a
+        .mount(&["--key", "kms", "--kms-key", &old_arn])
+        .status
+        .success());
+    ok(&a.mount(&[]));
+    a.umount();
+
+    // Rewrapping to a key that does not exist fails and changes nothing.
+    let out = a.run(&[
+        "rewrap",
+        a.backing.to_str().unwrap(),
+        "--kms-key",
+        "alias/secretfs-no-such-key",
+    ]);
+    fails(&out, 7, "does not exist");
+    assert_eq!(a.config(), after);
+}
+
+#[test]
+fn kms_password_object_of_the_classic_recipe_is_accepted() {
+    let Some(ep) = endpoint() else { return };
+    let admin = Admin::new(&ep);
+    let (arn, _) = admin.key();
+    let bucket = admin.bucket();
+    // What `aws kms encrypt --plaintext fileb://pw` + `aws s3 cp` leave behind: no context.
+    let blob = admin.encrypt(&arn, b"correct horse battery staple\n");
+    admin.put(&bucket, "password.enc", blob);
+    let uri = format!("s3://{bucket}/password.enc");
+
+    let mut a = Inst::new(&ep);
+    ok(&a.init(&["--key", "kms-password", "--wrapped-key", &uri]));
+    assert_eq!(a.config()["key_source"]["type"], "kms-password");
+    ok(&a.mount(&[]));
+    std::fs::write(a.mnt.join("p.txt"), b"password-derived").unwrap();
+    a.umount();
+    ok(&a.mount(&["--key", "kms-password", "--wrapped-key", &uri]));
+    assert_eq!(
+        std::fs::read(a.mnt.join("p.txt")).unwrap(),
+        b"password-derived"
+    );
+    a.umount();
+
+    // Another password in the object: the config MAC refuses it.
+    let other = admin.encrypt(&arn, b"another password");
+    admin.put(&bucket, "password.enc", other);
+    fails(&a.mount(&[]), 3, "does not open this filesystem");
+}
+
+#[test]
+fn kms_credentials_and_region_from_an_imdsv2_instance_role() {
+    let Some(ep) = endpoint() else { return };
+    let admin = Admin::new(&ep);
+    let (_, alias) = admin.key();
+    let bucket = admin.bucket();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/imds.py");
+    let mut imds = Command::new("python3")
+        .arg(&script)
+        .args([REGION, "secretfs-instance-role"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(imds.stdout.take().unwrap()).lines();
+    let port: u16 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+
+    let mut a = Inst::new(&ep);
+    for k in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+        "AWS_EC2_METADATA_DISABLED",
+    ] {
+        a.set_env(k, None);
+    }
+    a.set_env(
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+        Some(&format!("http://127.0.0.1:{port}")),
+    );
+    let uri = format!("s3://{bucket}/imds.key");
+    let init = a.init(&["--key", "kms", "--kms-key", &alias, "--wrapped-key", &uri]);
+    let mount = if init.status.success() {
+        let m = a.mount(&[]);
+        if m.status.success() {
+            std::fs::write(a.mnt.join("x"), b"role").unwrap();
+            a.umount();
+        }
+        Some(m)
+    } else {
+        None
+    };
+    let _ = imds.kill();
+    let served: Vec<String> = lines.map_while(Result::ok).collect();
+    let _ = imds.wait();
+    ok(&init);
+    ok(&mount.unwrap());
+    assert!(
+        served
+            .iter()
+            .any(|l| l.contains("security-credentials/secretfs-instance-role")),
+        "credentials did not come from IMDS: {served:?}"
+    );
+    assert!(
+        served.iter().any(|l| l.contains("placement/region")),
+        "region did not come from IMDS: {served:?}"
+    );
+}
+
+#[test]
+fn kms_usage_errors_name_the_missing_flag() {
+    let Some(ep) = endpoint() else { return };
+    let a = Inst::new(&ep);
+    fails(&a.init(&["--key", "kms"]), 2, "--kms-key");
+    fails(&a.init(&["--key", "kms-password"]), 2, "--wrapped-key");
+    fails(
+        &a.init(&[
+            "--key",
+            "kms",
+            "--kms-key",
+            "k",
+            "--wrapped-key",
+            "bucket/key",
+        ]),
+        2,
+        "not an S3 URI",
+    );
+    fails(
+        &a.init(&[
+            "--key",
+            "kms",
+            "--kms-key",
+            "k",
+            "--context",
+            "secretfs:fs-id=x",
+        ]),
+        2,
+        "may not set",
+    );
+    fails(
+        &a.init(&["--key", "ephemeral", "--kms-key", "k"]),
+        2,
+        "apply to --key kms",
+    );
+    assert!(!a.backing.exists());
+}
