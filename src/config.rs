@@ -292,6 +292,36 @@ mod tests {
     }
 
     #[test]
+    fn kms_descriptors_round_trip_under_the_mac() {
+        for ks in [
+            KeySourceDescriptor::Kms {
+                key_id: "alias/secretfs".into(),
+                key_arn: Some("arn:aws:kms:eu-west-1:1:key/k".into()),
+                wrapped_key: "AQID".into(),
+                s3_uri: Some("s3://b/k".into()),
+                context: BTreeMap::from([("app".to_string(), "web".to_string())]),
+            },
+            KeySourceDescriptor::Kms {
+                key_id: "k".into(),
+                key_arn: None,
+                wrapped_key: "AQID".into(),
+                s3_uri: None,
+                context: BTreeMap::new(),
+            },
+            KeySourceDescriptor::KmsPassword {
+                s3_uri: "s3://b/pw".into(),
+                context: BTreeMap::new(),
+            },
+        ] {
+            let config = FsConfig::new(ks);
+            let keys = ring(&config, 1);
+            let (parsed, mac) = FsConfig::parse_unverified(&config.to_json(&keys)).unwrap();
+            assert_eq!(parsed, config);
+            parsed.verify_mac(&mac, &keys).unwrap();
+        }
+    }
+
+    #[test]
     fn edited_config_is_rejected() {
         let config = FsConfig::new(KeySourceDescriptor::Keyfile { path: "/k".into() });
         let keys = ring(&config, 1);

@@ -101,7 +101,7 @@ pub struct Aws {
     deadline: Instant,
     timeout: Duration,
     /// The last transient failure, so a deadline names what kept failing.
-    last: RefCell<Option<String>>,
+    last: RefCell<Option<AwsError>>,
 }
 
 impl Aws {
@@ -194,10 +194,10 @@ impl Aws {
                     Ok(v) => return Ok(v),
                     Err(Attempt::Fail(e)) => return Err(e),
                     Err(Attempt::Retry(e)) => {
-                        *self.last.borrow_mut() = Some(e.detail());
                         if Instant::now() + backoff >= self.deadline {
                             return Err(e);
                         }
+                        *self.last.borrow_mut() = Some(e);
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
@@ -207,17 +207,16 @@ impl Aws {
         let result = self
             .rt
             .block_on(async { tokio::time::timeout_at(deadline, looped).await });
-        match result {
-            Ok(r) => r,
-            Err(_) => Err(AwsError::Unreachable {
+        let last = self.last.borrow_mut().take();
+        match (result, last) {
+            (Ok(r), _) => r,
+            // Still no credentials at the deadline: say so, not "unreachable".
+            (Err(_), Some(e @ AwsError::NoCredentials { .. })) => Err(e),
+            (Err(_), last) => Err(AwsError::Unreachable {
                 service,
                 endpoint,
                 secs: self.timeout.as_secs(),
-                detail: self
-                    .last
-                    .borrow()
-                    .clone()
-                    .unwrap_or_else(|| "no answer before the deadline".into()),
+                detail: last.map_or_else(|| "no answer before the deadline".into(), |e| e.detail()),
             }),
         }
     }
