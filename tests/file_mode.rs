@@ -372,11 +372,21 @@ fn holes_sparse_files_and_seek_data() {
     let data = unsafe { libc::lseek(f.as_raw_fd(), hole, libc::SEEK_DATA) };
     assert!(data >= hole && data <= 10 << 20, "SEEK_DATA gave {data}");
     // One hole block between data blocks: SEEK_HOLE must land on it, never on data.
-    let g = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(fs.p("gap")).unwrap();
+    let g = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(fs.p("gap"))
+        .unwrap();
     g.write_all_at(&vec![1u8; 291 * 4096], 0).unwrap();
     g.write_all_at(&vec![2u8; 9 * 4096], 292 * 4096).unwrap();
     let hole = unsafe { libc::lseek(g.as_raw_fd(), 0, libc::SEEK_HOLE) };
-    assert_eq!(hole, 291 * 4096, "SEEK_HOLE must find the hole block, not data after it");
+    assert_eq!(
+        hole,
+        291 * 4096,
+        "SEEK_HOLE must find the hole block, not data after it"
+    );
     f.set_len(3).unwrap();
     assert_eq!(fs::read(&path).unwrap(), b"hea");
 }

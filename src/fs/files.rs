@@ -428,7 +428,11 @@ impl Content {
                 if k < last && !self.stored_block_is_zero(fd, k, size)? {
                     k += 1;
                 }
-                Ok(if k >= last { size } else { (k * BS).max(offset) })
+                Ok(if k >= last {
+                    size
+                } else {
+                    (k * BS).max(offset)
+                })
             }
             _ => Err(Errno::EINVAL),
         }
