@@ -2,7 +2,7 @@
 //! one-line message, a hint and an exit code. All logic lives in the library.
 
 use clap::{Parser, Subcommand};
-use secretfs::cli::{self, exit, init, mount, status, umount, CliError};
+use secretfs::cli::{self, exit, fsck, init, mount, status, umount, CliError};
 
 #[derive(Parser)]
 #[command(name = "secretfs", version, about = "Encrypted storage for cloud instances: a FUSE filesystem with per-file keys", after_help = cli::EXIT_CODES_HELP)]
@@ -21,6 +21,8 @@ enum Command {
     Umount(umount::UmountArgs),
     /// Show whether a path is mounted, and with which filesystem and key source.
     Status(status::StatusArgs),
+    /// Verify every name, directory id and block of a backing store (exit codes as fsck(8)).
+    Fsck(fsck::FsckArgs),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -41,6 +43,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Mount(args) => mount::run(&args),
         Command::Umount(args) => umount::run(&args),
+        Command::Fsck(args) => {
+            let code = fsck::run(&args)?;
+            std::process::exit(code);
+        }
         Command::Status(args) => {
             let s = status::collect(&args.path)?;
             if args.json {
