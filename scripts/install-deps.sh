@@ -7,7 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     ca-certificates curl build-essential pkg-config libacl1-dev \
-    fuse3 git sqlite3 tar xxd util-linux >/dev/null
+    fuse3 git sqlite3 tar xxd util-linux e2fsprogs >/dev/null
 
 if ! command -v cargo >/dev/null 2>&1; then
     if [ -x "$HOME/.cargo/bin/cargo" ]; then
