@@ -25,4 +25,5 @@ if [ "${1:-}" = "--with-suites" ]; then
     have() { cargo install --list | grep -q "^$1 v$2:"; }
     have pjdfstest 0.2.2 || cargo install --locked --quiet pjdfstest@0.2.2
     have fsx 0.3.2 || cargo install --locked --quiet fsx@0.3.2
+    have cargo-fuzz 0.13.2 || cargo install --locked --quiet cargo-fuzz@0.13.2
 fi

@@ -25,6 +25,8 @@ step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --all-targets --quiet -- -D warnings
 step "cargo test (unit, property, integration on real mounts)" cargo test --workspace
 step "pjdfstest and fsx on a mounted secretfs" bash tests/suites/run.sh
+step "fuzz targets (config, block, names, mount options)" bash fuzz/run.sh
+step "criterion benches in test mode" cargo bench --quiet --bench codec -- --test
 
 echo "test-all: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
