@@ -7,7 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     ca-certificates curl build-essential pkg-config libacl1-dev \
-    fuse3 git sqlite3 tar xxd util-linux python3 python3-venv >/dev/null
+    fuse3 git sqlite3 tar xxd util-linux e2fsprogs python3 python3-venv >/dev/null
 
 # The AWS KMS + S3 emulator the key-source tests run against (on loopback only).
 MOTO_VENV=/opt/secretfs-moto
@@ -32,4 +32,5 @@ if [ "${1:-}" = "--with-suites" ]; then
     have() { cargo install --list | grep -q "^$1 v$2:"; }
     have pjdfstest 0.2.2 || cargo install --locked --quiet pjdfstest@0.2.2
     have fsx 0.3.2 || cargo install --locked --quiet fsx@0.3.2
+    have cargo-fuzz 0.13.2 || cargo install --locked --quiet cargo-fuzz@0.13.2
 fi

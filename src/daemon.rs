@@ -253,3 +253,40 @@ pub fn remove_state(mountpoint: &Path) {
 pub fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hardened_process_is_not_dumpable() {
+        // In a child, so the test runner keeps its own settings.
+        // SAFETY: the child only makes raw syscalls and exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                harden_process();
+                // SAFETY: plain prctl query.
+                let dumpable = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+                unsafe { libc::_exit(if dumpable == 0 { 0 } else { 1 }) }
+            }
+            pid => {
+                let mut status = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                assert!(
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                    "daemon would be dumpable"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn state_paths_are_distinct_per_mountpoint() {
+        assert_ne!(
+            state_path(Path::new("/mnt/a")),
+            state_path(Path::new("/mnt/b"))
+        );
+        assert!(state_path(Path::new("/")).starts_with(STATE_DIR));
+    }
+}

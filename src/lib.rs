@@ -6,6 +6,7 @@ pub mod config;
 pub mod crypto;
 pub mod daemon;
 pub mod fs;
+pub mod fsck;
 pub mod keysource;
 pub mod mountopts;
 pub mod mounts;

@@ -2,7 +2,7 @@
 //! one-line message, a hint and an exit code. All logic lives in the library.
 
 use clap::{Parser, Subcommand};
-use secretfs::cli::{self, exit, init, mount, rewrap, status, umount, CliError};
+use secretfs::cli::{self, exit, fsck, init, mount, rewrap, status, umount, CliError};
 
 #[derive(Parser)]
 #[command(name = "secretfs", version, about = "Encrypted storage for cloud instances: a FUSE filesystem with per-file keys", after_help = cli::EXIT_CODES_HELP)]
@@ -23,6 +23,8 @@ enum Command {
     Rewrap(rewrap::RewrapArgs),
     /// Show whether a path is mounted, and with which filesystem and key source.
     Status(status::StatusArgs),
+    /// Verify every name, directory id and block of a backing store (exit codes as fsck(8)).
+    Fsck(fsck::FsckArgs),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -51,6 +53,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Umount(args) => umount::run(&args),
+        Command::Fsck(args) => {
+            let code = fsck::run(&args)?;
+            std::process::exit(code);
+        }
         Command::Status(args) => {
             let s = status::collect(&args.path)?;
             if args.json {

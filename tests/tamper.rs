@@ -271,3 +271,59 @@ fn random_byte_flips_across_the_tree_never_crash_the_daemon() {
     fs::write(fs.p("after"), b"alive").unwrap();
     assert_eq!(fs::read(fs.p("after")).unwrap(), b"alive");
 }
+
+#[test]
+fn fsck_is_clean_on_a_healthy_tree_and_repairs_only_what_is_safe() {
+    let mut fs = Fs::new();
+    fs::create_dir_all(fs.p("a/b")).unwrap();
+    fs::write(fs.p("a/b/file"), pattern(5, 70_000)).unwrap();
+    fs::write(fs.p(&"n".repeat(200)), b"long name").unwrap();
+    std::os::unix::fs::symlink("a/b/file", fs.p("ln")).unwrap();
+    fs.umount();
+    let out = common::secretfs(&["fsck", fs.backing.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 problems"));
+
+    // What a crash can leave behind: a half-built directory and an orphaned side file.
+    fs::create_dir(fs.backing.join("secretfs.tmp.00aa")).unwrap();
+    fs::write(fs.backing.join("lname.orphan.name"), b"x").unwrap();
+    let check = common::secretfs(&["fsck", fs.backing.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(4));
+    assert!(
+        fs.backing.join("secretfs.tmp.00aa").exists(),
+        "fsck without --repair changed the store"
+    );
+    let repair = common::secretfs(&["fsck", fs.backing.to_str().unwrap(), "--repair"]);
+    assert_eq!(
+        repair.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&repair.stdout)
+    );
+    assert!(String::from_utf8_lossy(&repair.stdout).contains("repaired: "));
+    assert_eq!(
+        common::secretfs(&["fsck", fs.backing.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+
+    let wrong = fs.dir.path().join("wrong-key");
+    fs::write(&wrong, [9u8; 32]).unwrap();
+    fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
+    let out = common::secretfs(&[
+        "fsck",
+        fs.backing.to_str().unwrap(),
+        "--key",
+        &format!("keyfile:{}", wrong.display()),
+    ]);
+    assert_eq!(out.status.code(), Some(8));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("config MAC mismatch"));
+    fs.mount();
+    assert!(fs::read(fs.p("a/b/file")).unwrap() == pattern(5, 70_000));
+}

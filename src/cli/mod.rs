@@ -1,13 +1,15 @@
 //! The command line: one module per subcommand, the argument types, and the single place where
 //! typed errors become a one-line message, a hint and a documented exit code.
 
+pub mod fsck;
 pub mod init;
 pub mod mount;
 pub mod rewrap;
 pub mod status;
 pub mod umount;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, FsConfig, KeySourceDescriptor};
+use crate::crypto::keys::KeyRing;
 use crate::keysource::aws::ErrorClass;
 use crate::keysource::s3::S3Uri;
 use crate::keysource::{AwsKeyArgs, KeySourceError, KeySpec, PassphraseInput};
@@ -200,6 +202,34 @@ impl KeyArgs {
         }
         Ok(())
     }
+}
+
+/// The key source to use: `--key`, else `-o key=`, else what `init` recorded in the config.
+pub fn choose_spec(
+    key: &KeyArgs,
+    option: Option<&str>,
+    config: &FsConfig,
+) -> Result<KeySpec, CliError> {
+    if let Some(text) = key.key.as_deref().or(option) {
+        return key.spec(text);
+    }
+    Ok(match &config.key_source {
+        KeySourceDescriptor::Keyfile { path } => KeySpec::Keyfile(path.clone()),
+        KeySourceDescriptor::Passphrase { .. } => KeySpec::Passphrase(key.passphrase_input()),
+        KeySourceDescriptor::Ephemeral => KeySpec::Ephemeral,
+        KeySourceDescriptor::Kms { .. } => KeySpec::Kms(key.aws.to_key_args()?),
+        KeySourceDescriptor::KmsPassword { .. } => KeySpec::KmsPassword(key.aws.to_key_args()?),
+    })
+}
+
+/// Loads the config of `backing`, obtains the key and checks that it opens this filesystem.
+pub fn unlock(backing: &std::path::Path, key: &KeyArgs) -> Result<(FsConfig, KeyRing), CliError> {
+    let (config, mac) = crate::config::load(backing)?;
+    let spec = choose_spec(key, None, &config)?;
+    let master = spec.resolve(&config.key_source, &config.fs_id_bytes())?;
+    let keys = KeyRing::new(&master, &config.fs_id_bytes());
+    config.verify_mac(&mac, &keys)?;
+    Ok((config, keys))
 }
 
 /// Canonical absolute form of a path that must exist.

@@ -81,17 +81,7 @@ pub fn plan(
         .hint("one backing store can be served by one daemon at a time"));
     }
     let (config, mac) = config::load(&backing)?;
-    let key_text = key.key.clone().or_else(|| opts.key.clone());
-    let spec = match key_text {
-        Some(text) => key.spec(&text)?,
-        None => match &config.key_source {
-            KeySourceDescriptor::Keyfile { path } => KeySpec::Keyfile(path.clone()),
-            KeySourceDescriptor::Passphrase { .. } => KeySpec::Passphrase(key.passphrase_input()),
-            KeySourceDescriptor::Ephemeral => KeySpec::Ephemeral,
-            KeySourceDescriptor::Kms { .. } => KeySpec::Kms(key.aws.to_key_args()?),
-            KeySourceDescriptor::KmsPassword { .. } => KeySpec::KmsPassword(key.aws.to_key_args()?),
-        },
-    };
+    let spec = super::choose_spec(key, opts.key.as_deref(), &config)?;
     Ok(MountPlan {
         backing,
         mountpoint,

@@ -201,6 +201,9 @@ impl Content {
         let from = (offset - b0 * BS) as usize;
         plain[from..from + data.len()].copy_from_slice(data);
         let sealed = self.seal_blocks(b0, &plain, Some(last));
+        // The blocks may be holes in the backing file: reserve first, so a full disk fails the
+        // write cleanly instead of tearing a block half-way.
+        reserve(fd, block_offset(b0), sealed.len() as u64)?;
         sys::pwrite_all(fd, &sealed, block_offset(b0)).map_err(io)
     }
 
@@ -262,15 +265,7 @@ impl Content {
 
         let old_stored = stored_size(old);
         for s in &segments {
-            let s_end = s.offset + s.bytes.len() as u64;
-            if s_end > old_stored {
-                let from = s.offset.max(old_stored);
-                match sys::fallocate(fd, libc::FALLOC_FL_KEEP_SIZE, from, s_end - from) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
-                    Err(e) => return Err(io(e)),
-                }
-            }
+            reserve(fd, s.offset, s.bytes.len() as u64)?;
         }
         for s in &segments {
             if let Err(e) = sys::pwrite_all(fd, &s.bytes, s.offset) {
@@ -436,6 +431,16 @@ impl Content {
             }
             _ => Err(Errno::EINVAL),
         }
+    }
+}
+
+/// Allocates backing space without changing the size; a filesystem without fallocate gets
+/// the old behaviour (ENOSPC may then surface from the write itself).
+fn reserve(fd: RawFd, offset: u64, len: u64) -> Result<(), Errno> {
+    match sys::fallocate(fd, libc::FALLOC_FL_KEEP_SIZE, offset, len) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),
+        Err(e) => Err(io(e)),
     }
 }
 

@@ -12,7 +12,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-mkdir -p "$work/mnt" "$work/other"
+chmod 0755 "$work"  # pjdfstest switches to unprivileged users, who must reach the mount
+mkdir -p "$work/mnt"
 "$bin" init "$work/backing" --key "keyfile:$work/key" >/dev/null
 "$bin" mount "$work/backing" "$work/mnt" -o "allow_other,log=$work/daemon.log"
 chmod 0755 "$work/mnt"

@@ -1,0 +1,418 @@
+//! Offline verification of a backing store: walks every directory id, name, long-name side file,
+//! symlink target, xattr and content block with the filesystem's keys, and repairs what is safe.
+
+use crate::crypto::content::{
+    block_count, block_offset, plain_size, FileCipher, FileHeader, HEADER_LEN, STORED_BLOCK_SIZE,
+};
+use crate::crypto::keys::KeyRing;
+use crate::crypto::names::{
+    classify, long_name_side_file, BackingEntry, NameCipher, CONFIG_FILE, DIRID_FILE, DIR_ID_LEN,
+    LONG_NAME_PREFIX, LONG_NAME_SIDE_SUFFIX, TEMP_PREFIX, XATTR_USER_PREFIX,
+};
+use serde::Serialize;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Blocks read per pread while verifying a file.
+const CHUNK_BLOCKS: u64 = 256;
+/// Bad blocks reported per file before the rest are summarised.
+const MAX_BLOCK_PROBLEMS: usize = 8;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    /// Plaintext path where it could be recovered, else the plaintext parent plus the backing name.
+    pub path: String,
+    pub backing: PathBuf,
+    pub kind: &'static str,
+    pub detail: String,
+    pub repaired: bool,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Report {
+    pub directories: u64,
+    pub files: u64,
+    pub symlinks: u64,
+    pub blocks: u64,
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    pub fn unrepaired(&self) -> usize {
+        self.problems.iter().filter(|p| !p.repaired).count()
+    }
+}
+
+pub struct Checker<'a> {
+    keys: &'a KeyRing,
+    names: NameCipher,
+    repair: bool,
+    report: Report,
+    progress: &'a mut dyn FnMut(&Report),
+}
+
+/// Checks the whole tree under `backing` (whose root directory id comes from the config).
+pub fn check(
+    backing: &Path,
+    root_dir_id: [u8; DIR_ID_LEN],
+    keys: &KeyRing,
+    repair: bool,
+    progress: &mut dyn FnMut(&Report),
+) -> Report {
+    let mut checker = Checker {
+        keys,
+        names: NameCipher::new(keys.names_key(), keys.xattr_key()),
+        repair,
+        report: Report::default(),
+        progress,
+    };
+    checker.directory(backing, "", root_dir_id, true);
+    checker.report
+}
+
+fn join(parent: &str, name: &str) -> String {
+    format!("{parent}/{name}")
+}
+
+impl Checker<'_> {
+    fn problem(
+        &mut self,
+        path: String,
+        backing: &Path,
+        kind: &'static str,
+        detail: impl Into<String>,
+        repaired: bool,
+    ) {
+        self.report.problems.push(Problem {
+            path,
+            backing: backing.to_path_buf(),
+            kind,
+            detail: detail.into(),
+            repaired,
+        });
+    }
+
+    fn directory(&mut self, dir: &Path, plain: &str, dir_id: [u8; DIR_ID_LEN], is_root: bool) {
+        self.report.directories += 1;
+        let entries: Vec<String> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(e) => {
+                return self.problem(
+                    plain_or_root(plain),
+                    dir,
+                    "unreadable-directory",
+                    e.to_string(),
+                    false,
+                )
+            }
+        };
+        for name in &entries {
+            let path = dir.join(name);
+            let full = match classify(name) {
+                BackingEntry::Internal => {
+                    self.internal(dir, plain, name, &entries, is_root);
+                    continue;
+                }
+                BackingEntry::Short(s) => s.as_bytes().to_vec(),
+                BackingEntry::Long(hashed) => {
+                    match std::fs::read(dir.join(long_name_side_file(hashed))) {
+                        Ok(full) if NameCipher::long_name_matches(hashed, &full) => full,
+                        Ok(_) => {
+                            self.problem(
+                                join(plain, name),
+                                &path,
+                                "long-name-mismatch",
+                                "the side file does not belong to this entry",
+                                false,
+                            );
+                            continue;
+                        }
+                        Err(e) => {
+                            self.problem(
+                                join(plain, name),
+                                &path,
+                                "long-name-missing",
+                                format!("side file: {e}"),
+                                false,
+                            );
+                            continue;
+                        }
+                    }
+                }
+            };
+            let child = match self.names.decrypt_name(&dir_id, &full) {
+                Ok(n) => join(plain, &String::from_utf8_lossy(&n)),
+                Err(e) => {
+                    self.problem(join(plain, name), &path, "name", e.to_string(), false);
+                    continue;
+                }
+            };
+            self.entry(&path, &child);
+        }
+        (self.progress)(&self.report);
+    }
+
+    fn internal(&mut self, dir: &Path, plain: &str, name: &str, entries: &[String], is_root: bool) {
+        let path = dir.join(name);
+        if name == DIRID_FILE || (is_root && name == CONFIG_FILE) {
+            return;
+        }
+        if name.starts_with(TEMP_PREFIX) {
+            let removed = self.repair && remove_any(&path).is_ok();
+            return self.problem(
+                join(plain, name),
+                &path,
+                "leftover-temporary",
+                "left by an interrupted mkdir or config write",
+                removed,
+            );
+        }
+        if let Some(entry) = name
+            .strip_prefix(LONG_NAME_PREFIX)
+            .and_then(|_| name.strip_suffix(LONG_NAME_SIDE_SUFFIX))
+        {
+            if !entries.iter().any(|e| e == entry) {
+                let removed = self.repair && std::fs::remove_file(&path).is_ok();
+                return self.problem(
+                    join(plain, name),
+                    &path,
+                    "orphaned-long-name",
+                    "side file of a name that no longer exists",
+                    removed,
+                );
+            }
+            return;
+        }
+        self.problem(
+            join(plain, name),
+            &path,
+            "unknown-internal-file",
+            "not created by secretfs",
+            false,
+        );
+    }
+
+    fn entry(&mut self, path: &Path, plain: &str) {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => return self.problem(plain.into(), path, "unreadable", e.to_string(), false),
+        };
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            match self.child_dir_id(path, plain) {
+                Some(id) => self.directory(path, plain, id, false),
+                None => self.report.directories += 1,
+            }
+        } else if ft.is_symlink() {
+            self.report.symlinks += 1;
+            match std::fs::read_link(path) {
+                Ok(t) => {
+                    if let Err(e) = self.names.decrypt_symlink(t.as_os_str().as_bytes()) {
+                        self.problem(plain.into(), path, "symlink-target", e.to_string(), false);
+                    }
+                }
+                Err(e) => self.problem(plain.into(), path, "symlink-target", e.to_string(), false),
+            }
+        } else if ft.is_file() {
+            self.report.files += 1;
+            self.content(path, plain, meta.len());
+            if self.report.files % 256 == 0 {
+                (self.progress)(&self.report);
+            }
+        }
+        if !ft.is_symlink() {
+            self.xattrs(path, plain);
+        }
+    }
+
+    fn child_dir_id(&mut self, path: &Path, plain: &str) -> Option<[u8; DIR_ID_LEN]> {
+        let id_path = path.join(DIRID_FILE);
+        match std::fs::read(&id_path) {
+            Ok(id) if id.len() == DIR_ID_LEN => id.try_into().ok(),
+            Ok(id) => {
+                self.problem(
+                    plain.into(),
+                    &id_path,
+                    "directory-id",
+                    format!("{} bytes instead of {DIR_ID_LEN}", id.len()),
+                    false,
+                );
+                None
+            }
+            Err(_) => {
+                let has_names = std::fs::read_dir(path)
+                    .map(|rd| {
+                        rd.flatten().any(|e| {
+                            !matches!(
+                                classify(&e.file_name().to_string_lossy()),
+                                BackingEntry::Internal
+                            )
+                        })
+                    })
+                    .unwrap_or(true);
+                if has_names {
+                    self.problem(
+                        plain.into(),
+                        &id_path,
+                        "directory-id",
+                        "missing; the names inside cannot be decrypted",
+                        false,
+                    );
+                    return None;
+                }
+                // An empty directory's id protects nothing yet: a new one is safe.
+                let mut id = [0u8; DIR_ID_LEN];
+                crate::crypto::keys::fill_random(&mut id);
+                let repaired =
+                    self.repair && crate::config::write_atomically(&id_path, &id, 0o400).is_ok();
+                self.problem(
+                    plain.into(),
+                    &id_path,
+                    "directory-id",
+                    "missing in an empty directory",
+                    repaired,
+                );
+                repaired.then_some(id)
+            }
+        }
+    }
+
+    fn content(&mut self, path: &Path, plain: &str, stored: u64) {
+        let size = match plain_size(stored) {
+            Ok(0) => return,
+            Ok(s) => s,
+            Err(e) => return self.problem(plain.into(), path, "size", e.to_string(), false),
+        };
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) => return self.problem(plain.into(), path, "unreadable", e.to_string(), false),
+        };
+        let mut raw = [0u8; HEADER_LEN];
+        let header = match file
+            .read_exact_at(&mut raw, 0)
+            .map_err(|e| e.to_string())
+            .and_then(|_| FileHeader::decode(&raw).map_err(|e| e.to_string()))
+        {
+            Ok(h) => h,
+            Err(e) => return self.problem(plain.into(), path, "header", e, false),
+        };
+        let cipher = FileCipher::new(self.keys.file_key(&header.file_id).expose(), &header);
+        let (count, last) = (block_count(size), block_count(size) - 1);
+        let mut bad = Vec::new();
+        let mut out = vec![0u8; crate::crypto::content::BLOCK_SIZE];
+        let mut first = 0;
+        while first < count {
+            let end = (first + CHUNK_BLOCKS).min(count);
+            let from = block_offset(first);
+            let mut buf = vec![0u8; (block_offset(end).min(stored) - from) as usize];
+            if let Err(e) = file.read_exact_at(&mut buf, from) {
+                return self.problem(plain.into(), path, "unreadable", e.to_string(), false);
+            }
+            for (i, block) in buf.chunks(STORED_BLOCK_SIZE).enumerate() {
+                let b = first + i as u64;
+                if cipher.open_block(b, b == last, block, &mut out).is_err() {
+                    bad.push(b);
+                }
+            }
+            self.report.blocks += end - first;
+            first = end;
+        }
+        if !bad.is_empty() {
+            let shown: Vec<String> = bad
+                .iter()
+                .take(MAX_BLOCK_PROBLEMS)
+                .map(u64::to_string)
+                .collect();
+            let more = bad.len().saturating_sub(MAX_BLOCK_PROBLEMS);
+            let detail = format!(
+                "{} of {count} blocks fail authentication: {}{}",
+                bad.len(),
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            );
+            self.problem(plain.into(), path, "blocks", detail, false);
+        }
+    }
+
+    fn xattrs(&mut self, path: &Path, plain: &str) {
+        let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+            return;
+        };
+        for stored in list_xattrs(&c) {
+            if !stored.starts_with(XATTR_USER_PREFIX.as_bytes()) {
+                continue;
+            }
+            let name = String::from_utf8_lossy(&stored).into_owned();
+            if self.names.decrypt_xattr_name(&stored).is_err() {
+                self.problem(plain.into(), path, "xattr-name", name, false);
+                continue;
+            }
+            let ok = get_xattr(&c, &stored)
+                .is_some_and(|v| self.names.open_xattr_value(&name, &v).is_ok());
+            if !ok {
+                self.problem(plain.into(), path, "xattr-value", name, false);
+            }
+        }
+    }
+}
+
+fn plain_or_root(plain: &str) -> String {
+    if plain.is_empty() {
+        "/".into()
+    } else {
+        plain.into()
+    }
+}
+
+fn remove_any(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+}
+
+fn list_xattrs(path: &CString) -> Vec<Vec<u8>> {
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: buf is writable for its length.
+    let n = unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    buf.truncate(n as usize);
+    buf.split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+fn get_xattr(path: &CString, name: &[u8]) -> Option<Vec<u8>> {
+    let name = CString::new(name).ok()?;
+    let mut buf = vec![0u8; 65536 + 64];
+    // SAFETY: buf is writable for its length.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    (n >= 0).then(|| {
+        buf.truncate(n as usize);
+        buf
+    })
+}
