@@ -18,13 +18,38 @@ pub struct MountOptions {
     pub writeback: bool,
     /// Where the daemon writes its log (default: syslog when in the background).
     pub log: Option<PathBuf>,
+    /// `mode=file|block`.
+    pub mode: Mode,
+    /// `init=auto`: create the filesystem when the backing store is empty (fresh instance store).
+    pub init_auto: bool,
+    /// `kms-key=`, `wrapped-key=`, `context=`, `aws-timeout=`: as the CLI flags of the same names.
+    pub kms_key: Option<String>,
+    pub wrapped_key: Option<String>,
+    pub context: Option<String>,
+    pub aws_timeout: Option<u64>,
+    /// `region=`: the AWS region, when neither the key ARN nor the environment names it.
+    pub region: Option<String>,
     /// Options for mount(8)/systemd that the daemon itself has no use for.
     pub ignored: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    File,
+    Block,
 }
 
 /// Options with a value, then flags: the list printed when an option is unknown.
 pub const VALID: &[&str] = &[
     "key=",
+    "mode=file|block",
+    "init=auto|never",
+    "kms-key=",
+    "wrapped-key=",
+    "context=",
+    "region=",
+    "aws-timeout=",
     "threads=",
     "log=",
     "ro",
@@ -69,6 +94,25 @@ pub enum OptionError {
 impl MountOptions {
     /// Parses one or more comma-separated option strings (later options win).
     pub fn parse<'a>(groups: impl IntoIterator<Item = &'a str>) -> Result<Self, OptionError> {
+        Self::parse_with(groups, false)
+    }
+
+    /// mount(8)'s `-s`: unknown options are dropped (and listed in `ignored`) instead of refused.
+    pub fn parse_sloppy<'a>(
+        groups: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, OptionError> {
+        Self::parse_with(groups, true)
+    }
+
+    /// The extra KMS context pairs, written `k=v;k2=v2` in fstab (a comma separates options).
+    pub fn context_pairs(&self) -> Option<String> {
+        self.context.as_ref().map(|c| c.replace(';', ","))
+    }
+
+    fn parse_with<'a>(
+        groups: impl IntoIterator<Item = &'a str>,
+        sloppy: bool,
+    ) -> Result<Self, OptionError> {
         let mut o = MountOptions::default();
         for opt in groups
             .into_iter()
@@ -99,6 +143,49 @@ impl MountOptions {
                     o.threads = Some(n);
                 }
                 "log" => o.log = Some(PathBuf::from(need(name, value)?)),
+                "mode" => {
+                    o.mode = match need(name, value)? {
+                        "file" => Mode::File,
+                        "block" => Mode::Block,
+                        v => {
+                            return Err(OptionError::BadValue {
+                                name: name.into(),
+                                value: v.into(),
+                                why: "must be file or block".into(),
+                            })
+                        }
+                    }
+                }
+                "init" => {
+                    o.init_auto = match need(name, value)? {
+                        "auto" => true,
+                        "never" => false,
+                        v => {
+                            return Err(OptionError::BadValue {
+                                name: name.into(),
+                                value: v.into(),
+                                why: "must be auto or never".into(),
+                            })
+                        }
+                    }
+                }
+                "kms-key" => o.kms_key = Some(need(name, value)?.to_string()),
+                "wrapped-key" => o.wrapped_key = Some(need(name, value)?.to_string()),
+                "context" => o.context = Some(need(name, value)?.to_string()),
+                "region" => o.region = Some(need(name, value)?.to_string()),
+                "aws-timeout" => {
+                    let v = need(name, value)?;
+                    let secs: u64 =
+                        v.parse()
+                            .ok()
+                            .filter(|s| *s > 0)
+                            .ok_or_else(|| OptionError::BadValue {
+                                name: name.into(),
+                                value: v.into(),
+                                why: "must be a number of seconds, at least 1".into(),
+                            })?;
+                    o.aws_timeout = Some(secs);
+                }
                 "ro" => o.read_only = true,
                 "rw" => o.read_only = false,
                 "allow_other" => o.allow_other = true,
@@ -117,9 +204,8 @@ impl MountOptions {
                 "defaults" | "auto" | "noauto" | "nofail" | "_netdev" | "default_permissions" => {
                     o.ignored.push(opt.to_string())
                 }
-                n if n.starts_with("x-") || n.starts_with("comment=") => {
-                    o.ignored.push(opt.to_string())
-                }
+                n if n.starts_with("x-") || n == "comment" => o.ignored.push(opt.to_string()),
+                _ if sloppy => o.ignored.push(opt.to_string()),
                 _ => return Err(OptionError::Unknown(opt.to_string())),
             }
             if value.is_some()
@@ -155,6 +241,33 @@ mod tests {
         assert!(o.read_only && o.allow_other);
         assert_eq!(o.key.as_deref(), Some("keyfile:/etc/k"));
         assert_eq!(o.ignored.len(), 3);
+    }
+
+    #[test]
+    fn fstab_options_for_kms_and_first_boot() {
+        let o = MountOptions::parse(["key=kms,kms-key=alias/sfs,wrapped-key=s3://b/k,context=app=web;env=prod,region=eu-west-1,init=auto,mode=file,aws-timeout=90"]).unwrap();
+        assert_eq!(o.kms_key.as_deref(), Some("alias/sfs"));
+        assert_eq!(o.wrapped_key.as_deref(), Some("s3://b/k"));
+        assert_eq!(o.context_pairs().as_deref(), Some("app=web,env=prod"));
+        assert_eq!(o.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            (o.init_auto, o.mode, o.aws_timeout),
+            (true, Mode::File, Some(90))
+        );
+        assert!(matches!(
+            MountOptions::parse(["mode=disk"]),
+            Err(OptionError::BadValue { .. })
+        ));
+        assert!(matches!(
+            MountOptions::parse(["init=maybe"]),
+            Err(OptionError::BadValue { .. })
+        ));
+        assert!(matches!(
+            MountOptions::parse(["aws-timeout=0"]),
+            Err(OptionError::BadValue { .. })
+        ));
+        let sloppy = MountOptions::parse_sloppy(["ro,whatever"]).unwrap();
+        assert!(sloppy.read_only && sloppy.ignored == ["whatever"]);
     }
 
     #[test]

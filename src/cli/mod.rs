@@ -2,6 +2,7 @@
 //! typed errors become a one-line message, a hint and a documented exit code.
 
 pub mod fsck;
+pub mod helper;
 pub mod init;
 pub mod mount;
 pub mod rewrap;
@@ -171,6 +172,34 @@ pub struct KeyArgs {
 }
 
 impl KeyArgs {
+    /// No flags at all: everything comes from mount options or the config.
+    pub fn none() -> Self {
+        KeyArgs {
+            key: None,
+            passphrase_fd: None,
+            passphrase_command: None,
+            aws: AwsArgs {
+                kms_key: None,
+                wrapped_key: None,
+                context: None,
+                aws_timeout: crate::keysource::aws::DEFAULT_TIMEOUT.as_secs(),
+            },
+        }
+    }
+
+    /// These flags completed by mount options (`key=`, `kms-key=`, …); flags win.
+    pub fn with_options(&self, o: &crate::mountopts::MountOptions) -> KeyArgs {
+        let mut k = self.clone();
+        k.key = k.key.or_else(|| o.key.clone());
+        k.aws.kms_key = k.aws.kms_key.or_else(|| o.kms_key.clone());
+        k.aws.wrapped_key = k.aws.wrapped_key.or_else(|| o.wrapped_key.clone());
+        k.aws.context = k.aws.context.or_else(|| o.context_pairs());
+        if let Some(t) = o.aws_timeout {
+            k.aws.aws_timeout = t;
+        }
+        k
+    }
+
     pub fn passphrase_input(&self) -> PassphraseInput {
         match (&self.passphrase_fd, &self.passphrase_command) {
             (Some(fd), _) => PassphraseInput::Fd(*fd),

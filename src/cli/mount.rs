@@ -8,7 +8,7 @@ use crate::daemon::{self, Forked, MountState, Readiness};
 use crate::fs::kmount::{self, KernelMount};
 use crate::fs::{FsOptions, SecretFs};
 use crate::keysource::{KeySpec, PassphraseInput};
-use crate::mountopts::MountOptions;
+use crate::mountopts::{Mode, MountOptions};
 use crate::{audit, mounts};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -60,6 +60,18 @@ pub fn plan(
     opts: MountOptions,
     foreground: bool,
 ) -> Result<MountPlan, CliError> {
+    if opts.mode == Mode::Block {
+        return Err(CliError::new(exit::USAGE, "mode=block is not available in this version of secretfs")
+            .hint("use mode=file (the default); block mode (dm-crypt/LUKS2) is a separate, upcoming feature"));
+    }
+    let key = &key.with_options(&opts);
+    if let Some(region) = &opts.region {
+        // Read by the AWS SDK's region chain; set while the process is still single-threaded.
+        std::env::set_var("AWS_REGION", region);
+    }
+    if opts.init_auto && !crate::config::config_path(backing).exists() {
+        init_if_blank(backing, key)?;
+    }
     let backing = super::existing_dir(backing, "backing directory", exit::BACKING)?;
     let mountpoint = super::existing_dir(mountpoint, "mount point", exit::MOUNT)?;
     if mounts::at(&mountpoint).is_some_and(|m| m.fstype == mounts::FUSE_TYPE) {
@@ -91,6 +103,26 @@ pub fn plan(
         opts,
         foreground,
     })
+}
+
+/// `init=auto`: a missing or empty backing directory (a fresh instance-store disk) gets a new
+/// filesystem; anything else without a config is left alone and reported by the mount.
+fn init_if_blank(backing: &Path, key: &KeyArgs) -> Result<(), CliError> {
+    let blank = match std::fs::read_dir(backing) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    };
+    if !blank {
+        return Ok(());
+    }
+    let args = super::init::InitArgs {
+        backing: backing.to_path_buf(),
+        key: key.clone(),
+        force: false,
+    };
+    let done = super::init::run(&args)?;
+    tracing::info!(fs_id = %done.config.fs_id, backing = %done.backing.display(), "init=auto created a new filesystem");
+    Ok(())
 }
 
 /// Mounts according to `plan`: in the foreground, or forks and waits for the daemon's word.

@@ -2,6 +2,8 @@
 //! directory, driven by the real `secretfs` binary, unmounted on drop.
 #![allow(dead_code)]
 
+pub mod aws;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

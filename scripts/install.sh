@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs secretfs system-wide, as root: the `secretfs` command and the mount(8)/umount(8)
+# helpers, so `mount -t secretfs`, fstab lines and `umount` work.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --release --quiet -p secretfs -p mount-secretfs
+install -m 0755 target/release/secretfs /usr/local/bin/secretfs
+install -m 0755 target/release/mount-secretfs /sbin/mount.secretfs
+# umount(8) looks for umount.<type>; file mode mounts are type fuse.secretfs.
+ln -sf /sbin/mount.secretfs /sbin/umount.fuse.secretfs
+echo "installed /usr/local/bin/secretfs, /sbin/mount.secretfs, /sbin/umount.fuse.secretfs"

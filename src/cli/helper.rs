@@ -1,0 +1,232 @@
+//! The mount(8)/umount(8) helper protocol: `mount.secretfs SOURCE DIR [-sfnv] [-o OPTIONS]` and
+//! `umount.fuse.secretfs DIR [-flnrv]`, mapped onto the same plan/start code as `secretfs mount`.
+
+use super::{mount, umount, CliError, KeyArgs};
+use crate::mountopts::MountOptions;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// mount(8)'s helper exit codes.
+const EX_USAGE: i32 = 1;
+const EX_FAIL: i32 = 32;
+
+/// The name a helper was invoked as decides what it does.
+pub fn invoked_as_helper(argv0: &Path) -> Option<&'static str> {
+    let name = argv0.file_name()?.to_str()?;
+    if name.starts_with("mount.") {
+        Some("mount")
+    } else if name.starts_with("umount.") {
+        Some("umount")
+    } else {
+        None
+    }
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct HelperArgs {
+    positional: Vec<PathBuf>,
+    options: Vec<String>,
+    fake: bool,
+    verbose: bool,
+    sloppy: bool,
+    lazy: bool,
+}
+
+/// mount(8) passes flags in any order and may group them (`-nv`); `-o` and `-t` take a value,
+/// either joined (`-oro`) or as the next argument.
+fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<HelperArgs, String> {
+    let mut out = HelperArgs::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let Some(text) = arg.to_str().filter(|t| t.starts_with('-') && t.len() > 1) else {
+            out.positional.push(PathBuf::from(arg));
+            continue;
+        };
+        let flags: Vec<char> = text[1..].chars().collect();
+        for (i, flag) in flags.iter().enumerate() {
+            match flag {
+                'o' | 't' | 'N' => {
+                    let rest: String = flags[i + 1..].iter().collect();
+                    let value = if rest.is_empty() {
+                        args.next()
+                            .and_then(|v| v.into_string().ok())
+                            .ok_or(format!("-{flag} needs a value"))?
+                    } else {
+                        rest
+                    };
+                    if *flag == 'o' {
+                        out.options.push(value);
+                    }
+                    break;
+                }
+                'f' => out.fake = true,
+                'v' => out.verbose = true,
+                's' => out.sloppy = true,
+                'l' => out.lazy = true,
+                'n' | 'r' | 'd' | 'i' => {}
+                other => return Err(format!("unknown flag -{other}")),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn report(program: &str, e: &CliError) {
+    eprintln!("{program}: {e}");
+    let line = format!("{program}: {}", e.message);
+    if let Ok(c) = std::ffi::CString::new(line.replace('\0', " ")) {
+        // SAFETY: "%s" with one valid C string, after openlog with a static ident.
+        unsafe {
+            libc::openlog(c"secretfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON);
+            libc::syslog(libc::LOG_ERR, c"%s".as_ptr(), c.as_ptr());
+        }
+    }
+}
+
+/// `mount.secretfs SOURCE DIR [-sfnv] [-o OPTIONS]`; returns mount(8)'s exit code.
+pub fn mount_main(program: &str, args: impl IntoIterator<Item = OsString>) -> i32 {
+    let parsed = match parse_args(args) {
+        Ok(p) if p.positional.len() == 2 => p,
+        Ok(_) => {
+            eprintln!("usage: {program} SOURCE DIR [-sfnv] [-o OPTIONS]");
+            return EX_USAGE;
+        }
+        Err(e) => {
+            eprintln!("{program}: {e}\nusage: {program} SOURCE DIR [-sfnv] [-o OPTIONS]");
+            return EX_USAGE;
+        }
+    };
+    let (source, dir) = (&parsed.positional[0], &parsed.positional[1]);
+    let groups = parsed.options.iter().map(String::as_str);
+    let opts = if parsed.sloppy {
+        MountOptions::parse_sloppy(groups)
+    } else {
+        MountOptions::parse(groups)
+    };
+    let opts = match opts {
+        Ok(o) => o,
+        Err(e) => {
+            report(program, &CliError::new(EX_USAGE, e.to_string()));
+            return EX_USAGE;
+        }
+    };
+    if parsed.verbose {
+        println!(
+            "{program}: mounting {} on {} ({})",
+            source.display(),
+            dir.display(),
+            parsed.options.join(",")
+        );
+    }
+    if parsed.fake {
+        return match fake_check(source, dir, &opts) {
+            Ok(()) => 0,
+            Err(e) => {
+                report(program, &e);
+                EX_FAIL
+            }
+        };
+    }
+    let result = mount::plan(source, dir, &KeyArgs::none(), opts, false).and_then(mount::start);
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            report(program, &e);
+            if e.code == super::exit::USAGE {
+                EX_USAGE
+            } else {
+                EX_FAIL
+            }
+        }
+    }
+}
+
+/// `-f`: everything but the mount — options, paths and (if present) the config are checked.
+fn fake_check(source: &Path, dir: &Path, opts: &MountOptions) -> Result<(), CliError> {
+    super::existing_dir(dir, "mount point", super::exit::MOUNT)?;
+    if crate::config::config_path(source).exists() || !opts.init_auto {
+        crate::config::load(source)?;
+    }
+    Ok(())
+}
+
+/// `umount.fuse.secretfs DIR [-flnrv]`: unmount and wait for the daemon, as `secretfs umount`.
+pub fn umount_main(program: &str, args: impl IntoIterator<Item = OsString>) -> i32 {
+    let parsed = match parse_args(args) {
+        Ok(p) if p.positional.len() == 1 => p,
+        _ => {
+            eprintln!("usage: {program} DIR [-flnrv]");
+            return EX_USAGE;
+        }
+    };
+    let args = umount::UmountArgs {
+        mountpoint: parsed.positional[0].clone(),
+        lazy: parsed.lazy,
+    };
+    match umount::run(&args) {
+        Ok(()) => 0,
+        Err(e) => {
+            report(program, &e);
+            EX_FAIL
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn parses_what_mount8_passes() {
+        let p = parse_args(args(&[
+            "/var/lib/s",
+            "/mnt/s",
+            "-n",
+            "-o",
+            "rw,key=kms",
+            "-sv",
+        ]))
+        .unwrap();
+        assert_eq!(
+            p.positional,
+            vec![PathBuf::from("/var/lib/s"), PathBuf::from("/mnt/s")]
+        );
+        assert_eq!(p.options, vec!["rw,key=kms".to_string()]);
+        assert!(p.sloppy && p.verbose && !p.fake);
+        let joined = parse_args(args(&["-oro", "a", "b", "-t", "secretfs"])).unwrap();
+        assert_eq!(joined.options, vec!["ro".to_string()]);
+        assert_eq!(joined.positional.len(), 2);
+        assert!(parse_args(args(&["a", "b", "-o"])).is_err());
+        assert!(parse_args(args(&["a", "b", "-Z"])).is_err());
+    }
+
+    #[test]
+    fn helper_role_comes_from_the_program_name() {
+        assert_eq!(
+            invoked_as_helper(Path::new("/sbin/mount.secretfs")),
+            Some("mount")
+        );
+        assert_eq!(
+            invoked_as_helper(Path::new("/sbin/umount.fuse.secretfs")),
+            Some("umount")
+        );
+        assert_eq!(
+            invoked_as_helper(Path::new("/usr/local/bin/secretfs")),
+            None
+        );
+    }
+
+    #[test]
+    fn bad_usage_is_exit_1() {
+        assert_eq!(mount_main("mount.secretfs", args(&["only-one"])), EX_USAGE);
+        assert_eq!(
+            mount_main("mount.secretfs", args(&["a", "b", "-o", "bogus"])),
+            EX_USAGE
+        );
+        assert_eq!(umount_main("umount.secretfs", args(&[])), EX_USAGE);
+    }
+}
