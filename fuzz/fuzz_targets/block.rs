@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use secretfs::crypto::content::{block_count, plain_size, stored_size, FileCipher, FileHeader, BLOCK_SIZE};
+use secretfs_pure::crypto::content::{block_count, plain_size, stored_size, FileCipher, FileHeader, BLOCK_SIZE};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 9 {

@@ -2,8 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use secretfs::config::FsConfig;
-use secretfs::crypto::keys::{KeyRing, MasterKey};
+use secretfs_pure::config::FsConfig;
+use secretfs_pure::crypto::keys::{KeyRing, MasterKey};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok((config, mac)) = FsConfig::parse_unverified(data) {

@@ -2,8 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use secretfs::crypto::keys::SecretBytes;
-use secretfs::crypto::names::{classify, NameCipher};
+use secretfs_pure::crypto::keys::SecretBytes;
+use secretfs_pure::crypto::names::{classify, NameCipher};
 
 fuzz_target!(|data: &[u8]| {
     let names = NameCipher::new(
