@@ -76,16 +76,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
 fn main() {
     // Installed as mount.secretfs / umount.fuse.secretfs (links to this binary), act as the
     // mount(8) / umount(8) helper.
-    let mut args = std::env::args_os();
-    let argv0 = std::path::PathBuf::from(args.next().unwrap_or_default());
-    let program = argv0
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    match cli::helper::invoked_as_helper(&argv0) {
-        Some("mount") => std::process::exit(cli::helper::mount_main(&program, args)),
-        Some(_) => std::process::exit(cli::helper::umount_main(&program, args)),
-        None => {}
+    if let Some(code) = cli::helper::run_from_argv(None) {
+        std::process::exit(code);
     }
     let cli = Cli::parse();
     if let Err(e) = run(cli) {

@@ -22,6 +22,23 @@ pub fn invoked_as_helper(argv0: &Path) -> Option<&'static str> {
     }
 }
 
+/// Runs the helper role named by argv[0] (or `default` when the name names none) and returns its
+/// exit code; `None` means this is the ordinary `secretfs` command.
+pub fn run_from_argv(default: Option<&'static str>) -> Option<i32> {
+    let mut args = std::env::args_os();
+    let argv0 = PathBuf::from(args.next().unwrap_or_default());
+    let role = invoked_as_helper(&argv0).or(default)?;
+    let program = argv0.file_name().map_or_else(
+        || format!("{role}.secretfs"),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    Some(if role == "mount" {
+        mount_main(&program, args)
+    } else {
+        umount_main(&program, args)
+    })
+}
+
 #[derive(Debug, Default, PartialEq, Eq)]
 struct HelperArgs {
     positional: Vec<PathBuf>,
