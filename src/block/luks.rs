@@ -26,7 +26,7 @@ pub struct Token {
 }
 
 fn cryptsetup() -> Command {
-    let mut c = Command::new("cryptsetup");
+    let mut c = super::command("cryptsetup");
     // Messages are parsed for nothing but shown to users: keep them in English.
     c.env("LC_ALL", "C");
     c

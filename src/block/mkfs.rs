@@ -4,7 +4,7 @@
 use super::BlockError;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 /// How much of the start of a device must be zero for it to count as blank: every common
 /// signature (MBR/GPT, LUKS, ext*, xfs, btrfs, swap, iso9660) lies in the first MiB.
@@ -66,7 +66,7 @@ pub fn probe(device: &Path) -> Result<Content, BlockError> {
 
 /// What `blkid -p` says is on the device ("ext4", "xfs", …), for the refusal message.
 pub fn describe(device: &Path) -> Option<String> {
-    let out = Command::new("blkid")
+    let out = super::command("blkid")
         .args(["-p", "-o", "value", "-s", "TYPE"])
         .arg(device)
         .stderr(Stdio::null())
@@ -94,7 +94,7 @@ pub fn mkfs(device: &Path, fs: FsType) -> Result<(), BlockError> {
         ),
         FsType::Xfs => ("mkfs.xfs", "xfsprogs", &["-q", "-f", "-L", "secretfs"]),
     };
-    let out = Command::new(tool)
+    let out = super::command(tool)
         .args(args)
         .arg(device)
         .stdin(Stdio::null())

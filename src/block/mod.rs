@@ -96,16 +96,28 @@ pub fn preflight() -> Result<(), BlockError> {
     if !in_misc && !Path::new("/dev/mapper/control").exists() {
         return Err(BlockError::NoDeviceMapper);
     }
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("cryptsetup").is_file()))
-        .unwrap_or(false);
-    if !found {
+    if tool("cryptsetup").is_none() {
         return Err(BlockError::ToolMissing {
             tool: "cryptsetup",
             package: "cryptsetup-bin",
         });
     }
     Ok(())
+}
+
+/// Where an external tool is: PATH first, then the sbin directories, because mount(8) may run
+/// its helpers with a minimal PATH that lacks them.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A command for `name`, found as `tool` finds it (else left to PATH, to fail as NotFound).
+pub(crate) fn command(name: &str) -> std::process::Command {
+    std::process::Command::new(tool(name).unwrap_or_else(|| PathBuf::from(name)))
 }
 
 /// Undoes, in reverse order, whatever a failed open had done; disarmed on success.
@@ -118,7 +130,10 @@ struct Undo {
 
 impl Undo {
     fn disarm(&mut self) {
-        *self = Undo::default();
+        // Not `*self = Undo::default()`: that would drop, and so run, the old value.
+        self.created_file = None;
+        self.mapping = None;
+        self.mounted = None;
     }
 }
 
@@ -276,7 +291,7 @@ pub fn open(mut p: Prepared, spec: &KeySpec) -> Result<Opened, BlockError> {
             let what = match content {
                 mkfs::Content::Luks => "another LUKS volume (no secretfs token)".to_string(),
                 _ => mkfs::describe(&p.device)
-                    .map(|t| format!("a {t} filesystem"))
+                    .map(|t| format!("an existing {t} filesystem"))
                     .unwrap_or_else(|| "data (a partition table or unknown signature)".into()),
             };
             return Err(BlockError::Foreign {
@@ -375,7 +390,7 @@ fn unmount(dir: &Path) -> Result<(), BlockError> {
 /// table), so a plain `umount DIR` runs `umount.secretfs DIR`, which closes LUKS and loop too.
 /// Best effort: without util-linux mount, `secretfs block close` still does everything.
 fn register_umount_helper(dev: &Path, dir: &Path, fs: FsType) {
-    let status = std::process::Command::new("mount")
+    let status = command("mount")
         .args(["-f", "-i", "-t", fs.name(), "-o", "uhelper=secretfs"])
         .arg(dev)
         .arg(dir)

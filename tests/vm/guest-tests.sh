@@ -1,0 +1,125 @@
+#!/bin/sh
+# Block-mode tests run inside the VM (real dm-crypt, loop and ext4): one PASS/FAIL line per case
+# on the results port ($1), the output of failed cases indented below, then DONE.
+R=${1:-/dev/stdout}
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin RUST_BACKTRACE=0
+S=secretfs
+mkdir -p /mnt/a /mnt/b /mnt/c /data
+
+# case NAME: runs the shell function t_NAME; its output is reported only on failure.
+case_() {
+    if "t_$1" >/tmp/out 2>&1; then
+        echo "PASS $1" >"$R"
+    else
+        echo "FAIL $1" >"$R"
+        sed 's/^/    /' /tmp/out >"$R"
+    fi
+}
+# expect CODE TEXT CMD…: CMD must exit with CODE and print TEXT.
+expect() {
+    code=$1 text=$2
+    shift 2
+    "$@" >/tmp/exp 2>&1
+    rc=$?
+    cat /tmp/exp
+    [ "$rc" -eq "$code" ] || { echo "expected exit $code, got $rc"; return 1; }
+    grep -q "$text" /tmp/exp || { echo "expected output to contain: $text"; return 1; }
+}
+no_mapping() {
+    if ls /dev/mapper | grep -q secretfs; then echo "mapping left behind:"; ls /dev/mapper; return 1; fi
+}
+no_loop() {
+    for f in /sys/block/loop*/loop/backing_file; do
+        [ -e "$f" ] && { echo "loop device still attached: $f -> $(cat "$f")"; return 1; }
+    done
+    return 0
+}
+
+t_open_blank_formats() {
+    expect 0 "formatted and opened" $S block open /dev/vda /mnt/a --key keyfile:/key || return 1
+    grep -q " /mnt/a ext4 " /proc/mounts || return 1
+    dd if=/dev/urandom of=/mnt/a/f1 bs=1M count=4 2>/dev/null && mkdir /mnt/a/d && echo hello >/mnt/a/d/f2
+    (cd /mnt/a && sha256sum f1 d/f2) >/tmp/sums
+}
+t_luks2_parameters() {
+    cryptsetup luksDump /dev/vda >/tmp/dump || return 1
+    cat /tmp/dump
+    grep -q "Version:.*2" /tmp/dump && grep -q "aes-xts-plain64" /tmp/dump &&
+        grep -q "sector: 4096" /tmp/dump && grep -q "512 bits" /tmp/dump &&
+        grep -q "PBKDF:.*pbkdf2" /tmp/dump && grep -q "secretfs" /tmp/dump
+}
+t_status_shows_block_volume() {
+    expect 0 "key source:  keyfile (/key)" $S status /mnt/a && expect 0 "block mode" $S block status /mnt/a
+}
+t_close() {
+    expect 0 "closed secretfs-" $S block close /mnt/a && no_mapping && ! grep -q " /mnt/a " /proc/mounts
+}
+t_reopen_keeps_data_formats_once() {
+    expect 0 "^opened secretfs-" $S block open /dev/vda /mnt/a --key keyfile:/key || return 1
+    (cd /mnt/a && sha256sum -c /tmp/sums) || return 1
+    $S block close /mnt/a
+}
+t_default_key_from_token() {
+    expect 0 "^opened" $S block open /dev/vda /mnt/a && $S block close secretfs-"$(cryptsetup luksUUID /dev/vda)"
+}
+t_wrong_key_refused() {
+    head -c 32 /dev/urandom >/key2 && chmod 0400 /key2
+    expect 3 "does not open" $S block open /dev/vda /mnt/a --key keyfile:/key2 && no_mapping &&
+        ! grep -q " /mnt/a " /proc/mounts
+}
+t_foreign_ext4_refused() {
+    before=$(head -c 1048576 /dev/vdb | sha256sum)
+    expect 4 "already holds an existing ext4 filesystem" $S block open /dev/vdb /mnt/b --key keyfile:/key || return 1
+    expect 4 "refusing" $S block open /dev/vdb /mnt/b --key keyfile:/key --format never || return 1
+    no_mapping && [ "$(head -c 1048576 /dev/vdb | sha256sum)" = "$before" ]
+}
+t_foreign_luks_refused() {
+    truncate -s 64M /data/other.img
+    printf 'other' | cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file - /data/other.img || return 1
+    expect 4 "another LUKS volume" $S block open /data/other.img /mnt/b --key keyfile:/key && no_mapping && no_loop
+}
+t_busy_refused() {
+    $S block open /dev/vda /mnt/a --key keyfile:/key >/dev/null || return 1
+    expect 5 "busy" $S block open /dev/vda /mnt/b --key keyfile:/key
+    rc=$?
+    $S block close /mnt/a
+    return $rc
+}
+t_file_target_via_loop() {
+    expect 0 "formatted and opened .*/dev/loop" $S block open /data/vol.img /mnt/b --size 64M --key keyfile:/key || return 1
+    [ "$(stat -c %a /data/vol.img)" = 600 ] || { echo "mode $(stat -c %a /data/vol.img)"; return 1; }
+    expect 0 "backing:     /data/vol.img" $S status /mnt/b || return 1
+    echo loop-data >/mnt/b/x && (cd /mnt/b && sha256sum x) >/tmp/lsums
+    $S block close /mnt/b && no_mapping && no_loop || return 1
+    expect 0 "^opened" $S block open /data/vol.img /mnt/b --key keyfile:/key && (cd /mnt/b && sha256sum -c /tmp/lsums) || return 1
+    $S block close /mnt/b && no_loop
+}
+t_failure_undoes_everything() {
+    # No mkfs.xfs in the VM: the failure comes after create, loop attach, luksFormat and open.
+    expect 5 "mkfs.xfs" $S block open /data/undo.img /mnt/b --size 64M --fs xfs --key keyfile:/key || return 1
+    no_mapping && no_loop && [ ! -e /data/undo.img ] && ! grep -q " /mnt/b " /proc/mounts
+}
+t_ephemeral_starts_empty() {
+    expect 0 "formatted and opened" $S block open /data/eph.img /mnt/b --size 64M --key ephemeral --wipe || return 1
+    echo scratch >/mnt/b/s && $S block close /mnt/b || return 1
+    expect 0 "formatted and opened" $S block open /data/eph.img /mnt/b --key ephemeral || return 1
+    [ ! -e /mnt/b/s ] || { echo "ephemeral data survived"; return 1; }
+    $S block close /mnt/b && no_loop
+}
+t_fstab_mount_umount() {
+    echo "/dev/vda /mnt/c secretfs mode=block,key=keyfile:/key 0 0" >/etc/fstab
+    mount /mnt/c || return 1
+    (cd /mnt/c && sha256sum -c /tmp/sums) || return 1
+    umount /mnt/c || return 1
+    no_mapping && ! grep -q " /mnt/c " /proc/mounts
+}
+
+# The one key every persistent case uses; 32 random bytes, root-only.
+head -c 32 /dev/urandom >/key && chmod 0400 /key
+for c in open_blank_formats luks2_parameters status_shows_block_volume close \
+    reopen_keeps_data_formats_once default_key_from_token wrong_key_refused \
+    foreign_ext4_refused foreign_luks_refused busy_refused file_target_via_loop \
+    failure_undoes_everything ephemeral_starts_empty fstab_mount_umount; do
+    case_ "$c"
+done
+echo DONE >"$R"
