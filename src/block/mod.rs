@@ -386,12 +386,12 @@ fn unmount(dir: &Path) -> Result<(), BlockError> {
     })
 }
 
-/// Records `uhelper=secretfs` for the mount in util-linux's utab (`mount -f` only writes the
+/// Records `helper=secretfs` for the mount in util-linux's utab (`mount -f` only writes the
 /// table), so a plain `umount DIR` runs `umount.secretfs DIR`, which closes LUKS and loop too.
 /// Best effort: without util-linux mount, `secretfs block close` still does everything.
 fn register_umount_helper(dev: &Path, dir: &Path, fs: FsType) {
     let status = command("mount")
-        .args(["-f", "-i", "-t", fs.name(), "-o", "uhelper=secretfs"])
+        .args(["-f", "-i", "-t", fs.name(), "-o", "helper=secretfs"])
         .arg(dev)
         .arg(dir)
         .stdout(std::process::Stdio::null())
@@ -399,7 +399,7 @@ fn register_umount_helper(dev: &Path, dir: &Path, fs: FsType) {
         .status();
     if !status.is_ok_and(|s| s.success()) {
         tracing::debug!(
-            "mount -f could not record uhelper=secretfs for {}",
+            "mount -f could not record helper=secretfs for {}",
             dir.display()
         );
     }

@@ -191,7 +191,7 @@ pub fn umount_main(program: &str, args: impl IntoIterator<Item = OsString>) -> i
             return EX_USAGE;
         }
     };
-    // A block-mode mount (ext4 on /dev/mapper/secretfs-…) reaches us through uhelper=secretfs.
+    // A block-mode mount (ext4 on /dev/mapper/secretfs-…) reaches us through helper=secretfs.
     let target = parsed.positional[0].to_string_lossy().into_owned();
     if crate::block::resolve_name(&target).is_some() {
         return match crate::block::close(&target) {

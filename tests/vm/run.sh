@@ -4,6 +4,7 @@
 # e2fsprogs, runs tests/vm/guest-tests.sh there and reads the results from a second serial port.
 #
 # Usage: tests/vm/run.sh [SECRETFS_BINARY]   (default: $CARGO_TARGET_DIR or target, debug)
+#        SECRETFS_VM_CASES=open_blank_formats,close tests/vm/run.sh   (a subset, comma-separated)
 # Needs (scripts/install-deps.sh): qemu-system-x86 cpio busybox-static cryptsetup-bin e2fsprogs
 # kmod dash util-linux, and the cloud kernel .deb unpacked under $SECRETFS_VM_CACHE.
 set -euo pipefail
@@ -104,7 +105,7 @@ set +e
 timeout "$timeout_s" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m 1024 \
     -display none -monitor none -no-reboot \
     -kernel "$vmlinuz" -initrd "$work/initrd.gz" \
-    -append "console=ttyS0 panic=-1 quiet" \
+    -append "console=ttyS0 panic=-1 quiet${SECRETFS_VM_CASES:+ cases=$SECRETFS_VM_CASES}" \
     -drive "file=$work/blank.img,format=raw,if=virtio" \
     -drive "file=$work/foreign.img,format=raw,if=virtio" \
     -serial "file:$work/console.log" -serial "file:$work/results"
