@@ -181,4 +181,37 @@ mod tests {
         assert!(meta.blocks() < 64, "not sparse: {} blocks", meta.blocks());
         assert!(create_sparse(&path, 4096).is_err());
     }
+
+    /// Needs root and loop support (both present on the CI host, which lacks only dm).
+    #[test]
+    fn attach_then_drop_detaches_by_autoclear() {
+        if !Path::new("/dev/loop-control").exists() {
+            eprintln!("skipped: no /dev/loop-control");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vol.img");
+        create_sparse(&path, 8 << 20).unwrap();
+        let lo = attach(&path).unwrap();
+        let dev = lo.path.clone();
+        assert_eq!(backing_file(&dev), Some(path.clone()));
+        let size = crate::block::mkfs::device_size(&std::fs::File::open(&dev).unwrap()).unwrap();
+        assert_eq!(size, 8 << 20);
+        drop(lo);
+        // The kernel clears an autoclear loop device on the last close, asynchronously.
+        let mut gone = false;
+        for _ in 0..100 {
+            if backing_file(&dev).as_deref() != Some(path.as_path()) {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(
+            gone,
+            "{} still attached to {}",
+            dev.display(),
+            path.display()
+        );
+    }
 }
