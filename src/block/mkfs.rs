@@ -156,6 +156,24 @@ pub fn wipe(device: &Path) -> Result<(), BlockError> {
     Ok(())
 }
 
+/// LUKS2 keeps both header copies and the keyslot area in the first 16 MiB (the default data
+/// offset); zeroing them makes the device blank again, as `classify` sees it.
+pub const LUKS2_HEADER_AREA: u64 = 16 << 20;
+
+/// Zeroes the LUKS2 header area (undo of a format that did not complete).
+pub fn erase_header(device: &Path) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).open(device)?;
+    let len = device_size(&f)?.min(LUKS2_HEADER_AREA);
+    let zeros = vec![0u8; 1 << 20];
+    let mut done = 0;
+    while done < len {
+        let n = zeros.len().min((len - done) as usize);
+        f.write_all(&zeros[..n])?;
+        done += n as u64;
+    }
+    f.sync_all()
+}
+
 /// Size of a block device or file, through lseek (works for both without an ioctl).
 pub fn device_size(f: &std::fs::File) -> std::io::Result<u64> {
     use std::io::Seek;

@@ -124,6 +124,9 @@ pub(crate) fn command(name: &str) -> std::process::Command {
 #[derive(Default)]
 struct Undo {
     created_file: Option<PathBuf>,
+    /// A device this open formatted: its header is zeroed again, else the next open would find
+    /// "our" volume without a filesystem and never format it.
+    formatted: Option<PathBuf>,
     mapping: Option<String>,
     mounted: Option<PathBuf>,
 }
@@ -132,6 +135,7 @@ impl Undo {
     fn disarm(&mut self) {
         // Not `*self = Undo::default()`: that would drop, and so run, the old value.
         self.created_file = None;
+        self.formatted = None;
         self.mapping = None;
         self.mounted = None;
     }
@@ -149,6 +153,11 @@ impl Drop for Undo {
                 tracing::error!("undo: cannot close {name}: {e}");
             }
         }
+        if let Some(d) = self.formatted.take() {
+            if let Err(e) = mkfs::erase_header(&d) {
+                tracing::error!("undo: cannot erase the new LUKS header on {}: {e}", d.display());
+            }
+        }
         if let Some(f) = self.created_file.take() {
             // The loop device is detached by autoclear once its last opener is gone; the
             // file itself was made by this open and holds nothing yet.
@@ -161,11 +170,13 @@ impl Drop for Undo {
 pub struct Prepared {
     req: OpenRequest,
     device: PathBuf,
+    // Fields drop in declaration order: the undo must run while the loop device is still
+    // attached (it may erase a header through it), so it comes before `_loop`.
+    undo: Undo,
     /// Keeps the loop device attached until dm-crypt holds it (or detaches it on failure).
     _loop: Option<loopdev::LoopDevice>,
     content: mkfs::Content,
     header: Option<luks::Header>,
-    undo: Undo,
 }
 
 impl Prepared {
@@ -305,6 +316,7 @@ pub fn open(mut p: Prepared, spec: &KeySpec) -> Result<Opened, BlockError> {
         let (master, descriptor) = spec.init(uuid.as_bytes())?;
         let keys = KeyRing::new(&master, uuid.as_bytes());
         let pass = luks::passphrase_hex(&keys.luks_passphrase());
+        p.undo.formatted = Some(p.device.clone());
         luks::format(&p.device, &uuid, &pass)?;
         luks::import_token(&p.device, &descriptor)?;
         (uuid, keys, descriptor.kind())

@@ -97,7 +97,12 @@ t_file_target_via_loop() {
 t_failure_undoes_everything() {
     # No mkfs.xfs in the VM: the failure comes after create, loop attach, luksFormat and open.
     expect 5 "mkfs.xfs" $S block open /data/undo.img /mnt/b --size 64M --fs xfs --key keyfile:/key || return 1
-    no_mapping && no_loop && [ ! -e /data/undo.img ] && ! grep -q " /mnt/b " /proc/mounts
+    no_mapping && no_loop && [ ! -e /data/undo.img ] && ! grep -q " /mnt/b " /proc/mounts || return 1
+    # An existing target stays, but blank again: the half-made LUKS header is erased.
+    truncate -s 64M /data/undo2.img
+    expect 5 "mkfs.xfs" $S block open /data/undo2.img /mnt/b --fs xfs --key keyfile:/key || return 1
+    no_mapping && no_loop && [ "$(head -c 16777216 /data/undo2.img | tr -d '\000' | wc -c)" -eq 0 ] || return 1
+    expect 0 "formatted and opened" $S block open /data/undo2.img /mnt/b --key keyfile:/key && $S block close /mnt/b
 }
 t_ephemeral_starts_empty() {
     expect 0 "formatted and opened" $S block open /data/eph.img /mnt/b --size 64M --key ephemeral --wipe || return 1
