@@ -97,3 +97,21 @@ fn block_open_rejects_bad_sizes_before_anything() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("secretfs block open"), "{err}");
 }
+
+#[test]
+fn block_open_as_non_root_says_so() {
+    common::require_root();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_secretfs"))
+        .args(["block", "open", "/tmp/never.img", "/tmp", "--size", "64M"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("must run as root") && err.contains("sudo"),
+        "{err}"
+    );
+    assert!(!Path::new("/tmp/never.img").exists());
+}

@@ -155,7 +155,10 @@ impl Drop for Undo {
         }
         if let Some(d) = self.formatted.take() {
             if let Err(e) = mkfs::erase_header(&d) {
-                tracing::error!("undo: cannot erase the new LUKS header on {}: {e}", d.display());
+                tracing::error!(
+                    "undo: cannot erase the new LUKS header on {}: {e}",
+                    d.display()
+                );
             }
         }
         if let Some(f) = self.created_file.take() {

@@ -85,6 +85,13 @@ t_busy_refused() {
     $S block close /mnt/a
     return $rc
 }
+t_cryptsetup_missing() {
+    mv /sbin/cryptsetup /sbin/cryptsetup.hidden
+    expect 5 "cryptsetup is not installed" $S block open /dev/vda /mnt/a --key keyfile:/key
+    rc=$?
+    mv /sbin/cryptsetup.hidden /sbin/cryptsetup
+    return $rc
+}
 t_file_target_via_loop() {
     expect 0 "formatted and opened .*/dev/loop" $S block open /data/vol.img /mnt/b --size 64M --key keyfile:/key --perf-no-workqueue || return 1
     [ "$(stat -c %a /data/vol.img)" = 600 ] || { echo "mode $(stat -c %a /data/vol.img)"; return 1; }
@@ -166,7 +173,7 @@ head -c 32 /dev/urandom >/key && chmod 0400 /key
 cases=$(echo "${cases:-}" | tr ',' ' ')
 cases=${cases:-"open_blank_formats luks2_parameters status_shows_block_volume close
     reopen_keeps_data_formats_once default_key_from_token wrong_key_refused
-    foreign_ext4_refused foreign_luks_refused busy_refused file_target_via_loop
+    foreign_ext4_refused foreign_luks_refused busy_refused cryptsetup_missing file_target_via_loop
     failure_undoes_everything ephemeral_starts_empty plain_cryptsetup_opens fstab_mount_umount"}
 for c in $cases; do
     case_ "$c"
