@@ -353,7 +353,7 @@ pub fn open(mut p: Prepared, spec: &KeySpec) -> Result<Opened, BlockError> {
     mount(&mapper, &p.req.mountpoint, p.req.fs, p.req.mount_flags)?;
     p.undo.mounted = Some(p.req.mountpoint.clone());
     p.undo.disarm();
-    register_umount_helper(&mapper, &p.req.mountpoint, p.req.fs);
+    register_umount_helper(&mapper, &p.req.mountpoint, p.req.fs.name());
     Ok(Opened {
         name,
         mapper,
@@ -404,9 +404,9 @@ fn unmount(dir: &Path) -> Result<(), BlockError> {
 /// Records `helper=secretfs` for the mount in util-linux's utab (`mount -f` only writes the
 /// table), so a plain `umount DIR` runs `umount.secretfs DIR`, which closes LUKS and loop too.
 /// Best effort: without util-linux mount, `secretfs block close` still does everything.
-fn register_umount_helper(dev: &Path, dir: &Path, fs: FsType) {
+fn register_umount_helper(dev: &Path, dir: &Path, fstype: &str) {
     let status = command("mount")
-        .args(["-f", "-i", "-t", fs.name(), "-o", "helper=secretfs"])
+        .args(["-f", "-i", "-t", fstype, "-o", "helper=secretfs"])
         .arg(dev)
         .arg(dir)
         .stdout(std::process::Stdio::null())
@@ -418,6 +418,17 @@ fn register_umount_helper(dev: &Path, dir: &Path, fs: FsType) {
             dir.display()
         );
     }
+}
+
+/// Drops the utab record of a mount that is about to be unmounted (`umount --fake` only edits
+/// the table; it needs the mount still present to find it).
+fn forget_umount_helper(dir: &Path) {
+    let _ = command("umount")
+        .args(["--fake", "-i"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 /// The mapping name behind `target`: a mount point of ours, a mapping name, or /dev/mapper/NAME.
@@ -444,14 +455,18 @@ pub fn close(target: &str) -> Result<String, BlockError> {
         target: target.to_string(),
     })?;
     let source = format!("/dev/mapper/{name}");
-    let mut points: Vec<PathBuf> = crate::mounts::all()
+    let mut mounts: Vec<_> = crate::mounts::all()
         .into_iter()
         .filter(|m| m.source == source)
-        .map(|m| m.mountpoint)
         .collect();
-    points.reverse();
-    for p in &points {
-        unmount(p)?;
+    mounts.reverse();
+    for m in &mounts {
+        forget_umount_helper(&m.mountpoint);
+        if let Err(e) = unmount(&m.mountpoint) {
+            // Still mounted: keep `umount DIR` able to close it later.
+            register_umount_helper(Path::new(&source), &m.mountpoint, &m.fstype);
+            return Err(e);
+        }
     }
     luks::close(&name)?;
     Ok(name)

@@ -176,6 +176,11 @@ fn mount_block(source: &Path, dir: &Path, opts: &MountOptions) -> Result<(), Cli
 /// `-f`: everything but the mount — options, paths and (if present) the config are checked.
 fn fake_check(source: &Path, dir: &Path, opts: &MountOptions) -> Result<(), CliError> {
     super::existing_dir(dir, "mount point", super::exit::MOUNT)?;
+    if opts.mode == crate::mountopts::Mode::Block {
+        // No config to read: the device describes itself once it is opened.
+        crate::block::preflight()?;
+        return Ok(());
+    }
     if crate::config::config_path(source).exists() || !opts.init_auto {
         crate::config::load(source)?;
     }

@@ -52,7 +52,9 @@ t_status_shows_block_volume() {
     expect 0 "key source:  keyfile (/key)" $S status /mnt/a && expect 0 "block mode" $S block status /mnt/a
 }
 t_close() {
-    expect 0 "closed secretfs-" $S block close /mnt/a && no_mapping && ! grep -q " /mnt/a " /proc/mounts
+    grep -q "TARGET=/mnt/a .*helper=secretfs" /run/mount/utab || { echo "no utab record"; return 1; }
+    expect 0 "closed secretfs-" $S block close /mnt/a && no_mapping && ! grep -q " /mnt/a " /proc/mounts || return 1
+    ! grep -q "TARGET=/mnt/a " /run/mount/utab || { echo "stale utab record:"; cat /run/mount/utab; return 1; }
 }
 t_reopen_keeps_data_formats_once() {
     expect 0 "^opened secretfs-" $S block open /dev/vda /mnt/a --key keyfile:/key || return 1
