@@ -9,6 +9,19 @@ apt-get install -y -qq --no-install-recommends \
     ca-certificates curl build-essential pkg-config libacl1-dev \
     fuse3 git sqlite3 tar xxd util-linux e2fsprogs python3 python3-venv >/dev/null
 
+# Block mode is tested in a QEMU guest (this host kernel has no device-mapper): the emulator,
+# what goes into the guest's initramfs, and Debian's cloud kernel unpacked from its .deb into a
+# cache (never installed on the host).
+apt-get install -y -qq --no-install-recommends \
+    qemu-system-x86 cpio busybox-static cryptsetup-bin kmod dash binutils >/dev/null
+VM_CACHE=${SECRETFS_VM_CACHE:-/var/cache/secretfs-vm}
+if ! ls "$VM_CACHE"/kernel/boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1; then
+    mkdir -p "$VM_CACHE"
+    kernel_pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+    (cd "$VM_CACHE" && apt-get download -q "$kernel_pkg" 2>/dev/null)
+    dpkg-deb -x "$(ls "$VM_CACHE"/linux-image-*-cloud-amd64_*.deb | sort -V | tail -1)" "$VM_CACHE/kernel"
+fi
+
 # The AWS KMS + S3 emulator the key-source tests run against (on loopback only).
 MOTO_VENV=/opt/secretfs-moto
 if ! "$MOTO_VENV/bin/moto_server" --help >/dev/null 2>&1; then

@@ -9,4 +9,6 @@ install -m 0755 target/release/secretfs /usr/local/bin/secretfs
 install -m 0755 target/release/mount-secretfs /sbin/mount.secretfs
 # umount(8) looks for umount.<type>; file mode mounts are type fuse.secretfs.
 ln -sf /sbin/mount.secretfs /sbin/umount.fuse.secretfs
-echo "installed /usr/local/bin/secretfs, /sbin/mount.secretfs, /sbin/umount.fuse.secretfs"
+# Block mode mounts are ext4 with helper=secretfs in utab: umount(8) runs umount.secretfs.
+ln -sf /sbin/mount.secretfs /sbin/umount.secretfs
+echo "installed /usr/local/bin/secretfs, /sbin/mount.secretfs, /sbin/umount.fuse.secretfs, /sbin/umount.secretfs"

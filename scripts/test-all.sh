@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test secretfs has, as root on Debian 12: lint, unit and property tests, the
-# integration tests on real FUSE mounts, pjdfstest and fsx on a mounted filesystem.
+# integration tests on real FUSE mounts, block mode (dm-crypt) in a QEMU guest, pjdfstest and fsx
+# on a mounted filesystem.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh --with-suites
@@ -37,6 +38,7 @@ done
 export SECRETFS_TEST_AWS_ENDPOINT="http://127.0.0.1:$moto_port"
 
 step "cargo test (unit, property, integration on real mounts, KMS/S3 on moto)" cargo test --workspace
+step "block mode on real dm-crypt in a QEMU guest (tests/vm)" bash tests/vm/run.sh
 step "pjdfstest and fsx on a mounted secretfs" bash tests/suites/run.sh
 step "fuzz targets (config, block, names, mount options)" bash fuzz/run.sh
 # cargo test runs each criterion bench once, in the debug build the tests already made.

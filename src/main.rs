@@ -2,7 +2,7 @@
 //! one-line message, a hint and an exit code. All logic lives in the library.
 
 use clap::{Parser, Subcommand};
-use secretfs::cli::{self, exit, fsck, init, mount, rewrap, status, umount, CliError};
+use secretfs::cli::{self, block, exit, fsck, init, mount, rewrap, status, umount, CliError};
 
 #[derive(Parser)]
 #[command(name = "secretfs", version, about = "Encrypted storage for cloud instances: a FUSE filesystem with per-file keys", after_help = cli::EXIT_CODES_HELP)]
@@ -25,6 +25,8 @@ enum Command {
     Status(status::StatusArgs),
     /// Verify every name, directory id and block of a backing store (exit codes as fsck(8)).
     Fsck(fsck::FsckArgs),
+    /// Block mode: dm-crypt/LUKS2 on a device or a loop-attached file (open, close, status).
+    Block(block::BlockArgs),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -53,11 +55,24 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Umount(args) => umount::run(&args),
+        Command::Block(args) => block::run(&args),
         Command::Fsck(args) => {
             let code = fsck::run(&args)?;
             std::process::exit(code);
         }
         Command::Status(args) => {
+            if let Some(b) = secretfs::block::status(&args.path.to_string_lossy()) {
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&b)
+                            .map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?
+                    );
+                } else {
+                    print!("{}", block::render(&b));
+                }
+                return Ok(());
+            }
             let s = status::collect(&args.path)?;
             if args.json {
                 println!(

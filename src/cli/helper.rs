@@ -144,7 +144,11 @@ pub fn mount_main(program: &str, args: impl IntoIterator<Item = OsString>) -> i3
             }
         };
     }
-    let result = mount::plan(source, dir, &KeyArgs::none(), opts, false).and_then(mount::start);
+    let result = if opts.mode == crate::mountopts::Mode::Block {
+        mount_block(source, dir, &opts)
+    } else {
+        mount::plan(source, dir, &KeyArgs::none(), opts, false).and_then(mount::start)
+    };
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -158,9 +162,42 @@ pub fn mount_main(program: &str, args: impl IntoIterator<Item = OsString>) -> i3
     }
 }
 
+/// fstab `mode=block`: open (formatting a blank device, as `--format auto`) and mount ext4.
+fn mount_block(source: &Path, dir: &Path, opts: &MountOptions) -> Result<(), CliError> {
+    let mut flags = 0;
+    for (on, flag) in [
+        (opts.read_only, libc::MS_RDONLY),
+        (!opts.suid, libc::MS_NOSUID),
+        (!opts.dev, libc::MS_NODEV),
+        (opts.noexec, libc::MS_NOEXEC),
+        (opts.noatime, libc::MS_NOATIME),
+    ] {
+        if on {
+            flags |= flag;
+        }
+    }
+    let req = crate::block::OpenRequest {
+        target: source.to_path_buf(),
+        mountpoint: dir.to_path_buf(),
+        size: None,
+        fs: crate::block::FsType::Ext4,
+        format: crate::block::FormatPolicy::Auto,
+        wipe: false,
+        no_workqueue: false,
+        mount_flags: flags,
+    };
+    let key = KeyArgs::none().with_options(opts);
+    super::block::open(&req, &key, opts.key.as_deref()).map(drop)
+}
+
 /// `-f`: everything but the mount — options, paths and (if present) the config are checked.
 fn fake_check(source: &Path, dir: &Path, opts: &MountOptions) -> Result<(), CliError> {
     super::existing_dir(dir, "mount point", super::exit::MOUNT)?;
+    if opts.mode == crate::mountopts::Mode::Block {
+        // No config to read: the device describes itself once it is opened.
+        crate::block::preflight()?;
+        return Ok(());
+    }
     if crate::config::config_path(source).exists() || !opts.init_auto {
         crate::config::load(source)?;
     }
@@ -176,6 +213,17 @@ pub fn umount_main(program: &str, args: impl IntoIterator<Item = OsString>) -> i
             return EX_USAGE;
         }
     };
+    // A block-mode mount (ext4 on /dev/mapper/secretfs-…) reaches us through helper=secretfs.
+    let target = parsed.positional[0].to_string_lossy().into_owned();
+    if crate::block::resolve_name(&target).is_some() {
+        return match crate::block::close(&target) {
+            Ok(_) => 0,
+            Err(e) => {
+                report(program, &e.into());
+                EX_FAIL
+            }
+        };
+    }
     let args = umount::UmountArgs {
         mountpoint: parsed.positional[0].clone(),
         lazy: parsed.lazy,

@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand, the argument types, and the single place where
 //! typed errors become a one-line message, a hint and a documented exit code.
 
+pub mod block;
 pub mod fsck;
 pub mod helper;
 pub mod init;
@@ -239,10 +240,19 @@ pub fn choose_spec(
     option: Option<&str>,
     config: &FsConfig,
 ) -> Result<KeySpec, CliError> {
+    spec_for(key, option, &config.key_source)
+}
+
+/// As `choose_spec`, for any stored descriptor (a file-mode config or a LUKS2 token).
+pub fn spec_for(
+    key: &KeyArgs,
+    option: Option<&str>,
+    stored: &KeySourceDescriptor,
+) -> Result<KeySpec, CliError> {
     if let Some(text) = key.key.as_deref().or(option) {
         return key.spec(text);
     }
-    Ok(match &config.key_source {
+    Ok(match stored {
         KeySourceDescriptor::Keyfile { path } => KeySpec::Keyfile(path.clone()),
         KeySourceDescriptor::Passphrase { .. } => KeySpec::Passphrase(key.passphrase_input()),
         KeySourceDescriptor::Ephemeral => KeySpec::Ephemeral,

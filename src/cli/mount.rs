@@ -61,8 +61,11 @@ pub fn plan(
     foreground: bool,
 ) -> Result<MountPlan, CliError> {
     if opts.mode == Mode::Block {
-        return Err(CliError::new(exit::USAGE, "mode=block is not available in this version of secretfs")
-            .hint("use mode=file (the default); block mode (dm-crypt/LUKS2) is a separate, upcoming feature"));
+        return Err(CliError::new(
+            exit::USAGE,
+            "mode=block is handled by `secretfs block open` or by mount.secretfs (fstab)",
+        )
+        .hint("secretfs block open DEVICE|FILE MOUNTPOINT --key …"));
     }
     let key = &key.with_options(&opts);
     if let Some(region) = &opts.region {

@@ -61,7 +61,7 @@ pub fn collect(path: &Path) -> Result<Status, CliError> {
     })
 }
 
-fn describe_key(k: &config::KeySourceDescriptor) -> String {
+pub fn describe_key(k: &config::KeySourceDescriptor) -> String {
     match k {
         config::KeySourceDescriptor::Keyfile { path } => format!("keyfile ({})", path.display()),
         config::KeySourceDescriptor::Kms {
