@@ -168,6 +168,23 @@ t_fstab_mount_umount() {
     umount /mnt/c || return 1
     no_mapping && ! grep -q " /mnt/c " /proc/mounts
 }
+# File mode in the same VM, so the benchmark can compare the two on one kernel: a FUSE mount
+# whose backing store holds only ciphertext, unmounted and mounted again.
+t_file_mode_in_the_same_vm() {
+    $S init /data/fm-backing --key keyfile:/data/fm-key || return 1
+    mkdir -p /mnt/f
+    $S mount /data/fm-backing /mnt/f -o log=/tmp/fm.log || { cat /tmp/fm.log; return 1; }
+    grep -q " /mnt/f fuse.secretfs " /proc/mounts || { echo "not a fuse.secretfs mount"; return 1; }
+    head -c 300000 /dev/urandom >/tmp/fm-src
+    printf 'FILEMODEMARKER' >>/tmp/fm-src
+    cp /tmp/fm-src /mnt/f/data || return 1
+    cmp /tmp/fm-src /mnt/f/data || return 1
+    if grep -rq FILEMODEMARKER /data/fm-backing; then echo "plaintext in the backing store"; return 1; fi
+    $S umount /mnt/f || return 1
+    $S mount /data/fm-backing /mnt/f || return 1
+    cmp /tmp/fm-src /mnt/f/data || return 1
+    $S umount /mnt/f
+}
 
 # The one key every persistent case uses; 32 random bytes, root-only.
 head -c 32 /dev/urandom >/key && chmod 0400 /key
@@ -176,7 +193,8 @@ cases=$(echo "${cases:-}" | tr ',' ' ')
 cases=${cases:-"open_blank_formats luks2_parameters status_shows_block_volume close
     reopen_keeps_data_formats_once default_key_from_token wrong_key_refused
     foreign_ext4_refused foreign_luks_refused busy_refused cryptsetup_missing file_target_via_loop
-    failure_undoes_everything ephemeral_starts_empty plain_cryptsetup_opens fstab_mount_umount"}
+    failure_undoes_everything ephemeral_starts_empty plain_cryptsetup_opens fstab_mount_umount
+    file_mode_in_the_same_vm"}
 for c in $cases; do
     case_ "$c"
 done

@@ -71,7 +71,7 @@ install -m 0755 "$here/guest-tests.sh" "$rootfs/guest-tests.sh"
 
 # Kernel modules in dependency order.
 : >"$rootfs/modules/order"
-for m in virtio_pci virtio_blk dm-mod dm-crypt xts ecb cryptd crypto_simd aesni-intel af_alg algif_skcipher loop; do
+for m in virtio_pci virtio_blk dm-mod dm-crypt xts ecb cryptd crypto_simd aesni-intel af_alg algif_skcipher loop fuse; do
     modprobe -d "$cache/kernel" -S "$kver" --show-depends "$m"
 done | awk '$1 == "insmod" && !seen[$2]++ {print $2}' | while read -r ko; do
     cp "$ko" "$rootfs/modules/"
