@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing secretfs needs on Debian 12, as root: system packages,
-# a Rust toolchain if none is present, and the third-party test suites from crates.io.
+# a Rust toolchain if none is present; with --with-suites also the test-only tools (VM, emulator,
+# third-party suites from crates.io).
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -8,6 +9,19 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     ca-certificates curl build-essential pkg-config libacl1-dev \
     fuse3 git sqlite3 tar xxd util-linux e2fsprogs python3 python3-venv >/dev/null
+
+if ! command -v cargo >/dev/null 2>&1; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+        :
+    else
+        curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
+    fi
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# Everything below only the test suite needs (`--with-suites`, as test-all.sh passes); the demo
+# and a plain build stop here.
+[ "${1:-}" = "--with-suites" ] || exit 0
 
 # Block mode is tested in a QEMU guest (this host kernel has no device-mapper): the emulator,
 # what goes into the guest's initramfs, and Debian's cloud kernel unpacked from its .deb into a
@@ -29,21 +43,10 @@ if ! "$MOTO_VENV/bin/moto_server" --help >/dev/null 2>&1; then
     "$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==5.2.5"
 fi
 
-if ! command -v cargo >/dev/null 2>&1; then
-    if [ -x "$HOME/.cargo/bin/cargo" ]; then
-        :
-    else
-        curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
-    fi
-fi
-export PATH="$HOME/.cargo/bin:$PATH"
-
 # pjdfstest switches to these users; `tests` must exist with a group of the same name.
 id tests >/dev/null 2>&1 || useradd -M -U -s /usr/sbin/nologin tests
 
-if [ "${1:-}" = "--with-suites" ]; then
-    have() { cargo install --list | grep -q "^$1 v$2:"; }
-    have pjdfstest 0.2.2 || cargo install --locked --quiet pjdfstest@0.2.2
-    have fsx 0.3.2 || cargo install --locked --quiet fsx@0.3.2
-    have cargo-fuzz 0.13.2 || cargo install --locked --quiet cargo-fuzz@0.13.2
-fi
+have() { cargo install --list | grep -q "^$1 v$2:"; }
+have pjdfstest 0.2.2 || cargo install --locked --quiet pjdfstest@0.2.2
+have fsx 0.3.2 || cargo install --locked --quiet fsx@0.3.2
+have cargo-fuzz 0.13.2 || cargo install --locked --quiet cargo-fuzz@0.13.2
