@@ -22,7 +22,7 @@ use fuser::{
 use inodes::{Inode, InodeTable};
 use parking_lot::Mutex;
 use std::ffi::OsStr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -115,13 +115,14 @@ impl SecretFs {
             .ok_or(Errno::EBADF)
     }
 
-    fn file(&self, fh: FileHandle) -> Result<(Arc<Handle>, Arc<Content>), Errno> {
-        let handle = self.handle(fh)?;
-        match &*handle {
-            Handle::File { content, .. } => {
-                let content = Arc::clone(content);
-                Ok((handle, content))
-            }
+    /// Runs `f` on the backing descriptor and content state behind an open file handle.
+    fn with_file<T>(
+        &self,
+        fh: FileHandle,
+        f: impl FnOnce(RawFd, &Content) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        match &*self.handle(fh)? {
+            Handle::File { fd, content } => f(fd.as_raw_fd(), content),
             Handle::Dir { .. } => Err(Errno::EISDIR),
         }
     }
@@ -181,14 +182,12 @@ impl SecretFs {
                     Errno::EINVAL
                 });
             }
-            match fh.map(|fh| self.file(fh)) {
-                Some(Ok((handle, content))) => {
-                    let Handle::File { fd, .. } = &*handle else {
-                        return Err(Errno::EBADF);
-                    };
-                    content.truncate(fd.as_raw_fd(), size)?;
-                }
-                _ => {
+            // ftruncate comes with the handle; truncate(2) by path has none.
+            let open_file =
+                fh.filter(|fh| matches!(self.handle(*fh).as_deref(), Ok(Handle::File { .. })));
+            match open_file {
+                Some(fh) => self.with_file(fh, |fd, content| content.truncate(fd, size))?,
+                None => {
                     let fd = self.open_backing(inode, 0)?;
                     self.content(inode, fd.as_raw_fd())?
                         .truncate(fd.as_raw_fd(), size)?;
@@ -491,12 +490,7 @@ impl Filesystem for SecretFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let result = self.file(fh).and_then(|(handle, content)| {
-            let Handle::File { fd, .. } = &*handle else {
-                return Err(Errno::EBADF);
-            };
-            content.read(fd.as_raw_fd(), offset, size)
-        });
+        let result = self.with_file(fh, |fd, content| content.read(fd, offset, size));
         match result {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(e),
@@ -515,12 +509,7 @@ impl Filesystem for SecretFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let result = self.file(fh).and_then(|(handle, content)| {
-            let Handle::File { fd, .. } = &*handle else {
-                return Err(Errno::EBADF);
-            };
-            content.write(fd.as_raw_fd(), offset, data)
-        });
+        let result = self.with_file(fh, |fd, content| content.write(fd, offset, data));
         match result {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(e),
@@ -561,12 +550,7 @@ impl Filesystem for SecretFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let result = self.file(fh).and_then(|(handle, _)| {
-            let Handle::File { fd, .. } = &*handle else {
-                return Err(Errno::EBADF);
-            };
-            sys::fsync(fd.as_raw_fd(), datasync).map_err(io)
-        });
+        let result = self.with_file(fh, |fd, _| sys::fsync(fd, datasync).map_err(io));
         reply_empty(reply, result)
     }
 
@@ -793,11 +777,8 @@ impl Filesystem for SecretFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let result = self.file(fh).and_then(|(handle, content)| {
-            let Handle::File { fd, .. } = &*handle else {
-                return Err(Errno::EBADF);
-            };
-            content.fallocate(fd.as_raw_fd(), offset, length, mode)
+        let result = self.with_file(fh, |fd, content| {
+            content.fallocate(fd, offset, length, mode)
         });
         reply_empty(reply, result)
     }
@@ -811,12 +792,9 @@ impl Filesystem for SecretFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let result = self.file(fh).and_then(|(handle, content)| {
-            let Handle::File { fd, .. } = &*handle else {
-                return Err(Errno::EBADF);
-            };
+        let result = self.with_file(fh, |fd, content| {
             let offset = u64::try_from(offset).map_err(|_| Errno::EINVAL)?;
-            content.seek(fd.as_raw_fd(), offset, whence)
+            content.seek(fd, offset, whence)
         });
         match result {
             Ok(off) => reply.offset(off as i64),
