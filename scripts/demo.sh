@@ -25,8 +25,8 @@ ls -l "$MNT/reports"
 echo "== read back: $(cat "$MNT/reports/customers.txt")"
 echo "== what lands on disk in $BACKING (names and contents are ciphertext):"
 find "$BACKING" -mindepth 1 | sed "s|^|  |"
-stored=$(find "$BACKING" -type f -size -200c ! -name 'secretfs.*' | head -n 1)
-xxd "$stored" | head -n 4
+stored=$(find "$BACKING" -type f -size -200c ! -name 'secretfs.*' -print -quit)
+xxd -l 64 "$stored"
 if grep -rq "Alice" "$BACKING"; then echo "PLAINTEXT FOUND ON DISK" >&2; exit 1; fi
 echo "== no plaintext on disk (grep -r Alice $BACKING finds nothing)"
 secretfs status "$MNT"

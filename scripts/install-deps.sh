@@ -2,7 +2,8 @@
 # Installs what building and testing secretfs needs on Debian 12, as root: system packages,
 # a Rust toolchain if none is present; with --with-suites also the test-only tools (VM, emulator,
 # third-party suites from crates.io).
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "install-deps: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
@@ -31,7 +32,7 @@ apt-get install -y -qq --no-install-recommends \
 VM_CACHE=${SECRETFS_VM_CACHE:-/var/cache/secretfs-vm}
 if ! ls "$VM_CACHE"/kernel/boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1; then
     mkdir -p "$VM_CACHE"
-    kernel_pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+    kernel_pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/ && !v {v = $2} END {print v}')
     (cd "$VM_CACHE" && apt-get download -q "$kernel_pkg" 2>/dev/null)
     dpkg-deb -x "$(ls "$VM_CACHE"/linux-image-*-cloud-amd64_*.deb | sort -V | tail -1)" "$VM_CACHE/kernel"
 fi
@@ -46,7 +47,7 @@ fi
 # pjdfstest switches to these users; `tests` must exist with a group of the same name.
 id tests >/dev/null 2>&1 || useradd -M -U -s /usr/sbin/nologin tests
 
-have() { cargo install --list | grep -q "^$1 v$2:"; }
+have() { cargo install --list | grep -c "^$1 v$2:" >/dev/null; }
 have pjdfstest 0.2.2 || cargo install --locked --quiet pjdfstest@0.2.2
 have fsx 0.3.2 || cargo install --locked --quiet fsx@0.3.2
 have cargo-fuzz 0.13.2 || cargo install --locked --quiet cargo-fuzz@0.13.2

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Mounts a fresh keyfile secretfs and runs pjdfstest (must report 0 failed) and fsx
 # (100,000 operations of the full mix) on it. Needs root and the suites installed.
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "suites: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/../.."
 cargo build --quiet
 bin=$PWD/target/debug/secretfs
@@ -39,6 +40,6 @@ else
 fi
 if grep -q 'integrity_failure' "$work/daemon.log"; then
     echo "the daemon logged integrity failures during the suites:" >&2
-    grep 'integrity_failure' "$work/daemon.log" | head >&2
+    grep -m 10 'integrity_failure' "$work/daemon.log" >&2
     exit 1
 fi

@@ -7,7 +7,11 @@
 #        SECRETFS_VM_CASES=open_blank_formats,close tests/vm/run.sh   (a subset, comma-separated)
 # Needs (scripts/install-deps.sh): qemu-system-x86 cpio busybox-static cryptsetup-bin e2fsprogs
 # kmod dash util-linux, and the cloud kernel .deb unpacked under $SECRETFS_VM_CACHE.
-set -euo pipefail
+set -Eeuo pipefail
+# Never die silently: name the command that failed. (Pipelines here read their input to the
+# end: an `awk ...; exit` would let the writer die of SIGPIPE, which pipefail turns into a
+# failure at random.)
+trap 'echo "vm: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 bin=${1:-${CARGO_TARGET_DIR:-$root/target}/debug/secretfs}
@@ -22,7 +26,7 @@ done
 # The kernel: unpacked from the .deb (never installed on the host), modules indexed once.
 mkdir -p "$cache"
 if ! ls "$cache"/kernel/boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1; then
-    ver=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+    ver=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/ && !v {v = $2} END {print v}')
     (cd "$cache" && apt-get download -q "$ver" 2>/dev/null)
     dpkg-deb -x "$(ls "$cache"/linux-image-*-cloud-amd64_*.deb | sort -V | tail -1)" "$cache/kernel"
 fi
@@ -61,7 +65,7 @@ copy_elf "$(command -v losetup)" /sbin/losetup
 # umount.secretfs (uhelper=secretfs).
 copy_elf /usr/bin/mount /bin/mount
 copy_elf /usr/bin/umount /bin/umount
-libgcc=$(ldconfig -p | awk '/libgcc_s.so.1 .*x86-64/{print $NF; exit}')
+libgcc=$(ldconfig -p | awk '/libgcc_s.so.1 .*x86-64/ && !p {p = $NF} END {print p}')
 install -D -m 0755 "$libgcc" "$rootfs$libgcc"
 strip -o "$work/secretfs" "$bin"
 copy_elf "$work/secretfs" /bin/secretfs
@@ -101,16 +105,14 @@ mke2fs -q -t ext4 -F "$work/foreign.img"
 foreign_sum=$(sha256sum <"$work/foreign.img")
 
 start=$(date +%s)
-set +e
+qemu_rc=0
 timeout "$timeout_s" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m 1024 \
     -display none -monitor none -no-reboot \
     -kernel "$vmlinuz" -initrd "$work/initrd.gz" \
     -append "console=ttyS0 panic=-1 quiet${SECRETFS_VM_CASES:+ cases=$SECRETFS_VM_CASES}" \
     -drive "file=$work/blank.img,format=raw,if=virtio" \
     -drive "file=$work/foreign.img,format=raw,if=virtio" \
-    -serial "file:$work/console.log" -serial "file:$work/results"
-qemu_rc=$?
-set -e
+    -serial "file:$work/console.log" -serial "file:$work/results" || qemu_rc=$?
 echo "vm: guest ran $(( $(date +%s) - start )) s (qemu exit $qemu_rc)"
 
 [ "$(sha256sum <"$work/foreign.img")" = "$foreign_sum" ] && echo "PASS foreign_disk_untouched_host_check" >>"$work/results" \
