@@ -2,6 +2,7 @@
 //! (block mode), unlocked by one master key from a pluggable key source.
 
 pub mod audit;
+pub mod bench;
 pub mod block;
 pub mod config;
 pub mod crypto;

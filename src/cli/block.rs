@@ -61,29 +61,9 @@ pub struct CloseArgs {
     pub json: bool,
 }
 
-/// `10G`, `512M`, `4096`: binary multiples.
+/// A volume size: `10G`, `512M` (binary multiples), at least what LUKS2 needs.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let (digits, shift) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let shift = match c.to_ascii_uppercase() {
-                'K' => 10,
-                'M' => 20,
-                'G' => 30,
-                'T' => 40,
-                _ => return Err(format!("bad size `{text}`: use a number with K, M, G or T")),
-            };
-            (&t[..i], shift)
-        }
-        _ => (t, 0),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("bad size `{text}`: use a number with K, M, G or T"))?;
-    let size = n
-        .checked_shl(shift)
-        .filter(|s| s >> shift == n)
-        .ok_or(format!("size `{text}` is too large"))?;
+    let size = super::parse_bytes(text)?;
     if size < 32 << 20 {
         return Err(format!(
             "size `{text}` is too small: a LUKS2 volume needs at least 32M"

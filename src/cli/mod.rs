@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand, the argument types, and the single place where
 //! typed errors become a one-line message, a hint and a documented exit code.
 
+pub mod bench;
 pub mod block;
 pub mod fsck;
 pub mod helper;
@@ -291,4 +292,28 @@ pub fn existing_dir(
         ));
     }
     Ok(canon)
+}
+
+/// `10G`, `512M`, `4096`: a byte count with an optional binary multiple K, M, G or T.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("bad size `{text}`: use a number with K, M, G or T")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("bad size `{text}`: use a number with K, M, G or T"))?;
+    n.checked_shl(shift)
+        .filter(|s| s >> shift == n)
+        .ok_or(format!("size `{text}` is too large"))
 }

@@ -5,6 +5,11 @@
 #
 # Usage: tests/vm/run.sh [SECRETFS_BINARY]   (default: $CARGO_TARGET_DIR or target, debug)
 #        SECRETFS_VM_CASES=open_blank_formats,close tests/vm/run.sh   (a subset, comma-separated)
+# The comparison benchmark (benches/vm.sh) reuses this VM with another guest script:
+#   SECRETFS_VM_GUEST=script  SECRETFS_VM_GUEST_ENV=file (sourced by the guest as /guest.env)
+#   SECRETFS_VM_MEM=MiB  SECRETFS_VM_DRIVES="img ..." (vdc, vdd, ... after the two test disks)
+#   SECRETFS_VM_RESULTS=file (a copy of everything the guest wrote on its results port)
+#   SECRETFS_VM_SHOW_CONSOLE=1 (stream the guest console to stderr while it runs)
 # Needs (scripts/install-deps.sh): qemu-system-x86 cpio busybox-static cryptsetup-bin e2fsprogs
 # kmod dash util-linux, and the cloud kernel .deb unpacked under $SECRETFS_VM_CACHE.
 set -Eeuo pipefail
@@ -17,6 +22,7 @@ root=$(cd "$here/../.." && pwd)
 bin=${1:-${CARGO_TARGET_DIR:-$root/target}/debug/secretfs}
 cache=${SECRETFS_VM_CACHE:-/var/cache/secretfs-vm}
 timeout_s=${SECRETFS_VM_TIMEOUT:-300}
+guest=${SECRETFS_VM_GUEST:-$here/guest-tests.sh}
 
 [ -x "$bin" ] || { echo "vm: no secretfs binary at $bin (cargo build first)" >&2; exit 2; }
 for tool in qemu-system-x86_64 cpio busybox cryptsetup mke2fs dash depmod modprobe; do
@@ -71,7 +77,8 @@ strip -o "$work/secretfs" "$bin"
 copy_elf "$work/secretfs" /bin/secretfs
 ln -s /bin/secretfs "$rootfs/sbin/mount.secretfs"
 ln -s /bin/secretfs "$rootfs/sbin/umount.secretfs"
-install -m 0755 "$here/guest-tests.sh" "$rootfs/guest-tests.sh"
+install -m 0755 "$guest" "$rootfs/guest-tests.sh"
+if [ -n "${SECRETFS_VM_GUEST_ENV:-}" ]; then install -m 0644 "$SECRETFS_VM_GUEST_ENV" "$rootfs/guest.env"; fi
 
 # Kernel modules in dependency order.
 : >"$rootfs/modules/order"
@@ -104,16 +111,27 @@ truncate -s 64M "$work/foreign.img"
 mke2fs -q -t ext4 -F "$work/foreign.img"
 foreign_sum=$(sha256sum <"$work/foreign.img")
 
+extra_drives=()
+for img in ${SECRETFS_VM_DRIVES:-}; do extra_drives+=(-drive "file=$img,format=raw,if=virtio"); done
+
 start=$(date +%s)
 qemu_rc=0
-timeout "$timeout_s" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m 1024 \
+tail_pid=
+if [ -n "${SECRETFS_VM_SHOW_CONSOLE:-}" ]; then
+    : >"$work/console.log"
+    tail -n +1 -F "$work/console.log" >&2 2>/dev/null &
+    tail_pid=$!
+fi
+timeout "$timeout_s" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m "${SECRETFS_VM_MEM:-1024}" \
     -display none -monitor none -no-reboot \
     -kernel "$vmlinuz" -initrd "$work/initrd.gz" \
     -append "console=ttyS0 panic=-1 quiet${SECRETFS_VM_CASES:+ cases=$SECRETFS_VM_CASES}" \
     -drive "file=$work/blank.img,format=raw,if=virtio" \
-    -drive "file=$work/foreign.img,format=raw,if=virtio" \
+    -drive "file=$work/foreign.img,format=raw,if=virtio" "${extra_drives[@]}" \
     -serial "file:$work/console.log" -serial "file:$work/results" || qemu_rc=$?
+if [ -n "$tail_pid" ]; then sleep 0.5; kill "$tail_pid" 2>/dev/null || true; fi
 echo "vm: guest ran $(( $(date +%s) - start )) s (qemu exit $qemu_rc)"
+if [ -n "${SECRETFS_VM_RESULTS:-}" ]; then tr -d '\r' <"$work/results" >"$SECRETFS_VM_RESULTS"; fi
 
 [ "$(sha256sum <"$work/foreign.img")" = "$foreign_sum" ] && echo "PASS foreign_disk_untouched_host_check" >>"$work/results" \
     || echo "FAIL foreign_disk_untouched_host_check" >>"$work/results"
