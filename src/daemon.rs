@@ -218,6 +218,9 @@ pub struct MountState {
     pub mountpoint: PathBuf,
     pub fs_id: String,
     pub key_source: String,
+    /// The cipher the daemon really uses; absent in state files of older daemons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cipher: Option<String>,
 }
 
 pub fn state_path(mountpoint: &Path) -> PathBuf {

@@ -19,7 +19,11 @@ fn cpath(p: &Path) -> CString {
 
 #[test]
 fn random_writes_and_truncates_match_an_in_memory_model() {
-    let fs = Fs::new();
+    random_writes_and_truncates_match_a_model(&Fs::new());
+}
+
+/// Seeded random writes and truncates, each followed by a full read checked against a Vec.
+fn random_writes_and_truncates_match_a_model(fs: &Fs) {
     let path = fs.p("model.bin");
     let file = OpenOptions::new()
         .read(true)
@@ -629,4 +633,156 @@ fn rmdir_clears_leftovers_of_a_crashed_mkdir() {
         errno_of(&fs::remove_dir(fs.p("parent")).unwrap_err()),
         libc::ENOTEMPTY
     );
+}
+
+/// The benchmark's passthrough control: our frontend with the identity codec. It must do the
+/// very same backing I/O as file mode, so only the crypto differs between the two.
+#[cfg(feature = "passthrough-control")]
+mod passthrough_control {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use std::os::unix::fs::PermissionsExt;
+
+    const WARNING: &str =
+        "passthrough control: contents and names are NOT encrypted; for benchmarks only";
+
+    fn control_fs() -> Fs {
+        let mut fs = Fs::init_with_key(Some("ephemeral"));
+        let out = fs.try_mount(&["--passthrough-control"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "mount failed: {err}");
+        assert!(err.contains(WARNING), "no warning on stderr: {err}");
+        fs::set_permissions(&fs.mnt, fs::Permissions::from_mode(0o755)).unwrap();
+        fs
+    }
+
+    /// The backing size format v1 gives a file of `len` plaintext bytes.
+    fn stored_len(len: u64) -> u64 {
+        if len == 0 {
+            0
+        } else {
+            18 + len + 28 * len.div_ceil(4096)
+        }
+    }
+
+    /// What a stored name, target or side file holds: base64url of a zero SIV slot ‖ plaintext.
+    fn clear(encoded: &[u8]) -> Vec<u8> {
+        let raw = URL_SAFE_NO_PAD.decode(encoded).unwrap();
+        assert_eq!(&raw[..16], &[0; 16], "SIV slot of {encoded:?}");
+        raw[16..].to_vec()
+    }
+
+    fn name_of(p: &Path) -> &[u8] {
+        p.file_name().unwrap().as_bytes()
+    }
+
+    #[test]
+    fn identity_codec_keeps_the_layout_and_stores_plaintext() {
+        let fs = control_fs();
+        let out = secretfs(&["status", fs.mnt.to_str().unwrap(), "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(status["cipher"], "none (passthrough control)");
+
+        for len in [1usize, 4095, 4096, 4097, 100_000, 1 << 20] {
+            let name = format!("file-{len}");
+            let content: Vec<u8> = MARKER.iter().copied().cycle().take(len).collect();
+            fs::write(fs.p(&name), &content).unwrap();
+            assert_eq!(fs::read(fs.p(&name)).unwrap(), content, "{name}");
+            let backing = fs.backing_of(&fs.p(&name));
+            assert_eq!(clear(name_of(&backing)), name.as_bytes());
+            let stored = fs::read(&backing).unwrap();
+            assert_eq!(stored.len() as u64, stored_len(len as u64), "{name}");
+            // Plaintext right after the header and the (zero) nonce of block 0.
+            let first = len.min(4096);
+            assert_eq!(&stored[18 + 12..18 + 12 + first], &content[..first]);
+            assert!(
+                stored[18..18 + 12].iter().all(|b| *b == 0),
+                "nonce of {name}"
+            );
+        }
+
+        // Sparse: the hole stays a backing hole and reads as zeros, as in file mode.
+        let sparse = fs.p("sparse");
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&sparse)
+            .unwrap();
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(b"tail", 10 << 20).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), (10 << 20) + 4);
+        let mut mid = vec![1u8; 8192];
+        f.read_exact_at(&mut mid, 5 << 20).unwrap();
+        assert!(mid.iter().all(|b| *b == 0));
+        let backing = fs.backing_of(&sparse);
+        let meta = fs::metadata(&backing).unwrap();
+        assert_eq!(meta.len(), stored_len((10 << 20) + 4));
+        assert!(meta.blocks() < 1000, "hole was allocated");
+        let mut tail = [0u8; 4];
+        f.read_exact_at(&mut tail, 10 << 20).unwrap();
+        assert_eq!(&tail, b"tail");
+        f.set_len(3).unwrap();
+        assert_eq!(fs::read(&sparse).unwrap(), b"hea");
+        assert_eq!(fs::metadata(&backing).unwrap().len(), stored_len(3));
+        // An extending truncate ends in a final block of zeros, stored as all zeros.
+        f.set_len(5000).unwrap();
+        let mut want = b"hea".to_vec();
+        want.resize(5000, 0);
+        assert_eq!(fs::read(&sparse).unwrap(), want);
+
+        // A 255-byte name takes the long-name path: hashed entry plus side file.
+        let long = "L".repeat(255);
+        fs::write(fs.p(&long), b"long").unwrap();
+        assert_eq!(fs::read(fs.p(&long)).unwrap(), b"long");
+        assert!(fs::read_dir(&fs.mnt)
+            .unwrap()
+            .any(|e| e.unwrap().file_name().as_bytes() == long.as_bytes()));
+        let hashed = fs.backing_of(&fs.p(&long));
+        assert!(
+            name_of(&hashed).starts_with(b"lname."),
+            "{}",
+            hashed.display()
+        );
+        let side = fs::read(format!("{}.name", hashed.display())).unwrap();
+        assert_eq!(clear(&side), long.as_bytes());
+
+        // Symlink targets and user xattrs: encoded, not encrypted.
+        std::os::unix::fs::symlink("some/target", fs.p("ln")).unwrap();
+        assert_eq!(fs::read_link(fs.p("ln")).unwrap(), Path::new("some/target"));
+        let target = fs::read_link(fs.backing_of(&fs.p("ln"))).unwrap();
+        assert_eq!(clear(target.as_os_str().as_bytes()), b"some/target");
+        let file = cpath(&fs.p("file-1"));
+        let attr = CString::new("user.colour").unwrap();
+        let rc =
+            unsafe { libc::setxattr(file.as_ptr(), attr.as_ptr(), b"blue".as_ptr().cast(), 4, 0) };
+        assert_eq!(rc, 0, "setxattr");
+        assert_eq!(xattr_names(&fs.p("file-1")), b"user.colour\0");
+        let stored_names = xattr_names(&fs.backing_of(&fs.p("file-1")));
+        let stored = stored_names
+            .split(|b| *b == 0)
+            .find_map(|n| n.strip_prefix(b"user."))
+            .unwrap();
+        assert_eq!(clear(stored), b"colour");
+
+        random_writes_and_truncates_match_a_model(&fs);
+    }
+
+    #[test]
+    fn control_mode_refuses_a_filesystem_that_is_not_ephemeral() {
+        let mut fs = Fs::init();
+        fs.mount();
+        fs::write(fs.p("kept"), b"encrypted").unwrap();
+        fs.umount();
+        let out = fs.try_mount(&["--passthrough-control"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("ephemeral"), "{err}");
+        assert!(!err.contains(WARNING), "{err}");
+        assert!(!fs.is_mounted());
+        fs.mount();
+        assert_eq!(fs::read(fs.p("kept")).unwrap(), b"encrypted");
+    }
 }

@@ -4,6 +4,7 @@
 use super::{exit, CliError, KeyArgs};
 use crate::config::{self, FsConfig, KeySourceDescriptor};
 use crate::crypto::keys::KeyRing;
+use crate::crypto::Codec;
 use crate::daemon::{self, Forked, MountState, Readiness};
 use crate::fs::kmount::{self, KernelMount};
 use crate::fs::{FsOptions, SecretFs};
@@ -27,6 +28,11 @@ pub struct MountArgs {
     pub options: Vec<String>,
     #[command(flatten)]
     pub key: KeyArgs,
+    /// Benchmarks only: serve a fresh ephemeral filesystem with the identity codec, contents and
+    /// names NOT encrypted (the FUSE-cost baseline). Hidden, and absent from release builds.
+    #[cfg(feature = "passthrough-control")]
+    #[arg(long, hide = true)]
+    pub passthrough_control: bool,
 }
 
 /// Everything decided before the daemon starts serving.
@@ -38,6 +44,7 @@ pub struct MountPlan {
     pub spec: KeySpec,
     pub opts: MountOptions,
     pub foreground: bool,
+    pub codec: Codec,
 }
 
 pub fn run(args: &MountArgs) -> Result<(), CliError> {
@@ -50,8 +57,38 @@ pub fn run(args: &MountArgs) -> Result<(), CliError> {
         opts,
         args.foreground,
     )?;
+    #[cfg(feature = "passthrough-control")]
+    let plan = match args.passthrough_control {
+        true => passthrough_control(plan)?,
+        false => plan,
+    };
     start(plan)
 }
+
+/// Switches a plan to the identity codec. Only an ephemeral filesystem qualifies: it is emptied
+/// at every mount, so no encrypted data can be read as clear or overwritten in clear, and the
+/// plaintext it holds dies at the next mount.
+#[cfg(feature = "passthrough-control")]
+fn passthrough_control(mut plan: MountPlan) -> Result<MountPlan, CliError> {
+    if !matches!(plan.config.key_source, KeySourceDescriptor::Ephemeral) {
+        return Err(CliError::new(
+            exit::USAGE,
+            format!(
+                "--passthrough-control stores everything in clear, so it mounts only an ephemeral filesystem; {} uses key source {}",
+                plan.backing.display(),
+                plan.config.key_source.kind()
+            ),
+        )
+        .hint("secretfs init NEW_BACKING --key ephemeral"));
+    }
+    eprintln!("secretfs: WARNING: {CONTROL_WARNING}");
+    plan.codec = Codec::PassthroughControl;
+    Ok(plan)
+}
+
+#[cfg(feature = "passthrough-control")]
+const CONTROL_WARNING: &str =
+    "passthrough control: contents and names are NOT encrypted; for benchmarks only";
 
 pub fn plan(
     backing: &Path,
@@ -105,6 +142,7 @@ pub fn plan(
         spec,
         opts,
         foreground,
+        codec: Codec::default(),
     })
 }
 
@@ -216,11 +254,16 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
     };
     let fs_id = config.fs_id.to_string();
     audit::unlocked(&fs_id, config.key_source.kind());
+    #[cfg(feature = "passthrough-control")]
+    if plan.codec == Codec::PassthroughControl {
+        tracing::warn!(fs_id = %fs_id, "{CONTROL_WARNING}");
+    }
 
     let fs_opts = FsOptions {
         read_only: plan.opts.read_only,
         ttl: Duration::from_secs(1),
         writeback_cache: plan.opts.writeback,
+        codec: plan.codec,
     };
     let fs = SecretFs::new(&plan.backing, config.root_dir_id()?, keys, fs_opts).map_err(|e| {
         CliError::new(
@@ -272,6 +315,7 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
         mountpoint: plan.mountpoint.clone(),
         fs_id: fs_id.clone(),
         key_source: config.key_source.kind().into(),
+        cipher: Some(plan.codec.cipher_name(&config.cipher).into()),
     };
     if let Err(e) = daemon::write_state(&state) {
         tracing::warn!("cannot record the mount in {}: {e}", daemon::STATE_DIR);

@@ -56,7 +56,11 @@ pub fn collect(path: &Path) -> Result<Status, CliError> {
         mountpoint,
         backing,
         fs_id: loaded.as_ref().map(|c| c.fs_id.to_string()),
-        cipher: loaded.as_ref().map(|c| c.cipher.clone()),
+        // The daemon knows best: a benchmark build may serve the config's fs without its cipher.
+        cipher: state
+            .as_ref()
+            .and_then(|s| s.cipher.clone())
+            .or_else(|| loaded.as_ref().map(|c| c.cipher.clone())),
         key_source: loaded.as_ref().map(|c| describe_key(&c.key_source)),
     })
 }

@@ -96,8 +96,18 @@ pub fn block_count(plain: u64) -> u64 {
 
 /// Seals and opens the blocks of one file with its own key.
 pub struct FileCipher {
-    key: LessSafeKey,
+    codec: BlockCodec,
     header: [u8; HEADER_LEN],
+}
+
+/// What turns a block's plaintext into its stored body. The layout around it (header, nonce
+/// slot, tag slot, final flag, holes) is the same for every codec.
+enum BlockCodec {
+    Aead(LessSafeKey),
+    /// Benchmark builds only: the passthrough control stores plaintext with a zero nonce and
+    /// tag, so the frontend does the very same I/O as with AES-GCM minus the crypto.
+    #[cfg(feature = "passthrough-control")]
+    Identity,
 }
 
 impl FileCipher {
@@ -105,7 +115,16 @@ impl FileCipher {
         // Only fails for a wrong key length, and the length is fixed by the type.
         let unbound = UnboundKey::new(&AES_256_GCM, file_key).unwrap_or_else(|_| unreachable!());
         Self {
-            key: LessSafeKey::new(unbound),
+            codec: BlockCodec::Aead(LessSafeKey::new(unbound)),
+            header: header.encode(),
+        }
+    }
+
+    /// The identity codec of the passthrough control: no key, no encryption, same layout.
+    #[cfg(feature = "passthrough-control")]
+    pub fn identity(header: &FileHeader) -> Self {
+        Self {
+            codec: BlockCodec::Identity,
             header: header.encode(),
         }
     }
@@ -126,11 +145,17 @@ impl FileCipher {
     /// `plain.len() + BLOCK_OVERHEAD` bytes: nonce ‖ ciphertext ‖ tag. The nonce is fresh random.
     pub fn seal_block(&self, index: u64, is_final: bool, plain: &[u8], out: &mut [u8]) {
         let mut nonce = [0u8; NONCE_LEN];
-        super::keys::fill_random(&mut nonce);
+        match self.codec {
+            BlockCodec::Aead(_) => super::keys::fill_random(&mut nonce),
+            // No nonce is stored, so drawing one would only put crypto cost back into the control.
+            #[cfg(feature = "passthrough-control")]
+            BlockCodec::Identity => {}
+        }
         self.seal_block_with_nonce(index, is_final, plain, nonce, out);
     }
 
     /// As `seal_block` with a caller-chosen nonce: for test vectors only on the data path.
+    /// The identity codec stores a zero nonce whatever the caller chose.
     pub fn seal_block_with_nonce(
         &self,
         index: u64,
@@ -141,16 +166,29 @@ impl FileCipher {
     ) {
         assert!(!plain.is_empty() && plain.len() <= BLOCK_SIZE);
         assert_eq!(out.len(), plain.len() + BLOCK_OVERHEAD);
-        out[..NONCE_LEN].copy_from_slice(&nonce);
-        let (body, tag_out) = out[NONCE_LEN..].split_at_mut(plain.len());
+        let (nonce_out, rest) = out.split_at_mut(NONCE_LEN);
+        let (body, tag_out) = rest.split_at_mut(plain.len());
         body.copy_from_slice(plain);
-        let aad = self.aad(index, is_final);
-        // Sealing only fails for inputs larger than GCM's 64 GiB limit.
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), body)
-            .unwrap_or_else(|_| unreachable!());
-        tag_out.copy_from_slice(tag.as_ref());
+        match &self.codec {
+            BlockCodec::Aead(key) => {
+                nonce_out.copy_from_slice(&nonce);
+                let aad = self.aad(index, is_final);
+                // Sealing only fails for inputs larger than GCM's 64 GiB limit.
+                let tag = key
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(aad),
+                        body,
+                    )
+                    .unwrap_or_else(|_| unreachable!());
+                tag_out.copy_from_slice(tag.as_ref());
+            }
+            #[cfg(feature = "passthrough-control")]
+            BlockCodec::Identity => {
+                nonce_out.fill(0);
+                tag_out.fill(0);
+            }
+        }
     }
 
     /// Opens stored block `index` into `out` and returns the plaintext length. An all-zero
@@ -173,17 +211,33 @@ impl FileCipher {
             out.fill(0);
             return Ok(plain_len);
         }
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&stored[..NONCE_LEN]);
-        let (body, tag) = stored[NONCE_LEN..].split_at(plain_len);
-        let opened = self.key.open_separate_gather(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(self.aad(index, is_final)),
-            body,
-            tag,
-            out,
-        );
-        if opened.is_err() {
+        let (nonce, rest) = stored.split_at(NONCE_LEN);
+        let (body, tag) = rest.split_at(plain_len);
+        let opened = match &self.codec {
+            BlockCodec::Aead(key) => {
+                let mut n = [0u8; NONCE_LEN];
+                n.copy_from_slice(nonce);
+                key.open_separate_gather(
+                    Nonce::assume_unique_for_key(n),
+                    Aad::from(self.aad(index, is_final)),
+                    body,
+                    tag,
+                    out,
+                )
+                .is_ok()
+            }
+            // Zero nonce and tag are what the identity codec writes; anything else (a real
+            // AES-GCM block above all) is refused rather than served as garbage.
+            #[cfg(feature = "passthrough-control")]
+            BlockCodec::Identity => {
+                let ours = nonce.iter().chain(tag).all(|b| *b == 0);
+                if ours {
+                    out.copy_from_slice(body);
+                }
+                ours
+            }
+        };
+        if !opened {
             // Never let a half-decrypted buffer escape: callers may reuse it.
             out.fill(0);
             return Err(CryptoError::Auth);
@@ -322,6 +376,84 @@ pub(crate) mod tests {
         #[test]
         fn size_math_is_a_bijection(plain in 0u64..(1u64 << 40)) {
             prop_assert_eq!(plain_size(stored_size(plain)), Ok(plain));
+        }
+    }
+}
+
+#[cfg(all(test, feature = "passthrough-control"))]
+mod identity_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const HEADER: FileHeader = FileHeader {
+        file_id: [0x11; 16],
+    };
+
+    #[test]
+    fn identity_stores_plaintext_between_a_zero_nonce_and_tag() {
+        let c = FileCipher::identity(&HEADER);
+        assert_eq!(c.header_bytes(), &HEADER.encode());
+        let plain = b"hello, passthrough";
+        let mut stored = vec![0xAA; plain.len() + BLOCK_OVERHEAD];
+        // The caller's nonce is ignored: nothing random reaches a control block.
+        c.seal_block_with_nonce(3, true, plain, [7; NONCE_LEN], &mut stored);
+        assert_eq!(&stored[..NONCE_LEN], &[0; NONCE_LEN]);
+        assert_eq!(&stored[NONCE_LEN..NONCE_LEN + plain.len()], plain);
+        assert_eq!(&stored[NONCE_LEN + plain.len()..], &[0; TAG_LEN]);
+        let mut out = [0u8; BLOCK_SIZE];
+        assert_eq!(c.open_block(3, true, &stored, &mut out), Ok(plain.len()));
+        assert_eq!(&out[..plain.len()], plain);
+    }
+
+    #[test]
+    fn identity_keeps_the_hole_rule_and_reads_its_own_zero_final_block() {
+        let c = FileCipher::identity(&HEADER);
+        let mut out = [1u8; BLOCK_SIZE];
+        let hole = vec![0u8; STORED_BLOCK_SIZE];
+        assert_eq!(c.open_block(0, false, &hole, &mut out), Ok(BLOCK_SIZE));
+        assert!(out.iter().all(|b| *b == 0));
+        // A final block of zeros (an extending truncate) is all zeros once stored, and it is
+        // still this codec's own block, unlike under AES-GCM where it means damage.
+        let mut stored = vec![1u8; 1 + BLOCK_OVERHEAD];
+        c.seal_block(0, true, &[0], &mut stored);
+        assert!(stored.iter().all(|b| *b == 0));
+        assert_eq!(c.open_block(0, true, &stored, &mut out), Ok(1));
+        assert_eq!(out[0], 0);
+    }
+
+    #[test]
+    fn identity_and_aead_refuse_each_others_blocks() {
+        let id = FileCipher::identity(&HEADER);
+        let aead = FileCipher::new(&[0x42; 32], &HEADER);
+        let plain = [5u8; BLOCK_SIZE];
+        let mut out = [9u8; BLOCK_SIZE];
+        let mut sealed = vec![0u8; STORED_BLOCK_SIZE];
+        aead.seal_block(1, false, &plain, &mut sealed);
+        assert_eq!(
+            id.open_block(1, false, &sealed, &mut out),
+            Err(CryptoError::Auth)
+        );
+        assert!(out.iter().all(|b| *b == 0), "no partial output may escape");
+        let mut clear = vec![0u8; STORED_BLOCK_SIZE];
+        id.seal_block(1, false, &plain, &mut clear);
+        assert_eq!(
+            aead.open_block(1, false, &clear, &mut out),
+            Err(CryptoError::Auth)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn identity_blocks_round_trip_with_the_aead_layout(
+            data in proptest::collection::vec(any::<u8>(), 1..=BLOCK_SIZE),
+            index in any::<u64>(), is_final in any::<bool>()) {
+            let c = FileCipher::identity(&HEADER);
+            let mut stored = vec![0u8; data.len() + BLOCK_OVERHEAD];
+            c.seal_block(index, is_final, &data, &mut stored);
+            prop_assert_eq!(&stored[NONCE_LEN..NONCE_LEN + data.len()], &data[..]);
+            let mut out = [0u8; BLOCK_SIZE];
+            prop_assert_eq!(c.open_block(index, is_final, &stored, &mut out), Ok(data.len()));
+            prop_assert_eq!(&out[..data.len()], &data[..]);
         }
     }
 }

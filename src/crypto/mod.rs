@@ -14,3 +14,50 @@ pub enum CryptoError {
     #[error("malformed input: {0}")]
     Malformed(&'static str),
 }
+
+/// The codec a mounted filesystem runs with. Production builds have exactly one; the
+/// passthrough control exists only in builds with the `passthrough-control` feature.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Codec {
+    /// AES-256-GCM contents, AES-SIV names: the on-disk format v1.
+    #[default]
+    Encrypted,
+    /// The identity codec of the comparison benchmark: format v1's layout, no encryption.
+    #[cfg(feature = "passthrough-control")]
+    PassthroughControl,
+}
+
+impl Codec {
+    /// The block codec of one file; the encrypted codec derives the file's key here.
+    pub fn file_cipher(
+        self,
+        keys: &keys::KeyRing,
+        header: &content::FileHeader,
+    ) -> content::FileCipher {
+        match self {
+            Codec::Encrypted => {
+                content::FileCipher::new(keys.file_key(&header.file_id).expose(), header)
+            }
+            #[cfg(feature = "passthrough-control")]
+            Codec::PassthroughControl => content::FileCipher::identity(header),
+        }
+    }
+
+    /// The name codec of the filesystem.
+    pub fn name_cipher(self, keys: &keys::KeyRing) -> names::NameCipher {
+        match self {
+            Codec::Encrypted => names::NameCipher::new(keys.names_key(), keys.xattr_key()),
+            #[cfg(feature = "passthrough-control")]
+            Codec::PassthroughControl => names::NameCipher::identity(),
+        }
+    }
+
+    /// The cipher as `status` reports it: what the config names, unless this codec replaced it.
+    pub fn cipher_name(self, configured: &str) -> &str {
+        match self {
+            Codec::Encrypted => configured,
+            #[cfg(feature = "passthrough-control")]
+            Codec::PassthroughControl => "none (passthrough control)",
+        }
+    }
+}

@@ -68,10 +68,30 @@ pub fn classify(backing_name: &str) -> BackingEntry<'_> {
     }
 }
 
+/// AES-SIV's synthetic IV, which leads every sealed name.
+const SIV_LEN: usize = 16;
+/// xattr values: nonce ‖ AES-256-GCM(value) ‖ tag.
+const XATTR_NONCE_LEN: usize = 12;
+const XATTR_TAG_LEN: usize = 16;
+const XATTR_OVERHEAD: usize = XATTR_NONCE_LEN + XATTR_TAG_LEN;
+
 /// Holds the name key and the xattr value key of one filesystem.
 pub struct NameCipher {
-    siv_key: SecretBytes<NAME_KEY_LEN>,
-    xattr_values: LessSafeKey,
+    codec: NameCodec,
+}
+
+/// What turns names and xattr values into their stored bytes. The stored shapes (base64url
+/// with a 16-byte SIV slot, nonce ‖ value ‖ tag) are the same for every codec.
+enum NameCodec {
+    Aead {
+        siv_key: SecretBytes<NAME_KEY_LEN>,
+        xattr_values: LessSafeKey,
+    },
+    /// Benchmark builds only: the passthrough control keeps every shape but zeroes the SIV,
+    /// nonce and tag slots and leaves the plaintext as it is, so names stay base64url (never
+    /// colliding with internal names) and have exactly the lengths of encrypted ones.
+    #[cfg(feature = "passthrough-control")]
+    Identity,
 }
 
 impl NameCipher {
@@ -79,21 +99,35 @@ impl NameCipher {
         let unbound =
             UnboundKey::new(&AES_256_GCM, xattr_key.expose()).unwrap_or_else(|_| unreachable!());
         Self {
-            siv_key: SecretBytes::from_slice(siv_key.expose()).unwrap_or_else(|| unreachable!()),
-            xattr_values: LessSafeKey::new(unbound),
+            codec: NameCodec::Aead {
+                siv_key: SecretBytes::from_slice(siv_key.expose())
+                    .unwrap_or_else(|| unreachable!()),
+                xattr_values: LessSafeKey::new(unbound),
+            },
         }
     }
 
-    fn siv(&self) -> Aes256Siv {
-        Aes256Siv::new(self.siv_key.expose().into())
+    /// The identity codec of the passthrough control: no key, no encryption, same shapes.
+    #[cfg(feature = "passthrough-control")]
+    pub fn identity() -> Self {
+        Self {
+            codec: NameCodec::Identity,
+        }
+    }
+
+    fn siv(key: &SecretBytes<NAME_KEY_LEN>) -> Aes256Siv {
+        Aes256Siv::new(key.expose().into())
     }
 
     fn seal(&self, ad: &[u8], plain: &[u8]) -> String {
-        // AES-SIV only fails for more associated-data items than it supports (126); we pass one.
-        let sealed = self
-            .siv()
-            .encrypt([ad], plain)
-            .unwrap_or_else(|_| unreachable!());
+        let sealed = match &self.codec {
+            // AES-SIV only fails for more associated-data items than it supports (126); we pass one.
+            NameCodec::Aead { siv_key, .. } => Self::siv(siv_key)
+                .encrypt([ad], plain)
+                .unwrap_or_else(|_| unreachable!()),
+            #[cfg(feature = "passthrough-control")]
+            NameCodec::Identity => [&[0u8; SIV_LEN][..], plain].concat(),
+        };
         URL_SAFE_NO_PAD.encode(sealed)
     }
 
@@ -101,12 +135,21 @@ impl NameCipher {
         let sealed = URL_SAFE_NO_PAD
             .decode(encoded)
             .map_err(|_| CryptoError::Malformed("encrypted name is not base64url"))?;
-        if sealed.len() <= 16 {
+        if sealed.len() <= SIV_LEN {
             return Err(CryptoError::Malformed("encrypted name is too short"));
         }
-        self.siv()
-            .decrypt([ad], &sealed)
-            .map_err(|_| CryptoError::Auth)
+        match &self.codec {
+            NameCodec::Aead { siv_key, .. } => Self::siv(siv_key)
+                .decrypt([ad], &sealed)
+                .map_err(|_| CryptoError::Auth),
+            // A zero SIV slot is what the identity codec writes; a real encrypted name has a
+            // random one and is refused, not shown as garbage.
+            #[cfg(feature = "passthrough-control")]
+            NameCodec::Identity => match sealed.split_at(SIV_LEN) {
+                (siv, name) if siv.iter().all(|b| *b == 0) => Ok(name.to_vec()),
+                _ => Err(CryptoError::Auth),
+            },
+        }
     }
 
     /// Encrypts one path component for the directory whose id is `dir_id`.
@@ -177,20 +220,26 @@ impl NameCipher {
 
     /// xattr values: nonce ‖ AES-256-GCM(value) ‖ tag, bound to the encrypted attribute name.
     pub fn seal_xattr_value(&self, stored_name: &str, value: &[u8]) -> Vec<u8> {
-        let mut nonce = [0u8; 12];
-        super::keys::fill_random(&mut nonce);
-        let mut out = Vec::with_capacity(value.len() + 28);
-        out.extend_from_slice(&nonce);
+        let mut out = Vec::with_capacity(value.len() + XATTR_OVERHEAD);
+        out.extend_from_slice(&[0u8; XATTR_NONCE_LEN]);
         out.extend_from_slice(value);
-        let tag = self
-            .xattr_values
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(stored_name.as_bytes()),
-                &mut out[12..],
-            )
-            .unwrap_or_else(|_| unreachable!());
-        out.extend_from_slice(tag.as_ref());
+        match &self.codec {
+            NameCodec::Aead { xattr_values, .. } => {
+                let mut nonce = [0u8; XATTR_NONCE_LEN];
+                super::keys::fill_random(&mut nonce);
+                out[..XATTR_NONCE_LEN].copy_from_slice(&nonce);
+                let tag = xattr_values
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(stored_name.as_bytes()),
+                        &mut out[XATTR_NONCE_LEN..],
+                    )
+                    .unwrap_or_else(|_| unreachable!());
+                out.extend_from_slice(tag.as_ref());
+            }
+            #[cfg(feature = "passthrough-control")]
+            NameCodec::Identity => out.extend_from_slice(&[0u8; XATTR_TAG_LEN]),
+        }
         out
     }
 
@@ -199,23 +248,37 @@ impl NameCipher {
         stored_name: &str,
         stored: &[u8],
     ) -> Result<Vec<u8>, CryptoError> {
-        if stored.len() < 28 {
+        if stored.len() < XATTR_OVERHEAD {
             return Err(CryptoError::Malformed("xattr value is too short"));
         }
-        let mut nonce = [0u8; 12];
-        nonce.copy_from_slice(&stored[..12]);
-        let mut body = stored[12..].to_vec();
-        let plain_len = self
-            .xattr_values
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(stored_name.as_bytes()),
-                &mut body,
-            )
-            .map_err(|_| CryptoError::Auth)?
-            .len();
-        body.truncate(plain_len);
-        Ok(body)
+        let (nonce_bytes, body) = stored.split_at(XATTR_NONCE_LEN);
+        match &self.codec {
+            NameCodec::Aead { xattr_values, .. } => {
+                let mut nonce = [0u8; XATTR_NONCE_LEN];
+                nonce.copy_from_slice(nonce_bytes);
+                let mut body = body.to_vec();
+                let plain_len = xattr_values
+                    .open_in_place(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(stored_name.as_bytes()),
+                        &mut body,
+                    )
+                    .map_err(|_| CryptoError::Auth)?
+                    .len();
+                body.truncate(plain_len);
+                Ok(body)
+            }
+            // As for blocks: only zero nonce and tag are this codec's own.
+            #[cfg(feature = "passthrough-control")]
+            NameCodec::Identity => {
+                let (value, tag) = body.split_at(body.len() - XATTR_TAG_LEN);
+                if nonce_bytes.iter().chain(tag).all(|b| *b == 0) {
+                    Ok(value.to_vec())
+                } else {
+                    Err(CryptoError::Auth)
+                }
+            }
+        }
     }
 }
 
@@ -319,6 +382,124 @@ mod tests {
         #[test]
         fn decoding_garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..400)) {
             let c = cipher();
+            let _ = c.decrypt_name(&[0; 16], &data);
+            let _ = c.decrypt_symlink(&data);
+            let _ = c.decrypt_xattr_name(&data);
+            let _ = c.open_xattr_value("user.x", &data);
+        }
+    }
+}
+
+#[cfg(all(test, feature = "passthrough-control"))]
+mod identity_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn aead() -> NameCipher {
+        NameCipher::new(
+            &SecretBytes::from_slice(&[3u8; 64]).unwrap(),
+            &SecretBytes::from_slice(&[4u8; 32]).unwrap(),
+        )
+    }
+
+    fn clear(encoded: &str) -> Vec<u8> {
+        let raw = URL_SAFE_NO_PAD.decode(encoded).unwrap();
+        assert_eq!(&raw[..SIV_LEN], &[0; SIV_LEN], "SIV slot must be zero");
+        raw[SIV_LEN..].to_vec()
+    }
+
+    #[test]
+    fn identity_names_are_base64url_of_the_plaintext_and_never_internal() {
+        let c = NameCipher::identity();
+        let stored = c.encrypt_name(&[1; 16], b"report.pdf");
+        let StoredName::Short(enc) = &stored else {
+            panic!("short name expected")
+        };
+        assert_eq!(clear(enc), b"report.pdf");
+        assert_eq!(classify(enc), BackingEntry::Short(enc));
+        // No directory binding: the same name is stored the same everywhere.
+        assert_eq!(stored, c.encrypt_name(&[2; 16], b"report.pdf"));
+        assert_eq!(
+            c.decrypt_name(&[2; 16], enc.as_bytes()).unwrap(),
+            b"report.pdf"
+        );
+        let internal = c.encrypt_name(&[1; 16], DIRID_FILE.as_bytes());
+        assert_eq!(
+            classify(internal.backing_name()),
+            BackingEntry::Short(internal.backing_name())
+        );
+    }
+
+    #[test]
+    fn identity_refuses_encrypted_names_and_values() {
+        let (id, real) = (NameCipher::identity(), aead());
+        let enc = real.encrypt_name(&[1; 16], b"secret");
+        assert_eq!(
+            id.decrypt_name(&[1; 16], enc.backing_name().as_bytes()),
+            Err(CryptoError::Auth)
+        );
+        let clear_name = id.encrypt_name(&[1; 16], b"secret");
+        assert_eq!(
+            real.decrypt_name(&[1; 16], clear_name.backing_name().as_bytes()),
+            Err(CryptoError::Auth)
+        );
+        let n = real.encrypt_xattr_name(b"user.k").unwrap();
+        assert_eq!(id.decrypt_xattr_name(n.as_bytes()), Err(CryptoError::Auth));
+        let v = real.seal_xattr_value(&n, b"value");
+        assert_eq!(id.open_xattr_value(&n, &v), Err(CryptoError::Auth));
+        assert!(id.decrypt_name(&[1; 16], b"not base64 !").is_err());
+        assert!(id.open_xattr_value("user.x", &[0; 27]).is_err());
+    }
+
+    #[test]
+    fn identity_symlinks_and_xattrs_keep_their_shapes() {
+        let (id, real) = (NameCipher::identity(), aead());
+        let t = id.encrypt_symlink(b"../target/file");
+        assert_eq!(t.len(), real.encrypt_symlink(b"../target/file").len());
+        assert_eq!(clear(&t), b"../target/file");
+        assert_eq!(id.decrypt_symlink(t.as_bytes()).unwrap(), b"../target/file");
+        let n = id.encrypt_xattr_name(b"user.mime").unwrap();
+        assert_eq!(
+            n.len(),
+            real.encrypt_xattr_name(b"user.mime").unwrap().len()
+        );
+        assert_eq!(clear(n.strip_prefix("user.").unwrap()), b"mime");
+        assert_eq!(id.decrypt_xattr_name(n.as_bytes()).unwrap(), b"user.mime");
+        assert!(id.encrypt_xattr_name(b"security.selinux").is_none());
+        let v = id.seal_xattr_value(&n, b"text/plain");
+        assert_eq!(v, [&[0u8; 12][..], b"text/plain", &[0u8; 16]].concat());
+        assert_eq!(v.len(), real.seal_xattr_value(&n, b"text/plain").len());
+        assert_eq!(id.open_xattr_value(&n, &v).unwrap(), b"text/plain");
+        assert_eq!(id.open_xattr_value(&n, &[0; 28]).unwrap(), b"");
+    }
+
+    proptest! {
+        #[test]
+        fn identity_names_have_the_encrypted_length_and_long_name_handling(
+            name in proptest::collection::vec(1u8..=255, 1..=255)
+                .prop_filter("no slash, not . or ..", |n| !n.contains(&b'/') && n != b"." && n != b"..")
+        ) {
+            let (id, real) = (NameCipher::identity(), aead());
+            let stored = id.encrypt_name(&[9; 16], &name);
+            let encrypted = real.encrypt_name(&[9; 16], &name);
+            prop_assert_eq!(stored.backing_name().len(), encrypted.backing_name().len());
+            // Short or long alike: the long-name threshold falls on the same name lengths.
+            prop_assert_eq!(std::mem::discriminant(&stored), std::mem::discriminant(&encrypted));
+            let full = match &stored {
+                StoredName::Short(s) => s.clone(),
+                StoredName::Long { hashed, full } => {
+                    prop_assert!(NameCipher::long_name_matches(hashed, full.as_bytes()));
+                    prop_assert_eq!(classify(hashed), BackingEntry::Long(hashed));
+                    full.clone()
+                }
+            };
+            prop_assert_eq!(clear(&full), name.clone());
+            prop_assert_eq!(id.decrypt_name(&[9; 16], full.as_bytes()).unwrap(), name);
+        }
+
+        #[test]
+        fn identity_decoding_garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let c = NameCipher::identity();
             let _ = c.decrypt_name(&[0; 16], &data);
             let _ = c.decrypt_symlink(&data);
             let _ = c.decrypt_xattr_name(&data);

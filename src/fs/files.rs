@@ -8,6 +8,7 @@ use crate::crypto::content::{
     BLOCK_SIZE, HEADER_LEN, STORED_BLOCK_SIZE,
 };
 use crate::crypto::keys::KeyRing;
+use crate::crypto::Codec;
 use fuser::Errno;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::os::fd::RawFd;
@@ -45,7 +46,7 @@ struct Segment {
 
 impl Content {
     /// Reads the header of the backing file behind `fd` (or makes a new one for an empty file).
-    pub fn load(ino: u64, fd: RawFd, keys: &KeyRing) -> Result<Self, Errno> {
+    pub fn load(ino: u64, fd: RawFd, keys: &KeyRing, codec: Codec) -> Result<Self, Errno> {
         let st = sys::fstat(fd).map_err(io)?;
         let stored = st.st_size as u64;
         let (header, size) = if stored == 0 {
@@ -63,10 +64,9 @@ impl Content {
             })?;
             (header, size)
         };
-        let key = keys.file_key(&header.file_id);
         Ok(Self {
             ino,
-            cipher: FileCipher::new(key.expose(), &header),
+            cipher: codec.file_cipher(keys, &header),
             size: RwLock::new(size),
             size_hint: AtomicU64::new(size),
             stripes: std::array::from_fn(|_| RwLock::new(())),

@@ -10,6 +10,7 @@ mod xattr;
 
 use crate::crypto::keys::KeyRing;
 use crate::crypto::names::NameCipher;
+use crate::crypto::Codec;
 use dashmap::DashMap;
 use dirs::{io, Listed};
 use files::Content;
@@ -36,6 +37,8 @@ pub struct FsOptions {
     /// How long the kernel may cache attributes and names.
     pub ttl: Duration,
     pub writeback_cache: bool,
+    /// How contents and names are stored: always `Encrypted` outside benchmark builds.
+    pub codec: Codec,
 }
 
 impl Default for FsOptions {
@@ -44,6 +47,7 @@ impl Default for FsOptions {
             read_only: false,
             ttl: Duration::from_secs(1),
             writeback_cache: false,
+            codec: Codec::default(),
         }
     }
 }
@@ -91,7 +95,7 @@ impl SecretFs {
     ) -> std::io::Result<Self> {
         let path = sys::cstring(backing.as_os_str().as_encoded_bytes())?;
         let root = sys::openat(libc::AT_FDCWD, &path, libc::O_PATH | libc::O_DIRECTORY, 0)?;
-        let names = NameCipher::new(keys.names_key(), keys.xattr_key());
+        let names = opts.codec.name_cipher(&keys);
         Ok(Self {
             inodes: InodeTable::new(root, root_dir_id)?,
             keys,
@@ -133,7 +137,7 @@ impl SecretFs {
         if let Some(c) = slot.as_ref() {
             return Ok(Arc::clone(c));
         }
-        let content = Arc::new(Content::load(inode.ino, fd, &self.keys)?);
+        let content = Arc::new(Content::load(inode.ino, fd, &self.keys, self.opts.codec)?);
         *slot = Some(Arc::clone(&content));
         Ok(content)
     }

@@ -40,6 +40,11 @@ pub struct Fs {
 impl Fs {
     /// A keyfile filesystem, initialised but not mounted.
     pub fn init() -> Self {
+        Self::init_with_key(None)
+    }
+
+    /// Initialised with `--key SOURCE`, or a keyfile in the temp directory when `None`.
+    pub fn init_with_key(source: Option<&str>) -> Self {
         require_root();
         let dir = tempfile::Builder::new()
             .prefix("secretfs-test")
@@ -50,11 +55,12 @@ impl Fs {
         let key = dir.path().join("key");
         let log = dir.path().join("daemon.log");
         std::fs::create_dir(&mnt).unwrap();
+        let keyfile = format!("keyfile:{}", key.display());
         let out = secretfs(&[
             "init",
             backing.to_str().unwrap(),
             "--key",
-            &format!("keyfile:{}", key.display()),
+            source.unwrap_or(&keyfile),
         ]);
         assert!(
             out.status.success(),
