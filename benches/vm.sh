@@ -3,7 +3,8 @@
 # has no device-mapper): boots the project's test VM (tests/vm/run.sh) with benches/vm-guest.sh,
 # then renders the guest's results.json into results.md and chart.svg on the host.
 #
-# Usage: benches/vm.sh [--quick] [--out DIR] [-- MORE_BENCH_ARGS...]
+# Usage: benches/vm.sh [--quick|--smoke] [--out DIR] [-- MORE_BENCH_ARGS...]
+#   --smoke: one tiny round, only to prove the whole path works (CI runs it)
 #   SECRETFS_BIN=path   use this binary instead of building a release one with the control
 # The guest CPU is emulated (QEMU TCG, no KVM here): compare systems within the run, never the
 # absolute figures with a host run.
@@ -16,9 +17,10 @@ extra=()
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) quick=1 ;;
+        --smoke) quick=2 ;;
         --out) out=$2; shift ;;
         --) shift; extra=("$@"); break ;;
-        *) echo "usage: benches/vm.sh [--quick] [--out DIR] [-- MORE_BENCH_ARGS...]" >&2; exit 2 ;;
+        *) echo "usage: benches/vm.sh [--quick|--smoke] [--out DIR] [-- MORE_BENCH_ARGS...]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -33,8 +35,15 @@ work=$(mktemp -d /tmp/secretfs-vm-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 # The guest's disk store, and the tree as a raw tar on its own disk (tar pads to 10 KiB).
 truncate -s 4G "$work/disk.img"
-tar -cf "$work/tree.tar" -C /usr/include linux
-if [ "$quick" = 1 ]; then
+if [ "$quick" = 2 ]; then
+    tar -cf "$work/tree.tar" -C /usr/include/linux netfilter
+else
+    tar -cf "$work/tree.tar" -C /usr/include linux
+fi
+if [ "$quick" = 2 ]; then
+    args="--quick --rounds 1 --size 8M --rand-ops 100 --files 50 --rss-rounds 1 --stores tmpfs"
+    timeout_s=600
+elif [ "$quick" = 1 ]; then
     # Emulated CPUs run ~100x slower: sizes are small even for the full run.
     args="--quick --size 16M --rand-ops 300 --files 200 --rss-rounds 2 --stores tmpfs"
     timeout_s=900

@@ -29,6 +29,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # cache (never installed on the host).
 apt-get install -y -qq --no-install-recommends \
     qemu-system-x86 cpio busybox-static cryptsetup-bin kmod dash binutils >/dev/null
+# The peer the comparison benchmark measures file mode against.
+apt-get install -y -qq --no-install-recommends gocryptfs >/dev/null
 VM_CACHE=${SECRETFS_VM_CACHE:-/var/cache/secretfs-vm}
 if ! ls "$VM_CACHE"/kernel/boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1; then
     mkdir -p "$VM_CACHE"

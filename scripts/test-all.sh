@@ -23,7 +23,9 @@ step() {
 }
 
 step "cargo fmt --check" cargo fmt --all -- --check
-step "cargo clippy" cargo clippy --all-targets --quiet -- -D warnings
+step "cargo clippy" cargo clippy --all-targets --workspace --quiet -- -D warnings
+step "cargo clippy (bench build with the passthrough control)" \
+    cargo clippy --all-targets --quiet --features passthrough-control -- -D warnings
 # moto serves KMS and S3 on loopback for tests/kms.rs; stopped whatever happens.
 moto_pid=
 stop_moto() { if [ -n "$moto_pid" ]; then kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true; fi; }
@@ -43,6 +45,27 @@ step "pjdfstest and fsx on a mounted secretfs" bash tests/suites/run.sh
 step "fuzz targets (config, block, names, mount options)" bash fuzz/run.sh
 # cargo test runs each criterion bench once, in the debug build the tests already made.
 step "criterion benches in test mode" cargo test --quiet --bench codec
+
+# The comparison benchmark needs the bench-only passthrough control: its tests, then a --quick
+# run on the host (plain, control, file mode, gocryptfs) and a one-round run in the VM (block
+# mode on real dm-crypt). Smoke tests only: figures from a shared CI machine assert nothing.
+step "passthrough control (feature build)" \
+    cargo test --quiet --features passthrough-control --test file_mode passthrough_control
+bench_smoke() {
+    local out
+    out=$(mktemp -d /tmp/secretfs-bench-smoke.XXXXXX)
+    cargo build --quiet --features passthrough-control &&
+        cp target/debug/secretfs "$out/secretfs" &&
+        "$out/secretfs" bench --quick --out "$out/host" >/dev/null &&
+        grep -q '| create small files (s) |' "$out/host/results.md" &&
+        grep -q '<svg' "$out/host/chart.svg" &&
+        SECRETFS_BIN=$out/secretfs bash benches/vm.sh --smoke --out "$out/vm" >/dev/null &&
+        grep -q '"block"' "$out/vm/results.json"
+    local rc=$?
+    rm -rf "$out"
+    return $rc
+}
+step "comparison benchmark smoke (--quick on the host, --smoke in the VM)" bench_smoke
 
 echo "test-all: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
