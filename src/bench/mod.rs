@@ -250,6 +250,10 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, Ben
                     check_interrupt()?;
                     done += 1;
                     let sample = r.run(workload).map_err(|e| {
+                        // Ctrl-C also reaches the tar or ls it was running: that is no failure.
+                        if INTERRUPTED.load(Ordering::SeqCst) {
+                            return BenchError::Interrupted;
+                        }
                         BenchError::Setup(format!(
                             "{} on {} ({}): {e}",
                             workload.label(),
