@@ -14,10 +14,14 @@ fail() {
 }
 { mke2fs -q -t ext4 -F /dev/vdc && mkdir -p /disk && mount /dev/vdc /disk; } >/tmp/setup.log 2>&1 || fail /tmp/setup.log
 # Progress goes to the console (benches/vm.sh shows it live), the report to the results port.
+: >/tmp/bench.err
+tail -f /tmp/bench.err >/dev/console &
+follow=$!
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of words
 if secretfs bench $BENCH_ARGS --tree /dev/vdd --disk-dir /disk --out /tmp/bench \
-    >/tmp/bench.md 2>/tmp/bench.err; then
-    cat /tmp/bench.err >/dev/console
+    >/tmp/bench.md 2>>/tmp/bench.err; then
+    sleep 1
+    kill "$follow"
     {
         echo BENCH-JSON-BEGIN
         cat /tmp/bench/results.json
@@ -26,7 +30,8 @@ if secretfs bench $BENCH_ARGS --tree /dev/vdd --disk-dir /disk --out /tmp/bench 
         echo "PASS bench"
     } >"$R"
 else
-    cat /tmp/bench.err >/dev/console
+    sleep 1
+    kill "$follow"
     fail /tmp/bench.err
 fi
 echo DONE >"$R"

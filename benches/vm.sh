@@ -55,7 +55,7 @@ printf 'BENCH_ARGS="%s"\n' "$args ${extra[*]:-}" >"$work/guest.env"
 
 SECRETFS_VM_GUEST=$root/benches/vm-guest.sh SECRETFS_VM_GUEST_ENV=$work/guest.env \
     SECRETFS_VM_MEM=2048 SECRETFS_VM_DRIVES="$work/disk.img $work/tree.tar" \
-    SECRETFS_VM_RESULTS=$work/results SECRETFS_VM_TIMEOUT=$timeout_s SECRETFS_VM_SHOW_CONSOLE=1 \
+    SECRETFS_VM_RESULTS=$work/results SECRETFS_VM_TIMEOUT=$timeout_s SECRETFS_VM_SHOW_CONSOLE=1 SECRETFS_VM_APPEND=loglevel=1 \
     bash "$root/tests/vm/run.sh" "$bin"
 
 mkdir -p "$out"

@@ -10,6 +10,7 @@
 #   SECRETFS_VM_MEM=MiB  SECRETFS_VM_DRIVES="img ..." (vdc, vdd, ... after the two test disks)
 #   SECRETFS_VM_RESULTS=file (a copy of everything the guest wrote on its results port)
 #   SECRETFS_VM_SHOW_CONSOLE=1 (stream the guest console to stderr while it runs)
+#   SECRETFS_VM_APPEND="..." (more kernel parameters)
 # Needs (scripts/install-deps.sh): qemu-system-x86 cpio busybox-static cryptsetup-bin e2fsprogs
 # kmod dash util-linux, and the cloud kernel .deb unpacked under $SECRETFS_VM_CACHE.
 set -Eeuo pipefail
@@ -125,7 +126,7 @@ fi
 timeout "$timeout_s" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m "${SECRETFS_VM_MEM:-1024}" \
     -display none -monitor none -no-reboot \
     -kernel "$vmlinuz" -initrd "$work/initrd.gz" \
-    -append "console=ttyS0 panic=-1 quiet${SECRETFS_VM_CASES:+ cases=$SECRETFS_VM_CASES}" \
+    -append "console=ttyS0 panic=-1 quiet${SECRETFS_VM_CASES:+ cases=$SECRETFS_VM_CASES}${SECRETFS_VM_APPEND:+ $SECRETFS_VM_APPEND}" \
     -drive "file=$work/blank.img,format=raw,if=virtio" \
     -drive "file=$work/foreign.img,format=raw,if=virtio" "${extra_drives[@]}" \
     -serial "file:$work/console.log" -serial "file:$work/results" || qemu_rc=$?
