@@ -490,10 +490,17 @@ impl Filesystem for SecretFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let result = self.with_file(fh, |fd, content| content.read(fd, offset, size));
-        match result {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(e),
+        // The plaintext lives in a per-thread buffer: reply from inside the read, no copy.
+        let mut reply = Some(reply);
+        let result = self.with_file(fh, |fd, content| {
+            content.read(fd, offset, size, |data| {
+                if let Some(r) = reply.take() {
+                    r.data(data)
+                }
+            })
+        });
+        if let (Err(e), Some(r)) = (result, reply.take()) {
+            r.error(e)
         }
     }
 
