@@ -29,7 +29,8 @@ pub struct Content {
     /// Lock-free copy of `size` for getattr.
     size_hint: AtomicU64,
     /// The backing file may have holes (unallocated ranges inside it): then even in-place
-    /// writes reserve space first. Only ever goes from false to true while loaded.
+    /// writes reserve space first. Set when a hole may appear; cleared only when fallocate
+    /// has just allocated the gap an extension leaves.
     sparse: AtomicBool,
     stripes: [RwLock<()>; STRIPES],
 }
@@ -443,18 +444,30 @@ impl Content {
         let end = offset.checked_add(len).ok_or(Errno::EFBIG)?;
         if mode & (PUNCH | ZERO) != 0 {
             self.zero_range(fd, offset, end)?;
-        } else {
-            let from = stored_size(offset.min(self.size()));
-            match sys::fallocate(fd, KEEP, from, stored_size(end).saturating_sub(from)) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
-                Err(e) => return Err(io(e)),
+            if mode & KEEP == 0 && end > self.size() {
+                let mut size = self.size.write();
+                if end > *size {
+                    self.write_extending(fd, end - 1, &[0], &mut size)?;
+                }
             }
+            return Ok(());
         }
-        if mode & KEEP == 0 && end > self.size() {
-            let mut size = self.size.write();
-            if end > *size {
-                self.write_extending(fd, end - 1, &[0], &mut size)?;
+        // Held across both steps, so nothing can free what was allocated in between.
+        let mut size = self.size.write();
+        let from = stored_size(offset.min(*size));
+        let allocated = match sys::fallocate(fd, KEEP, from, stored_size(end).saturating_sub(from))
+        {
+            Ok(()) => true,
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => false,
+            Err(e) => return Err(io(e)),
+        };
+        if mode & KEEP == 0 && end > *size {
+            let sparse = self.sparse.load(Ordering::Acquire);
+            self.write_extending(fd, end - 1, &[0], &mut size)?;
+            // The gap that write leaves was allocated just above: it is no hole (fio and
+            // posix_fallocate users would otherwise pay a reserve on every later write).
+            if allocated && !sparse {
+                self.sparse.store(false, Ordering::Release);
             }
         }
         Ok(())
