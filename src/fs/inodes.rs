@@ -22,6 +22,24 @@ pub struct Inode {
     pub dir_id: OnceLock<[u8; 16]>,
     /// Regular files only: header, cipher, size and block locks, created at first use.
     pub content: parking_lot::Mutex<Option<Arc<Content>>>,
+    /// Regular files only: the backing file as the last release of a handle left it.
+    pub stamp: parking_lot::Mutex<Option<Stamp>>,
+}
+
+/// What changes whenever a backing file's contents do: its times and size.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Stamp([i64; 5]);
+
+impl Stamp {
+    pub fn of(st: &libc::stat) -> Self {
+        Self([
+            st.st_mtime,
+            st.st_mtime_nsec,
+            st.st_ctime,
+            st.st_ctime_nsec,
+            st.st_size,
+        ])
+    }
 }
 
 impl Inode {
@@ -118,6 +136,7 @@ impl InodeTable {
             lookups: AtomicU64::new(1),
             dir_id: OnceLock::from(root_dir_id),
             content: parking_lot::Mutex::new(None),
+            stamp: parking_lot::Mutex::new(None),
         };
         let map = DashMap::new();
         map.insert(ROOT, Arc::new(root));
@@ -145,6 +164,7 @@ impl InodeTable {
                 lookups: AtomicU64::new(0),
                 dir_id: OnceLock::new(),
                 content: parking_lot::Mutex::new(None),
+                stamp: parking_lot::Mutex::new(None),
             })
         });
         entry.lookups.fetch_add(1, Ordering::SeqCst);
