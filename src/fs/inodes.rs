@@ -171,6 +171,19 @@ impl InodeTable {
         Arc::clone(&entry)
     }
 
+    /// One more kernel reference to an inode already in the table, if it is (then the
+    /// caller needs no descriptor of its own). Under the map's entry lock, like `forget`, so
+    /// an inode cannot be dropped between the check and the count.
+    pub fn remember_known(&self, st: &libc::stat) -> Option<Arc<Inode>> {
+        match self.map.entry(self.inos.to_fuse(st.st_ino)) {
+            dashmap::Entry::Occupied(e) if e.get().kind == file_type(st.st_mode) => {
+                e.get().lookups.fetch_add(1, Ordering::SeqCst);
+                Some(Arc::clone(e.get()))
+            }
+            _ => None,
+        }
+    }
+
     /// Drops `n` kernel references; the inode (and its descriptor) goes when none remain.
     pub fn forget(&self, ino: u64, n: u64) {
         if ino == ROOT {

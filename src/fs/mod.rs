@@ -831,6 +831,24 @@ impl Filesystem for SecretFs {
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctl is supported. fuser's default answers the same but logs a warning each
+        // time, and Python's open() asks isatty (TCGETS) on every file: one syslog attempt
+        // (socket + connect) per file created or read.
+        reply.error(Errno::ENOTTY)
+    }
+
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
         // default_permissions: the kernel has already checked the mode bits.
         reply.ok()
