@@ -295,6 +295,10 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
             return Err(mount_error(e, &plan.mountpoint));
         }
     };
+    // Best effort: a kernel or container without the bdi knob keeps the default readahead.
+    if let Err(e) = kmount::set_readahead(&plan.mountpoint, 1024) {
+        tracing::debug!("cannot raise the readahead: {e}");
+    }
     let mountpoint = plan.mountpoint.clone();
     daemon::on_termination(signals, move || {
         if let Err(e) = kmount::unmount(&mountpoint, false) {

