@@ -48,7 +48,7 @@ elif [ "$quick" = 1 ]; then
     args="--quick --size 16M --rand-ops 300 --files 200 --rss-rounds 2 --stores tmpfs"
     timeout_s=900
 else
-    args="--size 128M --rand-ops 2000 --files 1000 --rss-rounds 3 --stores tmpfs,disk"
+    args="--size 32M --rand-ops 500 --files 300 --rss-rounds 3 --stores tmpfs,disk"
     timeout_s=5400
 fi
 printf 'BENCH_ARGS="%s"\n' "$args ${extra[*]:-}" >"$work/guest.env"

@@ -214,7 +214,10 @@ impl Mounted {
             System::Gocryptfs => {
                 mkdir(&mountpoint)?;
                 let passfile = store.join("gocryptfs.pass");
-                let mut password = crate::bench::workloads::random_bytes(24);
+                let mut password = [0u8; 24];
+                getrandom::getrandom(&mut password).map_err(|e| {
+                    BenchError::Setup(format!("no randomness for the gocryptfs password: {e}"))
+                })?;
                 password.iter_mut().for_each(|b| *b = b'a' + (*b % 26));
                 write_private(&passfile, &password)?;
                 // scrypt's default cost only slows the set-up, not the data path.
