@@ -349,16 +349,14 @@ fn concurrent_writers_to_distinct_regions_of_one_file() {
     }
 }
 
-#[test]
-fn holes_sparse_files_and_seek_data() {
-    let fs = Fs::new();
-    let path = fs.p("sparse");
+/// Writes 4 bytes at 0 and at 10 MiB, and checks the gap reads as zeros.
+fn write_sparse_file(path: &std::path::Path) -> std::fs::File {
     let f = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&path)
+        .open(path)
         .unwrap();
     f.write_all_at(b"head", 0).unwrap();
     f.write_all_at(b"tail", 10 << 20).unwrap();
@@ -366,6 +364,14 @@ fn holes_sparse_files_and_seek_data() {
     let mut mid = vec![1u8; 8192];
     f.read_exact_at(&mut mid, 5 << 20).unwrap();
     assert!(mid.iter().all(|b| *b == 0));
+    f
+}
+
+#[test]
+fn holes_sparse_files_and_seek_data() {
+    let fs = Fs::new();
+    let path = fs.p("sparse");
+    let f = write_sparse_file(&path);
     assert!(
         fs::metadata(fs.backing_of(&path)).unwrap().blocks() < 1000,
         "hole was allocated"
@@ -704,19 +710,7 @@ mod passthrough_control {
 
         // Sparse: the hole stays a backing hole and reads as zeros, as in file mode.
         let sparse = fs.p("sparse");
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&sparse)
-            .unwrap();
-        f.write_all_at(b"head", 0).unwrap();
-        f.write_all_at(b"tail", 10 << 20).unwrap();
-        assert_eq!(f.metadata().unwrap().len(), (10 << 20) + 4);
-        let mut mid = vec![1u8; 8192];
-        f.read_exact_at(&mut mid, 5 << 20).unwrap();
-        assert!(mid.iter().all(|b| *b == 0));
+        let f = super::write_sparse_file(&sparse);
         let backing = fs.backing_of(&sparse);
         let meta = fs::metadata(&backing).unwrap();
         assert_eq!(meta.len(), stored_len((10 << 20) + 4));

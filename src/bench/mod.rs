@@ -173,6 +173,17 @@ fn tar_size(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// The workloads of one round on a mounted system.
+fn round_on<'a>(m: &'a Mounted, opts: &'a Options, tree: &'a Path, data: &'a [u8]) -> Round<'a> {
+    Round {
+        dir: &m.root,
+        sizes: &opts.sizes,
+        tree,
+        daemon_pid: m.daemon_pid,
+        data,
+    }
+}
+
 /// Runs the whole benchmark; `progress` gets one line per measurement.
 pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchError> {
     catch_interrupts();
@@ -239,13 +250,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, Ben
             let n = mounted.len();
             for k in 0..n {
                 let m = &mounted[(k + round as usize) % n];
-                let r = Round {
-                    dir: &m.root,
-                    sizes: &opts.sizes,
-                    tree: &tree,
-                    daemon_pid: m.daemon_pid,
-                    data: &data,
-                };
+                let r = round_on(m, opts, &tree, &data);
                 for workload in Workload::ALL {
                     check_interrupt()?;
                     done += 1;
@@ -289,13 +294,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, Ben
         let mut memory = Vec::new();
         for m in mounted.iter().filter(|m| m.daemon_pid.is_some()) {
             let mut rss = Vec::new();
-            let r = Round {
-                dir: &m.root,
-                sizes: &opts.sizes,
-                tree: &tree,
-                daemon_pid: m.daemon_pid,
-                data: &data,
-            };
+            let r = round_on(m, opts, &tree, &data);
             for i in 0..opts.rss_rounds {
                 check_interrupt()?;
                 r.run(Workload::Untar)?;
