@@ -187,6 +187,7 @@ fn round_on<'a>(m: &'a Mounted, opts: &'a Options, tree: &'a Path, data: &'a [u8
 /// Runs the whole benchmark; `progress` gets one line per measurement.
 pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchError> {
     catch_interrupts();
+    let host = host();
     let mut skipped = Vec::new();
     let systems: Vec<System> = opts
         .systems
@@ -337,7 +338,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, Ben
     }
     Ok(Report {
         format: 1,
-        host: host(),
+        host,
         quick: opts.quick,
         rounds: opts.rounds,
         sizes: opts.sizes.clone(),
