@@ -2,9 +2,7 @@
 //! one-line message, a hint and an exit code. All logic lives in the library.
 
 use clap::{Parser, Subcommand};
-use secretfs::cli::{
-    self, bench, block, exit, fsck, init, mount, rewrap, status, umount, CliError,
-};
+use secretfs::cli::{self, bench, block, fsck, init, mount, rewrap, status, umount, CliError};
 
 #[derive(Parser)]
 #[command(name = "secretfs", version, about = "Encrypted storage for cloud instances: a FUSE filesystem with per-file keys", after_help = cli::EXIT_CODES_HELP)]
@@ -67,28 +65,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Status(args) => {
             if let Some(b) = secretfs::block::status(&args.path.to_string_lossy()) {
-                if args.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&b)
-                            .map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?
-                    );
-                } else {
-                    print!("{}", block::render(&b));
-                }
-                return Ok(());
+                return cli::print_report(&b, args.json, block::render);
             }
-            let s = status::collect(&args.path)?;
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&s)
-                        .map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?
-                );
-            } else {
-                print!("{}", status::render(&s));
-            }
-            Ok(())
+            cli::print_report(&status::collect(&args.path)?, args.json, status::render)
         }
     }
 }

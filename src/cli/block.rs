@@ -190,16 +190,7 @@ pub fn run(args: &BlockArgs) -> Result<(), CliError> {
                     format!("{} is not an open secretfs block volume", a.target),
                 )
             })?;
-            if a.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&s)
-                        .map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?
-                );
-            } else {
-                print!("{}", render(&s));
-            }
-            Ok(())
+            super::print_report(&s, a.json, render)
         }
     }
 }

@@ -317,3 +317,19 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         .filter(|s| s >> shift == n)
         .ok_or(format!("size `{text}` is too large"))
 }
+
+/// Prints a status-like report: pretty JSON with `--json`, else the human rendering.
+pub fn print_report<T: serde::Serialize>(
+    report: &T,
+    json: bool,
+    render: impl FnOnce(&T) -> String,
+) -> Result<(), CliError> {
+    if json {
+        let text = serde_json::to_string_pretty(report)
+            .map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?;
+        println!("{text}");
+    } else {
+        print!("{}", render(report));
+    }
+    Ok(())
+}
