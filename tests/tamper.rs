@@ -188,6 +188,34 @@ fn every_kind_of_tampering_is_detected_and_the_daemon_lives_on() {
     }
 }
 
+/// A 1 MiB read is opened in parts on several cores: a bad block in a part that another thread
+/// opens must still fail the read with EIO, while ranges without it read back intact.
+#[test]
+fn a_bad_block_inside_a_large_read_fails_it_whichever_core_opens_it() {
+    let mut fs = Fs::new();
+    let data = pattern(11, 4 << 20);
+    fs::write(fs.p("big"), &data).unwrap();
+    let backing = fs.backing_of(&fs.p("big"));
+    fs.umount();
+    // Block 200 lies in the second half of the first 1 MiB request.
+    flip(&backing, block_offset(200) + 40, 0x04);
+    fs.mount();
+
+    let f = fs::File::open(fs.p("big")).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let err = f.read_exact_at(&mut buf, 0).unwrap_err();
+    assert_eq!(errno_of(&err), libc::EIO, "{err}");
+    f.read_exact_at(&mut buf, 2 << 20).unwrap();
+    assert!(
+        buf == data[2 << 20..3 << 20],
+        "an intact range read back wrong"
+    );
+    assert!(
+        fs.log_text().contains("block 200"),
+        "no audit event for block 200"
+    );
+}
+
 #[test]
 fn an_edited_config_is_refused_with_the_clear_error() {
     let mut fs = Fs::new();

@@ -341,8 +341,13 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Threads: one per core by default, each with its own cloned /dev/fuse descriptor.
+/// Threads: one per core by default, each with its own cloned /dev/fuse descriptor. The crypto
+/// threads that share large requests with them (one per core) are named for `top -H`.
 fn session_config(plan: &MountPlan) -> fuser::Config {
+    // Only fails if the pool already exists (then it keeps its default names).
+    let _ = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("secretfs-aes-{i}"))
+        .build_global();
     let mut config = fuser::Config::default();
     config.n_threads = Some(
         plan.opts

@@ -1,5 +1,6 @@
 //! Encrypted file contents on the data path: per-inode cipher and size, block-range locks so
-//! writes to different blocks of one file run in parallel, read-modify-write of partial blocks.
+//! writes to different blocks of one file run in parallel, read-modify-write of partial blocks,
+//! and the crypto of one large request split across cores.
 
 use super::sys;
 use crate::audit;
@@ -19,6 +20,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// Block locks are striped: block b takes stripe b % STRIPES, always in ascending order.
 const STRIPES: usize = 32;
 const BS: u64 = BLOCK_SIZE as u64;
+/// The crypto of one request is split across cores in parts of at least this many blocks:
+/// below that, handing a part to another thread (a few µs) costs more than the AES it saves.
+const MIN_BLOCKS_PER_PART: usize = 16;
+
+/// Into how many parts to split the crypto of `blocks` blocks: at most one per core, since the
+/// calling thread does one part itself and each crypto thread one more.
+fn parts_for(blocks: usize) -> usize {
+    (blocks / MIN_BLOCKS_PER_PART).clamp(1, rayon::current_num_threads())
+}
 
 /// The open state of one regular file, shared by all its handles and hard links.
 pub struct Content {
@@ -163,6 +173,40 @@ impl Content {
             audit::integrity_failure("block", self.ino, "backing file is shorter than its blocks");
             return Err(eio());
         }
+        let blocks = stored.len().div_ceil(STORED_BLOCK_SIZE);
+        let parts = parts_for(blocks);
+        if parts == 1 {
+            return self.open_run(b0, last, stored, out);
+        }
+        // A 1 MiB read is ~300 µs of AES on one core: the parts run side by side, the first
+        // on this thread, so the reply leaves about as soon as the FUSE-only path would.
+        let per = blocks.div_ceil(parts);
+        let mut results = vec![Ok(()); parts];
+        let jobs = stored
+            .chunks(per * STORED_BLOCK_SIZE)
+            .zip(out.chunks_mut(per * BLOCK_SIZE))
+            .zip(results.iter_mut())
+            .enumerate();
+        rayon::in_place_scope(|scope| {
+            let mut here = None;
+            for (i, ((stored, out), result)) in jobs {
+                let b = b0 + (i * per) as u64;
+                if i == 0 {
+                    here = Some((b, stored, out, result));
+                } else {
+                    scope.spawn(move |_| *result = self.open_run(b, last, stored, out));
+                }
+            }
+            if let Some((b, stored, out, result)) = here {
+                *result = self.open_run(b, last, stored, out);
+            }
+        });
+        results.into_iter().collect()
+    }
+
+    /// Decrypts the consecutive stored blocks in `stored`, the first being block `b0`, into
+    /// `out`; `last` is the index of the file's final block.
+    fn open_run(&self, b0: u64, last: u64, stored: &[u8], out: &mut [u8]) -> Result<(), Errno> {
         for (i, chunk) in stored.chunks(STORED_BLOCK_SIZE).enumerate() {
             let b = b0 + i as u64;
             let dst = &mut out[i * BLOCK_SIZE..];
@@ -190,6 +234,60 @@ impl Content {
             return Err(eio());
         }
         Ok(())
+    }
+
+    /// `seal_range` with the blocks split across cores when there are enough of them. Every
+    /// block but the file's final one is whole, so each part but the last fills exactly
+    /// `STORED_BLOCK_SIZE` bytes per block of `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn seal_blocks(
+        &self,
+        fd: RawFd,
+        b0: u64,
+        b1: u64,
+        old: u64,
+        new: u64,
+        offset: u64,
+        data: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, Errno> {
+        let blocks = (b1 - b0 + 1) as usize;
+        let parts = parts_for(blocks);
+        if parts == 1 {
+            return self.seal_range(fd, b0, b1, old, new, offset, data, out);
+        }
+        let per = blocks.div_ceil(parts) as u64;
+        let mut jobs = Vec::with_capacity(parts);
+        let mut rest = out;
+        let mut p0 = b0;
+        while p0 <= b1 {
+            let p1 = (p0 + per - 1).min(b1);
+            let (mine, tail) = if p1 < b1 {
+                std::mem::take(&mut rest).split_at_mut((p1 - p0 + 1) as usize * STORED_BLOCK_SIZE)
+            } else {
+                (std::mem::take(&mut rest), &mut [][..])
+            };
+            jobs.push((p0, p1, mine));
+            rest = tail;
+            p0 = p1 + 1;
+        }
+        let mut results = vec![Ok(0); jobs.len()];
+        rayon::in_place_scope(|scope| {
+            let mut here = None;
+            for ((p0, p1, out), result) in jobs.into_iter().zip(results.iter_mut()) {
+                if here.is_none() {
+                    here = Some((p0, p1, out, result));
+                } else {
+                    scope.spawn(move |_| {
+                        *result = self.seal_range(fd, p0, p1, old, new, offset, data, out)
+                    });
+                }
+            }
+            if let Some((p0, p1, out, result)) = here {
+                *result = self.seal_range(fd, p0, p1, old, new, offset, data, out);
+            }
+        });
+        results.into_iter().sum()
     }
 
     /// Seals blocks `b0..=b1` of the file as it will be after writing `data` at `offset`:
@@ -295,7 +393,7 @@ impl Content {
             + BLOCK_OVERHEAD;
         with_scratch(|s| {
             let out = take(&mut s.stored, stored_len);
-            let n = self.seal_range(fd, b0, b1, size, size, offset, data, out)?;
+            let n = self.seal_blocks(fd, b0, b1, size, size, offset, data, out)?;
             // Rewriting allocated blocks cannot run out of space; holes can, so a file that
             // may have holes reserves first and a full disk fails the write before any byte
             // of a block is torn.
@@ -350,7 +448,7 @@ impl Content {
                 runs.push((block_offset(l), pos..pos + n));
                 pos += n;
             }
-            let n = self.seal_range(fd, b0, b1, old, end, offset, data, &mut out[pos..])?;
+            let n = self.seal_blocks(fd, b0, b1, old, end, offset, data, &mut out[pos..])?;
             runs.push((block_offset(b0), pos..pos + n));
             let runs = coalesce(runs);
 
