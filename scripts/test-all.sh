@@ -42,6 +42,8 @@ export SECRETFS_TEST_AWS_ENDPOINT="http://127.0.0.1:$moto_port"
 step "cargo test (unit, property, integration on real mounts, KMS/S3 on moto)" cargo test --workspace
 step "block mode on real dm-crypt in a QEMU guest (tests/vm)" bash tests/vm/run.sh
 step "pjdfstest and fsx on a mounted secretfs" bash tests/suites/run.sh
+step "pjdfstest and fsx with the kernel writeback cache (-o writeback)" \
+    env SECRETFS_SUITE_OPTS=writeback bash tests/suites/run.sh
 step "fuzz targets (config, block, names, mount options)" bash fuzz/run.sh
 # cargo test runs each criterion bench once, in the debug build the tests already made.
 step "criterion benches in test mode" cargo test --quiet --bench codec

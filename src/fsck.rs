@@ -305,7 +305,9 @@ impl Checker<'_> {
             Ok(h) => h,
             Err(e) => return self.problem(plain.into(), path, "header", e, false),
         };
-        let cipher = FileCipher::new(self.keys.file_key(&header.file_id).expose(), &header);
+        let cipher = self
+            .keys
+            .with_file_key(&header.file_id, |key| FileCipher::new(key, &header));
         let (count, last) = (block_count(size), block_count(size) - 1);
         let mut bad = Vec::new();
         let mut out = vec![0u8; crate::crypto::content::BLOCK_SIZE];

@@ -3,7 +3,8 @@
 
 use hkdf::Hkdf;
 use sha2::Sha256;
-use zeroize::Zeroizing;
+use std::cell::RefCell;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Length of the master key and of the AES-256 keys derived from it.
 pub const KEY_LEN: usize = 32;
@@ -71,6 +72,22 @@ impl<const N: usize> std::fmt::Debug for SecretBytes<N> {
     }
 }
 
+thread_local! {
+    /// Each thread's locked slot for the content key it is deriving. The data path derives a
+    /// key for every file it opens; a fresh mlock/munlock pair per key (two VMA updates under
+    /// the process-wide mm lock) cost more than the HKDF and the AES key schedule together.
+    static FILE_KEY_SLOT: RefCell<SecretBytes<KEY_LEN>> = RefCell::new(SecretBytes::zeroed());
+}
+
+/// Wipes a key slot however the borrower leaves (return or panic).
+struct WipeOnDrop<'a, const N: usize>(&'a mut SecretBytes<N>);
+
+impl<const N: usize> Drop for WipeOnDrop<'_, N> {
+    fn drop(&mut self) {
+        self.0.expose_mut().zeroize();
+    }
+}
+
 /// Fills `buf` from the OS CSPRNG; a failing kernel RNG is unrecoverable for a crypto filesystem.
 pub fn fill_random(buf: &mut [u8]) {
     aws_lc_rs::rand::fill(buf).unwrap_or_else(|_| {
@@ -129,6 +146,17 @@ impl KeyRing {
         key
     }
 
+    /// Lends the content key of one file to `f` from this thread's locked slot, wiped as soon
+    /// as `f` returns: what the data path uses (`f` must not derive another key itself).
+    pub fn with_file_key<R>(&self, file_id: &[u8; 16], f: impl FnOnce(&[u8; KEY_LEN]) -> R) -> R {
+        FILE_KEY_SLOT.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            let slot = WipeOnDrop(&mut slot);
+            self.expand(&[LABEL_CONTENT, file_id], slot.0.expose_mut());
+            f(slot.0.expose())
+        })
+    }
+
     /// The LUKS keyslot passphrase for block mode.
     pub fn luks_passphrase(&self) -> SecretBytes<KEY_LEN> {
         let mut key = SecretBytes::zeroed();
@@ -166,7 +194,28 @@ mod tests {
             other_fs.file_key(&[9; 16]).expose()
         );
         assert_ne!(a.config_mac_key().expose(), a.xattr_key().expose());
+        a.with_file_key(&[9; 16], |lent| {
+            assert_eq!(lent, a.file_key(&[9; 16]).expose())
+        });
         assert_ne!(&a.names_key().expose()[..32], a.xattr_key().expose());
+    }
+
+    #[test]
+    fn a_lent_file_key_is_wiped_after_use() {
+        let ring = KeyRing::new(&MasterKey::from_slice(&[7u8; 32]).unwrap(), &[1u8; 16]);
+        let address = ring.with_file_key(&[9; 16], |key| {
+            assert_ne!(key, &[0; KEY_LEN]);
+            key.as_ptr() as usize
+        });
+        FILE_KEY_SLOT.with(|slot| {
+            let slot = slot.borrow();
+            assert_eq!(
+                slot.expose().as_ptr() as usize,
+                address,
+                "one slot per thread"
+            );
+            assert_eq!(slot.expose(), &[0; KEY_LEN], "the slot still holds the key");
+        });
     }
 
     #[test]

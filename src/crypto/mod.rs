@@ -36,7 +36,7 @@ impl Codec {
     ) -> content::FileCipher {
         match self {
             Codec::Encrypted => {
-                content::FileCipher::new(keys.file_key(&header.file_id).expose(), header)
+                keys.with_file_key(&header.file_id, |key| content::FileCipher::new(key, header))
             }
             #[cfg(feature = "passthrough-control")]
             Codec::PassthroughControl => content::FileCipher::identity(header),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Mounts a fresh keyfile secretfs and runs pjdfstest (must report 0 failed) and fsx
 # (100,000 operations of the full mix) on it. Needs root and the suites installed.
+# SECRETFS_SUITE_OPTS adds mount options (e.g. `writeback`) so each mode gets the same suites.
 set -Eeuo pipefail
 trap 'echo "suites: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/../.."
@@ -16,7 +17,8 @@ trap cleanup EXIT
 chmod 0755 "$work"  # pjdfstest switches to unprivileged users, who must reach the mount
 mkdir -p "$work/mnt"
 "$bin" init "$work/backing" --key "keyfile:$work/key" >/dev/null
-"$bin" mount "$work/backing" "$work/mnt" -o "allow_other,log=$work/daemon.log"
+"$bin" mount "$work/backing" "$work/mnt" \
+    -o "allow_other,log=$work/daemon.log${SECRETFS_SUITE_OPTS:+,$SECRETFS_SUITE_OPTS}"
 chmod 0755 "$work/mnt"
 
 mkdir "$work/mnt/pjd"
@@ -24,7 +26,7 @@ chmod 0777 "$work/mnt/pjd"
 (cd "$work/mnt/pjd" && pjdfstest -c "$conf/pjdfstest.toml" -p "$work/mnt/pjd" -s /dev/shm) > "$work/pjd.out" 2>&1 || true
 grep -E "FAILED" -A3 "$work/pjd.out" || true
 summary=$(grep '^Summary:' "$work/pjd.out" || echo "Summary: no result")
-echo "pjdfstest $summary"
+echo "pjdfstest${SECRETFS_SUITE_OPTS:+ (-o $SECRETFS_SUITE_OPTS)} $summary"
 case "$summary" in
     "Summary: 0 failed,"*) ;;
     *) tail -n 30 "$work/pjd.out"; exit 1 ;;
