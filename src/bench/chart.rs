@@ -17,6 +17,7 @@ fn color(s: System) -> &'static str {
         System::Plain => "#555555",
         System::Control => "#a0a0a0",
         System::Secretfs => "#1f6fd1",
+        System::SecretfsWriteback => "#7fb0ea",
         System::Block => "#2e9e4f",
         System::Gocryptfs => "#e07b1a",
     }

@@ -18,6 +18,8 @@ pub enum System {
     Control,
     /// secretfs file mode.
     Secretfs,
+    /// secretfs file mode mounted with `-o writeback` (the kernel's writeback cache).
+    SecretfsWriteback,
     /// secretfs block mode: kernel dm-crypt (LUKS2) over a loop file in the store, ext4 inside.
     Block,
     /// gocryptfs, the peer users compare us with.
@@ -25,10 +27,11 @@ pub enum System {
 }
 
 impl System {
-    pub const ALL: [System; 5] = [
+    pub const ALL: [System; 6] = [
         System::Plain,
         System::Control,
         System::Secretfs,
+        System::SecretfsWriteback,
         System::Block,
         System::Gocryptfs,
     ];
@@ -38,6 +41,7 @@ impl System {
             System::Plain => "plain",
             System::Control => "control",
             System::Secretfs => "secretfs",
+            System::SecretfsWriteback => "secretfs-wb",
             System::Block => "block",
             System::Gocryptfs => "gocryptfs",
         }
@@ -52,6 +56,7 @@ impl System {
             System::Plain => "the store itself (no FUSE, no encryption)",
             System::Control => "secretfs frontend with the identity codec (FUSE cost only)",
             System::Secretfs => "secretfs file mode (AES-256-GCM per 4 KiB block)",
+            System::SecretfsWriteback => "secretfs file mode with `-o writeback` (kernel writeback cache)",
             System::Block => "secretfs block mode (LUKS2 aes-xts-plain64, ext4, loop file)",
             System::Gocryptfs => "gocryptfs (AES-256-GCM per 4 KiB block)",
         }
@@ -60,7 +65,7 @@ impl System {
     /// Why this system cannot run here, if it cannot.
     pub fn unavailable(self) -> Option<String> {
         match self {
-            System::Plain | System::Secretfs => None,
+            System::Plain | System::Secretfs | System::SecretfsWriteback => None,
             System::Control => (!cfg!(feature = "passthrough-control")).then(|| {
                 "this secretfs was built without `--features passthrough-control`".to_string()
             }),
@@ -162,7 +167,7 @@ impl Mounted {
                 daemon_pid: None,
                 teardown: Teardown::Nothing,
             }),
-            System::Secretfs | System::Control => {
+            System::Secretfs | System::SecretfsWriteback | System::Control => {
                 mkdir(&mountpoint)?;
                 // Ephemeral: a fresh random key in memory, so no key file is left behind.
                 run(
@@ -176,6 +181,9 @@ impl Mounted {
                 mount.arg("mount").arg(&backing).arg(&mountpoint);
                 if system == System::Control {
                     mount.arg("--passthrough-control");
+                }
+                if system == System::SecretfsWriteback {
+                    mount.args(["-o", "writeback"]);
                 }
                 run(&mut mount, "secretfs mount")?;
                 let daemon_pid = crate::daemon::read_state(&mountpoint).map(|s| s.pid);
