@@ -56,7 +56,9 @@ impl System {
             System::Plain => "the store itself (no FUSE, no encryption)",
             System::Control => "secretfs frontend with the identity codec (FUSE cost only)",
             System::Secretfs => "secretfs file mode (AES-256-GCM per 4 KiB block)",
-            System::SecretfsWriteback => "secretfs file mode with `-o writeback` (kernel writeback cache)",
+            System::SecretfsWriteback => {
+                "secretfs file mode with `-o writeback` (kernel writeback cache)"
+            }
             System::Block => "secretfs block mode (LUKS2 aes-xts-plain64, ext4, loop file)",
             System::Gocryptfs => "gocryptfs (AES-256-GCM per 4 KiB block)",
         }

@@ -34,7 +34,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, value_delimiter = ',')]
     pub stores: Option<Vec<StoreArg>>,
     /// Systems, comma-separated; unavailable ones are skipped with the reason
-    /// [default: plain,control,secretfs,block,gocryptfs].
+    /// [default: plain,control,secretfs,secretfs-wb,block,gocryptfs].
     #[arg(long, value_delimiter = ',', value_parser = parse_system)]
     pub systems: Option<Vec<System>>,
     /// Where the disk store goes (a directory on a real disk).
