@@ -24,6 +24,28 @@ const BS: u64 = BLOCK_SIZE as u64;
 /// below that, handing a part to another thread (a few µs) costs more than the AES it saves.
 const MIN_BLOCKS_PER_PART: usize = 16;
 
+/// Runs `work` on every job and returns the results in job order: the first job on the calling
+/// thread (it would only wait otherwise), the others on the crypto threads.
+fn on_all_cores<J: Send, R: Send>(jobs: Vec<J>, work: impl Fn(J) -> R + Sync) -> Vec<R> {
+    let mut results: Vec<Option<R>> = jobs.iter().map(|_| None).collect();
+    rayon::in_place_scope(|scope| {
+        let work = &work;
+        let mut here = None;
+        for (job, slot) in jobs.into_iter().zip(results.iter_mut()) {
+            if here.is_none() {
+                here = Some((job, slot));
+            } else {
+                scope.spawn(move |_| *slot = Some(work(job)));
+            }
+        }
+        if let Some((job, slot)) = here {
+            *slot = Some(work(job));
+        }
+    });
+    // The scope returns only once every job has run (a panic in one is re-raised here).
+    results.into_iter().flatten().collect()
+}
+
 /// Into how many parts to split the crypto of `blocks` blocks: at most one per core, since the
 /// calling thread does one part itself and each crypto thread one more.
 fn parts_for(blocks: usize) -> usize {
@@ -178,30 +200,18 @@ impl Content {
         if parts == 1 {
             return self.open_run(b0, last, stored, out);
         }
-        // A 1 MiB read is ~300 µs of AES on one core: the parts run side by side, the first
-        // on this thread, so the reply leaves about as soon as the FUSE-only path would.
+        // A 1 MiB read is ~300 µs of AES on one core: the parts run side by side, so the reply
+        // leaves about as soon as the FUSE-only path would.
         let per = blocks.div_ceil(parts);
-        let mut results = vec![Ok(()); parts];
         let jobs = stored
             .chunks(per * STORED_BLOCK_SIZE)
             .zip(out.chunks_mut(per * BLOCK_SIZE))
-            .zip(results.iter_mut())
-            .enumerate();
-        rayon::in_place_scope(|scope| {
-            let mut here = None;
-            for (i, ((stored, out), result)) in jobs {
-                let b = b0 + (i * per) as u64;
-                if i == 0 {
-                    here = Some((b, stored, out, result));
-                } else {
-                    scope.spawn(move |_| *result = self.open_run(b, last, stored, out));
-                }
-            }
-            if let Some((b, stored, out, result)) = here {
-                *result = self.open_run(b, last, stored, out);
-            }
-        });
-        results.into_iter().collect()
+            .enumerate()
+            .map(|(i, (stored, out))| (b0 + (i * per) as u64, stored, out))
+            .collect();
+        on_all_cores(jobs, |(b, stored, out)| self.open_run(b, last, stored, out))
+            .into_iter()
+            .collect()
     }
 
     /// Decrypts the consecutive stored blocks in `stored`, the first being block `b0`, into
@@ -271,23 +281,11 @@ impl Content {
             rest = tail;
             p0 = p1 + 1;
         }
-        let mut results = vec![Ok(0); jobs.len()];
-        rayon::in_place_scope(|scope| {
-            let mut here = None;
-            for ((p0, p1, out), result) in jobs.into_iter().zip(results.iter_mut()) {
-                if here.is_none() {
-                    here = Some((p0, p1, out, result));
-                } else {
-                    scope.spawn(move |_| {
-                        *result = self.seal_range(fd, p0, p1, old, new, offset, data, out)
-                    });
-                }
-            }
-            if let Some((p0, p1, out, result)) = here {
-                *result = self.seal_range(fd, p0, p1, old, new, offset, data, out);
-            }
-        });
-        results.into_iter().sum()
+        on_all_cores(jobs, |(p0, p1, out)| {
+            self.seal_range(fd, p0, p1, old, new, offset, data, out)
+        })
+        .into_iter()
+        .sum()
     }
 
     /// Seals blocks `b0..=b1` of the file as it will be after writing `data` at `offset`:
