@@ -288,6 +288,11 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
     } else {
         fuser::SessionACL::Owner
     };
+    // The crypto threads that share large requests with the FUSE threads (one per core), named
+    // for `top -H`. Only fails if the pool already exists; it then keeps rayon's default names.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("secretfs-aes-{i}"))
+        .build_global();
     let session = match fuser::Session::from_fd(fs, device, acl, session_config(&plan)) {
         Ok(s) => s,
         Err(e) => {
@@ -341,13 +346,8 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Threads: one per core by default, each with its own cloned /dev/fuse descriptor. The crypto
-/// threads that share large requests with them (one per core) are named for `top -H`.
+/// Threads: one per core by default, each with its own cloned /dev/fuse descriptor.
 fn session_config(plan: &MountPlan) -> fuser::Config {
-    // Only fails if the pool already exists (then it keeps its default names).
-    let _ = rayon::ThreadPoolBuilder::new()
-        .thread_name(|i| format!("secretfs-aes-{i}"))
-        .build_global();
     let mut config = fuser::Config::default();
     config.n_threads = Some(
         plan.opts
