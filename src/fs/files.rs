@@ -76,6 +76,16 @@ fn io(e: std::io::Error) -> Errno {
     Errno::from(e)
 }
 
+/// One write as sealing sees it: `data` at `offset`, the file going from `old` to `new` bytes
+/// (equal for in-place writes).
+#[derive(Clone, Copy)]
+struct Patch<'a> {
+    old: u64,
+    new: u64,
+    offset: u64,
+    data: &'a [u8],
+}
+
 /// The stored bytes of one block at a backing offset (kept to undo a failed write).
 struct Segment {
     offset: u64,
@@ -249,22 +259,18 @@ impl Content {
     /// `seal_range` with the blocks split across cores when there are enough of them. Every
     /// block but the file's final one is whole, so each part but the last fills exactly
     /// `STORED_BLOCK_SIZE` bytes per block of `out`.
-    #[allow(clippy::too_many_arguments)]
     fn seal_blocks(
         &self,
         fd: RawFd,
         b0: u64,
         b1: u64,
-        old: u64,
-        new: u64,
-        offset: u64,
-        data: &[u8],
+        patch: Patch,
         out: &mut [u8],
     ) -> Result<usize, Errno> {
         let blocks = (b1 - b0 + 1) as usize;
         let parts = parts_for(blocks);
         if parts == 1 {
-            return self.seal_range(fd, b0, b1, old, new, offset, data, out);
+            return self.seal_range(fd, b0, b1, patch, out);
         }
         let per = blocks.div_ceil(parts) as u64;
         let mut jobs = Vec::with_capacity(parts);
@@ -282,28 +288,29 @@ impl Content {
             p0 = p1 + 1;
         }
         on_all_cores(jobs, |(p0, p1, out)| {
-            self.seal_range(fd, p0, p1, old, new, offset, data, out)
+            self.seal_range(fd, p0, p1, patch, out)
         })
         .into_iter()
         .sum()
     }
 
-    /// Seals blocks `b0..=b1` of the file as it will be after writing `data` at `offset`:
-    /// `old` is the size before, `new` the size after (equal for in-place writes). Blocks that
-    /// `data` covers entirely are sealed straight from it; the others are assembled from their
-    /// old plaintext (if any), zeros and the part of `data` they hold. Appends to `out`.
-    #[allow(clippy::too_many_arguments)]
+    /// Seals blocks `b0..=b1` of the file as it will be after `patch`. Blocks that its data
+    /// covers entirely are sealed straight from it; the others are assembled from their old
+    /// plaintext (if any), zeros and the part of the data they hold. Appends to `out`.
     fn seal_range(
         &self,
         fd: RawFd,
         b0: u64,
         b1: u64,
-        old: u64,
-        new: u64,
-        offset: u64,
-        data: &[u8],
+        patch: Patch,
         out: &mut [u8],
     ) -> Result<usize, Errno> {
+        let Patch {
+            old,
+            new,
+            offset,
+            data,
+        } = patch;
         let end = offset + data.len() as u64;
         let last = block_count(new) - 1;
         let mut pos = 0;
@@ -391,7 +398,13 @@ impl Content {
             + BLOCK_OVERHEAD;
         with_scratch(|s| {
             let out = take(&mut s.stored, stored_len);
-            let n = self.seal_blocks(fd, b0, b1, size, size, offset, data, out)?;
+            let patch = Patch {
+                old: size,
+                new: size,
+                offset,
+                data,
+            };
+            let n = self.seal_blocks(fd, b0, b1, patch, out)?;
             // Rewriting allocated blocks cannot run out of space; holes can, so a file that
             // may have holes reserves first and a full disk fails the write before any byte
             // of a block is torn.
@@ -429,6 +442,12 @@ impl Content {
             None => old == 0 && b0 > 0,
         };
         let old_stored = stored_size(old);
+        let patch = Patch {
+            old,
+            new: end,
+            offset,
+            data,
+        };
         with_scratch(|s| {
             let header = if old == 0 { HEADER_LEN } else { 0 };
             let blocks = b1 - b0 + 1 + u64::from(lone_old_last.is_some());
@@ -442,11 +461,11 @@ impl Content {
                 pos = HEADER_LEN;
             }
             if let Some(l) = lone_old_last {
-                let n = self.seal_range(fd, l, l, old, end, offset, data, &mut out[pos..])?;
+                let n = self.seal_range(fd, l, l, patch, &mut out[pos..])?;
                 runs.push((block_offset(l), pos..pos + n));
                 pos += n;
             }
-            let n = self.seal_blocks(fd, b0, b1, old, end, offset, data, &mut out[pos..])?;
+            let n = self.seal_blocks(fd, b0, b1, patch, &mut out[pos..])?;
             runs.push((block_offset(b0), pos..pos + n));
             let runs = coalesce(runs);
 
