@@ -111,6 +111,26 @@ pub fn harden_process() {
     }
 }
 
+/// Raises the soft open-file limit to the hard one. The daemon holds descriptors for the inodes
+/// the kernel caches, and fstab mounts start under systemd's soft limit of 1024, which a large
+/// tree would exhaust. Returns (soft before, soft now) for the log.
+pub fn raise_open_file_limit() -> std::io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: lim is a valid rlimit for getrlimit to fill.
+    crate::fs_sys_cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    let before = lim.rlim_cur;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: lim is a valid rlimit; raising the soft limit up to the hard one needs no
+        // privilege.
+        crate::fs_sys_cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
+    }
+    Ok((before, lim.rlim_cur))
+}
+
 /// Blocks termination signals in this thread and every thread it spawns afterwards, so that
 /// only the thread started by `on_termination` receives them.
 pub fn block_termination_signals() -> libc::sigset_t {
@@ -279,6 +299,47 @@ mod tests {
                 assert!(
                     libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
                     "daemon would be dumpable"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn open_file_limit_is_raised_to_the_hard_limit() {
+        // In a child with a soft limit of 1024 below its hard limit, so the runner keeps its own.
+        // SAFETY: the child only makes raw syscalls and exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: plain rlimit calls on a local.
+                unsafe {
+                    libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                    let hard = lim.rlim_max.min(4096);
+                    lim.rlim_max = hard;
+                    lim.rlim_cur = 1024.min(hard);
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                }
+                let ok = matches!(raise_open_file_limit(), Ok((1024, now)) if now == lim.rlim_max);
+                // SAFETY: plain rlimit query.
+                unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+                unsafe {
+                    libc::_exit(if ok && lim.rlim_cur == lim.rlim_max {
+                        0
+                    } else {
+                        1
+                    })
+                }
+            }
+            pid => {
+                let mut status = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                assert!(
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                    "soft limit not raised to the hard limit"
                 );
             }
         }

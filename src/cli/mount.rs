@@ -242,6 +242,12 @@ fn mount_error(e: std::io::Error, mountpoint: &Path) -> CliError {
 
 fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
     daemon::harden_process();
+    match daemon::raise_open_file_limit() {
+        Ok((before, now)) => {
+            tracing::info!(soft_before = before, soft_now = now, "open-file limit")
+        }
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
     let (config, keys) = if matches!(plan.config.key_source, KeySourceDescriptor::Ephemeral) {
         rekey_ephemeral(&plan)?
     } else {

@@ -103,6 +103,48 @@ impl Fs {
         out
     }
 
+    /// Mounts with the daemon started under this soft/hard open-file limit, as fstab mounts
+    /// under systemd (soft 1024) and login shells start it.
+    pub fn mount_with_nofile(&mut self, soft: u64, hard: u64) {
+        use std::os::unix::process::CommandExt;
+        let opts = format!("allow_other,log={}", self.log.display());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_secretfs"));
+        cmd.args([
+            "mount",
+            self.backing.to_str().unwrap(),
+            self.mnt.to_str().unwrap(),
+            "-o",
+            &opts,
+        ]);
+        // SAFETY: setrlimit is async-signal-safe and touches only the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().expect("run secretfs");
+        assert!(
+            out.status.success(),
+            "mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.mounted = true;
+    }
+
+    /// The daemon's pid, from `secretfs status --json`.
+    pub fn daemon_pid(&self) -> u32 {
+        let out = secretfs(&["status", self.mnt.to_str().unwrap(), "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+        v["daemon_pid"].as_u64().expect("status has a daemon pid") as u32
+    }
+
     pub fn mount(&mut self) {
         let out = self.try_mount(&[]);
         assert!(
