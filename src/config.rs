@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -52,6 +53,10 @@ pub enum KeySourceDescriptor {
         s3_uri: String,
         #[serde(default)]
         context: BTreeMap<String, String>,
+        /// The KMS key that encrypted the password object, as Decrypt reported it at init;
+        /// every later Decrypt names it. Absent in configs made before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_arn: Option<String>,
     },
 }
 
@@ -191,17 +196,33 @@ pub fn config_path(backing: &Path) -> PathBuf {
     backing.join(CONFIG_FILE)
 }
 
-/// Reads and parses the config of `backing`; the MAC is checked later with the key.
+/// Largest legal config: a few hundred bytes of JSON plus a KMS blob (at most 6 KiB).
+pub const MAX_CONFIG_LEN: usize = 64 * 1024;
+
+/// Reads and parses the config of `backing`; the MAC is checked later with the key. The file is
+/// read as the store's other internal files are: no symlink, a regular file, bounded.
 pub fn load(backing: &Path) -> Result<(FsConfig, Vec<u8>), ConfigError> {
     let path = config_path(backing);
-    let bytes = match std::fs::read(&path) {
+    let io_error = |source| ConfigError::Io {
+        path: path.clone(),
+        source,
+    };
+    let root = crate::confined::open_root(backing).map_err(io_error)?;
+    let name = std::ffi::CString::new(CONFIG_FILE).unwrap_or_else(|_| unreachable!());
+    let bytes = match crate::confined::read_bounded(root.as_raw_fd(), &name, MAX_CONFIG_LEN) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(ConfigError::Missing {
                 path: backing.to_path_buf(),
             })
         }
-        Err(source) => return Err(ConfigError::Io { path, source }),
+        Err(e) if crate::confined::is_hostile(&e) => {
+            return Err(ConfigError::Malformed {
+                path,
+                reason: e.to_string(),
+            })
+        }
+        Err(source) => return Err(io_error(source)),
     };
     FsConfig::parse_unverified(&bytes).map_err(|reason| ConfigError::Malformed { path, reason })
 }
@@ -311,6 +332,12 @@ mod tests {
             KeySourceDescriptor::KmsPassword {
                 s3_uri: "s3://b/pw".into(),
                 context: BTreeMap::new(),
+                key_arn: None,
+            },
+            KeySourceDescriptor::KmsPassword {
+                s3_uri: "s3://b/pw".into(),
+                context: BTreeMap::new(),
+                key_arn: Some("arn:aws:kms:eu-west-1:1:key/k".into()),
             },
         ] {
             let config = FsConfig::new(ks);

@@ -258,14 +258,59 @@ pub fn state_path(mountpoint: &Path) -> PathBuf {
     ))
 }
 
+/// The state directory, created 0755 whatever the umask; refused unless it is a real directory
+/// owned by root and writable by root alone, since `status` and `umount` believe what it says.
+fn state_dir(create: bool) -> std::io::Result<&'static Path> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let dir = Path::new(STATE_DIR);
+    if create {
+        match std::fs::DirBuilder::new().mode(0o755).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut meta = std::fs::symlink_metadata(dir)?;
+    if create && meta.is_dir() && meta.uid() == 0 && meta.mode() & 0o022 != 0 {
+        // Made world-writable by an older version: ours, so tighten it (its files are still
+        // checked one by one when read).
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        meta = std::fs::symlink_metadata(dir)?;
+    }
+    if !meta.is_dir() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{STATE_DIR} is not a root-owned directory writable by root alone (uid {}, mode {:o}); remove it",
+                meta.uid(),
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    Ok(dir)
+}
+
 pub fn write_state(state: &MountState) -> std::io::Result<()> {
-    std::fs::create_dir_all(STATE_DIR)?;
+    state_dir(true)?;
     let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
     crate::config::write_atomically(&state_path(&state.mountpoint), &json, 0o644)
 }
 
+/// The recorded state of the daemon serving `mountpoint`, if a trustworthy one exists.
 pub fn read_state(mountpoint: &Path) -> Option<MountState> {
-    let bytes = std::fs::read(state_path(mountpoint)).ok()?;
+    use std::os::fd::AsRawFd;
+    let dir = crate::confined::open_root(state_dir(false).ok()?).ok()?;
+    let path = state_path(mountpoint);
+    let name = std::ffi::CString::new(path.file_name()?.as_encoded_bytes()).ok()?;
+    let file = crate::confined::open_regular(dir.as_raw_fd(), &name).ok()?;
+    // Written by root's daemon only: a file of anyone else's was planted.
+    let meta = std::fs::File::from(file.try_clone().ok()?)
+        .metadata()
+        .ok()?;
+    if std::os::unix::fs::MetadataExt::uid(&meta) != 0 {
+        return None;
+    }
+    let bytes = crate::confined::read_fd_bounded(file.as_raw_fd(), 64 * 1024).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 

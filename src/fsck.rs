@@ -1,17 +1,19 @@
 //! Offline verification of a backing store: walks every directory id, name, long-name side file,
 //! symlink target, xattr and content block with the filesystem's keys, and repairs what is safe.
 
+use crate::confined;
 use crate::crypto::content::{
     block_count, block_offset, plain_size, FileCipher, FileHeader, HEADER_LEN, STORED_BLOCK_SIZE,
 };
 use crate::crypto::keys::KeyRing;
 use crate::crypto::names::{
     classify, long_name_side_file, BackingEntry, NameCipher, CONFIG_FILE, DIRID_FILE, DIR_ID_LEN,
-    LONG_NAME_PREFIX, LONG_NAME_SIDE_SUFFIX, TEMP_PREFIX, XATTR_USER_PREFIX,
+    LONG_NAME_PREFIX, LONG_NAME_SIDE_SUFFIX, MAX_SIDE_FILE_LEN, TEMP_PREFIX, XATTR_USER_PREFIX,
 };
+use crate::fs::sys;
 use serde::Serialize;
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -72,7 +74,16 @@ pub fn check(
         report: Report::default(),
         progress,
     };
-    checker.directory(backing, "", root_dir_id, true);
+    match confined::open_root(backing) {
+        Ok(root) => checker.directory(&root, backing, "", root_dir_id, true),
+        Err(e) => checker.problem(
+            "/".into(),
+            backing,
+            "unreadable-directory",
+            e.to_string(),
+            false,
+        ),
+    }
     checker.report
 }
 
@@ -98,12 +109,20 @@ impl Checker<'_> {
         });
     }
 
-    fn directory(&mut self, dir: &Path, plain: &str, dir_id: [u8; DIR_ID_LEN], is_root: bool) {
+    fn directory(
+        &mut self,
+        fd: &OwnedFd,
+        dir: &Path,
+        plain: &str,
+        dir_id: [u8; DIR_ID_LEN],
+        is_root: bool,
+    ) {
         self.report.directories += 1;
-        let entries: Vec<String> = match std::fs::read_dir(dir) {
-            Ok(rd) => rd
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
+        let entries: Vec<String> = match sys::read_dir(fd.as_raw_fd()) {
+            Ok(list) => list
+                .into_iter()
+                .filter(|(n, _, _)| n != b"." && n != b"..")
+                .map(|(n, _, _)| String::from_utf8_lossy(&n).into_owned())
                 .collect(),
             Err(e) => {
                 return self.problem(
@@ -117,14 +136,18 @@ impl Checker<'_> {
         };
         for name in &entries {
             let path = dir.join(name);
+            let Ok(cname) = CString::new(name.as_bytes()) else {
+                continue;
+            };
             let full = match classify(name) {
                 BackingEntry::Internal => {
-                    self.internal(dir, plain, name, &entries, is_root);
+                    self.internal(fd, dir, plain, name, &entries, is_root);
                     continue;
                 }
                 BackingEntry::Short(s) => s.as_bytes().to_vec(),
                 BackingEntry::Long(hashed) => {
-                    match std::fs::read(dir.join(long_name_side_file(hashed))) {
+                    let side = CString::new(long_name_side_file(hashed)).unwrap_or_default();
+                    match confined::read_bounded(fd.as_raw_fd(), &side, MAX_SIDE_FILE_LEN) {
                         Ok(full) if NameCipher::long_name_matches(hashed, &full) => full,
                         Ok(_) => {
                             self.problem(
@@ -137,10 +160,15 @@ impl Checker<'_> {
                             continue;
                         }
                         Err(e) => {
+                            let kind = if confined::is_hostile(&e) {
+                                "long-name-mismatch"
+                            } else {
+                                "long-name-missing"
+                            };
                             self.problem(
                                 join(plain, name),
                                 &path,
-                                "long-name-missing",
+                                kind,
                                 format!("side file: {e}"),
                                 false,
                             );
@@ -156,23 +184,34 @@ impl Checker<'_> {
                     continue;
                 }
             };
-            self.entry(&path, &child);
+            self.entry(fd, &cname, &path, &child);
         }
         (self.progress)(&self.report);
     }
 
-    fn internal(&mut self, dir: &Path, plain: &str, name: &str, entries: &[String], is_root: bool) {
+    fn internal(
+        &mut self,
+        fd: &OwnedFd,
+        dir: &Path,
+        plain: &str,
+        name: &str,
+        entries: &[String],
+        is_root: bool,
+    ) {
         let path = dir.join(name);
+        let Ok(cname) = CString::new(name.as_bytes()) else {
+            return;
+        };
         if name == DIRID_FILE || (is_root && name == CONFIG_FILE) {
             return;
         }
         if name.starts_with(TEMP_PREFIX) {
-            let removed = self.repair && remove_any(&path).is_ok();
+            let removed = self.repair && remove_at(fd.as_raw_fd(), &cname).is_ok();
             return self.problem(
                 join(plain, name),
                 &path,
                 "leftover-temporary",
-                "left by an interrupted mkdir or config write",
+                "left by an interrupted mkdir, name or config write",
                 removed,
             );
         }
@@ -181,7 +220,7 @@ impl Checker<'_> {
             .and_then(|_| name.strip_suffix(LONG_NAME_SIDE_SUFFIX))
         {
             if !entries.iter().any(|e| e == entry) {
-                let removed = self.repair && std::fs::remove_file(&path).is_ok();
+                let removed = self.repair && sys::unlinkat(fd.as_raw_fd(), &cname, 0).is_ok();
                 return self.problem(
                     join(plain, name),
                     &path,
@@ -201,42 +240,68 @@ impl Checker<'_> {
         );
     }
 
-    fn entry(&mut self, path: &Path, plain: &str) {
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
+    /// One entry of directory `dir`, reached by name from its descriptor, never by path.
+    fn entry(&mut self, dir: &OwnedFd, name: &CString, path: &Path, plain: &str) {
+        let st = match sys::fstatat(dir.as_raw_fd(), name) {
+            Ok(st) => st,
             Err(e) => return self.problem(plain.into(), path, "unreadable", e.to_string(), false),
         };
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            match self.child_dir_id(path, plain) {
-                Some(id) => self.directory(path, plain, id, false),
-                None => self.report.directories += 1,
-            }
-        } else if ft.is_symlink() {
-            self.report.symlinks += 1;
-            match std::fs::read_link(path) {
-                Ok(t) => {
-                    if let Err(e) = self.names.decrypt_symlink(t.as_os_str().as_bytes()) {
-                        self.problem(plain.into(), path, "symlink-target", e.to_string(), false);
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => match confined::open_dir(dir.as_raw_fd(), name) {
+                Ok(child) => {
+                    self.xattrs(&child, path, plain);
+                    match self.child_dir_id(&child, path, plain) {
+                        Some(id) => self.directory(&child, path, plain, id, false),
+                        None => self.report.directories += 1,
                     }
                 }
-                Err(e) => self.problem(plain.into(), path, "symlink-target", e.to_string(), false),
+                Err(e) => self.problem(plain.into(), path, "unreadable", e.to_string(), false),
+            },
+            libc::S_IFLNK => {
+                self.report.symlinks += 1;
+                let target = sys::openat(dir.as_raw_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+                    .and_then(|fd| sys::readlink_fd(fd.as_raw_fd()));
+                let result = target
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| self.names.decrypt_symlink(&t).map_err(|e| e.to_string()));
+                if let Err(e) = result {
+                    self.problem(plain.into(), path, "symlink-target", e, false);
+                }
             }
-        } else if ft.is_file() {
-            self.report.files += 1;
-            self.content(path, plain, meta.len());
-            if self.report.files % 256 == 0 {
-                (self.progress)(&self.report);
+            libc::S_IFREG => {
+                self.report.files += 1;
+                match confined::open_regular(dir.as_raw_fd(), name) {
+                    Ok(fd) => {
+                        self.xattrs(&fd, path, plain);
+                        self.content(std::fs::File::from(fd), path, plain, st.st_size as u64);
+                    }
+                    Err(e) => self.problem(plain.into(), path, "unreadable", e.to_string(), false),
+                }
+                if self.report.files % 256 == 0 {
+                    (self.progress)(&self.report);
+                }
             }
-        }
-        if !ft.is_symlink() {
-            self.xattrs(path, plain);
+            _ => {
+                // FIFOs, sockets and device nodes: only their xattrs, through an O_PATH
+                // descriptor that never opens the object itself.
+                if let Ok(fd) =
+                    sys::openat(dir.as_raw_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+                {
+                    self.xattrs(&fd, path, plain);
+                }
+            }
         }
     }
 
-    fn child_dir_id(&mut self, path: &Path, plain: &str) -> Option<[u8; DIR_ID_LEN]> {
+    fn child_dir_id(
+        &mut self,
+        dir: &OwnedFd,
+        path: &Path,
+        plain: &str,
+    ) -> Option<[u8; DIR_ID_LEN]> {
         let id_path = path.join(DIRID_FILE);
-        match std::fs::read(&id_path) {
+        let id_name = CString::new(DIRID_FILE).unwrap_or_default();
+        match confined::read_bounded(dir.as_raw_fd(), &id_name, DIR_ID_LEN) {
             Ok(id) if id.len() == DIR_ID_LEN => id.try_into().ok(),
             Ok(id) => {
                 self.problem(
@@ -248,14 +313,20 @@ impl Checker<'_> {
                 );
                 None
             }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                self.problem(plain.into(), &id_path, "directory-id", e.to_string(), false);
+                None
+            }
             Err(_) => {
-                let has_names = std::fs::read_dir(path)
-                    .map(|rd| {
-                        rd.flatten().any(|e| {
-                            !matches!(
-                                classify(&e.file_name().to_string_lossy()),
-                                BackingEntry::Internal
-                            )
+                let has_names = sys::read_dir(dir.as_raw_fd())
+                    .map(|list| {
+                        list.iter().any(|(n, _, _)| {
+                            n != b"."
+                                && n != b".."
+                                && !matches!(
+                                    classify(&String::from_utf8_lossy(n)),
+                                    BackingEntry::Internal
+                                )
                         })
                     })
                     .unwrap_or(true);
@@ -272,8 +343,9 @@ impl Checker<'_> {
                 // An empty directory's id protects nothing yet: a new one is safe.
                 let mut id = [0u8; DIR_ID_LEN];
                 crate::crypto::keys::fill_random(&mut id);
-                let repaired =
-                    self.repair && crate::config::write_atomically(&id_path, &id, 0o400).is_ok();
+                let repaired = self.repair
+                    && confined::replace_file(dir.as_raw_fd(), &id_name, &id, 0o400, TEMP_PREFIX)
+                        .is_ok();
                 self.problem(
                     plain.into(),
                     &id_path,
@@ -286,15 +358,11 @@ impl Checker<'_> {
         }
     }
 
-    fn content(&mut self, path: &Path, plain: &str, stored: u64) {
+    fn content(&mut self, file: std::fs::File, path: &Path, plain: &str, stored: u64) {
         let size = match plain_size(stored) {
             Ok(0) => return,
             Ok(s) => s,
             Err(e) => return self.problem(plain.into(), path, "size", e.to_string(), false),
-        };
-        let file = match std::fs::File::open(path) {
-            Ok(f) => f,
-            Err(e) => return self.problem(plain.into(), path, "unreadable", e.to_string(), false),
         };
         let mut raw = [0u8; HEADER_LEN];
         let header = match file
@@ -349,11 +417,8 @@ impl Checker<'_> {
         }
     }
 
-    fn xattrs(&mut self, path: &Path, plain: &str) {
-        let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
-            return;
-        };
-        for stored in list_xattrs(&c) {
+    fn xattrs(&mut self, fd: &OwnedFd, path: &Path, plain: &str) {
+        for stored in list_xattrs(fd) {
             if !stored.starts_with(XATTR_USER_PREFIX.as_bytes()) {
                 continue;
             }
@@ -362,7 +427,7 @@ impl Checker<'_> {
                 self.problem(plain.into(), path, "xattr-name", name, false);
                 continue;
             }
-            let ok = get_xattr(&c, &stored)
+            let ok = get_xattr(fd, &stored)
                 .is_some_and(|v| self.names.open_xattr_value(&name, &v).is_ok());
             if !ok {
                 self.problem(plain.into(), path, "xattr-value", name, false);
@@ -379,42 +444,35 @@ fn plain_or_root(plain: &str) -> String {
     }
 }
 
-fn remove_any(path: &Path) -> std::io::Result<()> {
-    if path.is_dir() {
-        std::fs::remove_dir_all(path)
-    } else {
-        std::fs::remove_file(path)
+/// Removes a leftover temporary: a file, or a directory with the files a crashed mkdir left.
+fn remove_at(dir: i32, name: &CString) -> std::io::Result<()> {
+    if sys::unlinkat(dir, name, 0).is_ok() {
+        return Ok(());
     }
+    let child = confined::open_dir(dir, name)?;
+    for (n, _, _) in sys::read_dir(child.as_raw_fd())? {
+        if n != b"." && n != b".." {
+            sys::unlinkat(child.as_raw_fd(), &sys::cstring(&n)?, 0)?;
+        }
+    }
+    sys::unlinkat(dir, name, libc::AT_REMOVEDIR)
 }
 
-fn list_xattrs(path: &CString) -> Vec<Vec<u8>> {
-    let mut buf = vec![0u8; 65536];
-    // SAFETY: buf is writable for its length.
-    let n = unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n <= 0 {
+/// The xattr names of the object behind `fd` (an O_PATH descriptor works too).
+fn list_xattrs(fd: &OwnedFd) -> Vec<Vec<u8>> {
+    let Ok(buf) = sys::listxattr(fd.as_raw_fd()) else {
         return Vec::new();
-    }
-    buf.truncate(n as usize);
+    };
     buf.split(|b| *b == 0)
         .filter(|n| !n.is_empty())
         .map(<[u8]>::to_vec)
         .collect()
 }
 
-fn get_xattr(path: &CString, name: &[u8]) -> Option<Vec<u8>> {
+fn get_xattr(fd: &OwnedFd, name: &[u8]) -> Option<Vec<u8>> {
     let name = CString::new(name).ok()?;
     let mut buf = vec![0u8; 65536 + 64];
-    // SAFETY: buf is writable for its length.
-    let n = unsafe {
-        libc::lgetxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    (n >= 0).then(|| {
-        buf.truncate(n as usize);
-        buf
-    })
+    let n = sys::getxattr(fd.as_raw_fd(), &name, &mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
 }

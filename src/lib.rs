@@ -5,6 +5,7 @@ pub mod audit;
 pub mod bench;
 pub mod block;
 pub mod config;
+pub mod confined;
 pub mod crypto;
 pub mod daemon;
 pub mod fs;
@@ -12,6 +13,7 @@ pub mod fsck;
 pub mod keysource;
 pub mod mountopts;
 pub mod mounts;
+pub mod pins;
 
 /// Turns a libc return value into an io::Result (shared by modules outside `fs`).
 pub(crate) fn fs_sys_cvt(ret: libc::c_int) -> std::io::Result<libc::c_int> {

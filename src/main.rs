@@ -2,7 +2,7 @@
 //! one-line message, a hint and an exit code. All logic lives in the library.
 
 use clap::{Parser, Subcommand};
-use secretfs::cli::{self, bench, block, fsck, init, mount, rewrap, status, umount, CliError};
+use secretfs::cli::{self, bench, block, fsck, init, mount, pin, rewrap, status, umount, CliError};
 
 #[derive(Parser)]
 #[command(name = "secretfs", version, about = "Encrypted storage for cloud instances: a FUSE filesystem with per-file keys", after_help = cli::EXIT_CODES_HELP)]
@@ -19,6 +19,8 @@ enum Command {
     Mount(mount::MountArgs),
     /// Unmount and wait for the daemon to exit.
     Umount(umount::UmountArgs),
+    /// Record on this host which key opens a backing store (after checking that it does).
+    Pin(pin::PinArgs),
     /// Wrap the master key of a kms filesystem with another KMS key (ReEncrypt).
     Rewrap(rewrap::RewrapArgs),
     /// Show whether a path is mounted, and with which filesystem and key source.
@@ -48,6 +50,16 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Mount(args) => mount::run(&args),
+        Command::Pin(args) => {
+            let pin = pin::run(&args)?;
+            println!(
+                "pinned filesystem {} in {} to key source {}",
+                pin.fs_id,
+                pin.backing.display(),
+                pin.key_source.kind()
+            );
+            Ok(())
+        }
         Command::Rewrap(args) => {
             let done = rewrap::run(&args)?;
             println!(

@@ -187,7 +187,16 @@ fn kms_init_mount_write_then_mount_on_another_instance_with_only_the_s3_uri() {
         .status()
         .unwrap();
     assert!(cp.success());
+    // Another host has no pin of A's: both instances share this machine's pin directory.
+    let fs_id = a.config()["fs_id"].as_str().unwrap().to_string();
+    let pin = format!("/etc/secretfs/pins/{fs_id}.json");
+    std::fs::remove_file(&pin).unwrap();
+    fails(&b.mount_at(&copy, &[]), 3, "has no key pin on this host");
     ok(&b.mount_at(&copy, &["--key", "kms", "--wrapped-key", &uri]));
+    assert!(
+        std::fs::read_to_string(&pin).unwrap().contains("restored"),
+        "the first explicit mount did not pin B's store"
+    );
     assert_eq!(
         std::fs::read(b.mnt.join("hello.txt")).unwrap(),
         b"from instance A"

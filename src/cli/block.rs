@@ -48,6 +48,12 @@ pub struct OpenArgs {
     /// Mount read-only.
     #[arg(long)]
     pub ro: bool,
+    /// Honour setuid/setgid bits on the volume (mounted nosuid by default).
+    #[arg(long)]
+    pub suid: bool,
+    /// Allow device nodes on the volume (mounted nodev by default).
+    #[arg(long)]
+    pub dev: bool,
     #[command(flatten)]
     pub key: KeyArgs,
 }
@@ -160,7 +166,14 @@ pub fn run(args: &BlockArgs) -> Result<(), CliError> {
                 format: a.format,
                 wipe: a.wipe,
                 no_workqueue: a.perf_no_workqueue,
-                mount_flags: if a.ro { libc::MS_RDONLY } else { 0 },
+                mount_flags: [
+                    (a.ro, libc::MS_RDONLY),
+                    (!a.suid, libc::MS_NOSUID),
+                    (!a.dev, libc::MS_NODEV),
+                ]
+                .iter()
+                .filter(|(on, _)| *on)
+                .fold(0, |flags, (_, flag)| flags | flag),
             };
             let o = open(&req, &a.key, None)?;
             println!(

@@ -54,6 +54,9 @@ pub fn run(args: &InitArgs) -> Result<Initialized, CliError> {
             })?;
     }
     let backing = super::existing_dir(&args.backing, "backing directory", exit::BACKING)?;
+    if let crate::keysource::KeySpec::Keyfile(_) = &spec {
+        super::refuse_keyfile_in_store(&spec, &backing)?;
+    }
     if config::config_path(&backing).exists() {
         return Err(config::ConfigError::AlreadyInitialized { path: backing }.into());
     }
@@ -91,5 +94,16 @@ pub fn run(args: &InitArgs) -> Result<Initialized, CliError> {
     config.key_source = descriptor;
     let keys = KeyRing::new(&master, &config.fs_id_bytes());
     config::store(&backing, &config, &keys, false)?;
+    let pin = crate::pins::Pin {
+        fs_id: config.fs_id,
+        backing: backing.clone(),
+        key_source: config.key_source.clone(),
+    };
+    if let Err(e) = crate::pins::store(std::path::Path::new(crate::pins::PIN_DIR), &pin) {
+        eprintln!(
+            "secretfs: warning: {e}; mount with --key until `secretfs pin {} --key …` succeeds",
+            backing.display()
+        );
+    }
     Ok(Initialized { config, backing })
 }

@@ -7,6 +7,7 @@ pub mod fsck;
 pub mod helper;
 pub mod init;
 pub mod mount;
+pub mod pin;
 pub mod rewrap;
 pub mod status;
 pub mod umount;
@@ -16,6 +17,8 @@ use crate::crypto::keys::KeyRing;
 use crate::keysource::aws::ErrorClass;
 use crate::keysource::s3::S3Uri;
 use crate::keysource::{AwsKeyArgs, KeySourceError, KeySpec, PassphraseInput};
+use crate::pins::{self, Pin};
+use std::path::Path;
 use std::time::Duration;
 
 /// Exit codes, documented in `--help` and the README.
@@ -235,13 +238,195 @@ impl KeyArgs {
     }
 }
 
-/// The key source to use: `--key`, else `-o key=`, else what `init` recorded in the config.
-pub fn choose_spec(
+/// The key a command may use on a store, and the pin to record once that key has opened it.
+pub struct Trusted {
+    pub spec: KeySpec,
+    /// Written after the config MAC checks out: the first use of an explicitly named key.
+    pub new_pin: Option<Pin>,
+}
+
+/// Records the pin of a first use, once its key has opened the store; the store is already
+/// open then, so a failure only warns.
+pub fn record_pin(new_pin: &Option<Pin>) {
+    if let Some(pin) = new_pin {
+        match pins::store(Path::new(pins::PIN_DIR), pin) {
+            Ok(()) => {
+                tracing::info!(fs_id = %pin.fs_id, key_source = pin.key_source.kind(), "pinned the key source of this filesystem")
+            }
+            Err(e) => {
+                tracing::warn!("{e}; mounts without --key will be refused until it is pinned")
+            }
+        }
+    }
+}
+
+/// Chooses the key source from what this host trusts, never from the store alone: the pin
+/// (`/etc/secretfs/pins`) when there is one, which the store's config must match exactly; else
+/// only a source named by the user (`--key`, `-o key=`), whose identity (key file, KMS key, S3
+/// object) then also comes from the user. Every refusal happens before anything is touched.
+pub fn trusted_spec(
+    backing: &Path,
     key: &KeyArgs,
     option: Option<&str>,
     config: &FsConfig,
-) -> Result<KeySpec, CliError> {
-    spec_for(key, option, &config.key_source)
+) -> Result<Trusted, CliError> {
+    let pin = pins::load(Path::new(pins::PIN_DIR), &config.fs_id).map_err(|e| {
+        CliError::new(exit::KEY, e.to_string())
+            .hint("a pin must be a root-owned file writable only by root; re-create it with `secretfs pin BACKING --key SOURCE`")
+    })?;
+    let given = key.key.as_deref().or(option);
+    let fs_id = config.fs_id;
+    let Some(pin) = pin else {
+        let Some(text) = given else {
+            return Err(CliError::new(
+                exit::KEY,
+                format!(
+                    "filesystem {fs_id} in {} has no key pin on this host, and the store's own config cannot be trusted to name its key",
+                    backing.display()
+                ),
+            )
+            .hint(format!(
+                "name the key: `secretfs pin {} --key SOURCE` (once), or --key / -o key= on the command",
+                backing.display()
+            )));
+        };
+        let spec = key.spec(text)?;
+        check_untrusted_spec(&spec, config, backing)?;
+        return Ok(Trusted {
+            spec,
+            new_pin: Some(Pin {
+                fs_id,
+                backing: backing.to_path_buf(),
+                key_source: config.key_source.clone(),
+            }),
+        });
+    };
+    check_pin(&pin, backing, config)?;
+    let mut spec = match given {
+        Some(text) => key.spec(text)?,
+        None => spec_for(key, None, &pin.key_source)?,
+    };
+    same_kind(&spec, &pin.key_source, "the pin")?;
+    refuse_keyfile_in_store(&spec, backing)?;
+    pin_kms_key(&mut spec, &pin.key_source);
+    Ok(Trusted {
+        spec,
+        new_pin: None,
+    })
+}
+
+/// A pin applies only to the backing directory it was made for, and the config must name
+/// exactly the key source it pinned.
+pub fn check_pin(pin: &Pin, backing: &Path, config: &FsConfig) -> Result<(), CliError> {
+    let fs_id = config.fs_id;
+    if pin.backing != backing {
+        return Err(CliError::new(
+            exit::BACKING,
+            format!(
+                "filesystem {fs_id} is pinned to {}, but was found in {}; nothing was touched",
+                pin.backing.display(),
+                backing.display()
+            ),
+        )
+        .hint(format!(
+            "if it was moved on purpose: secretfs pin {} --key SOURCE",
+            backing.display()
+        )));
+    }
+    if pin.key_source != config.key_source {
+        return Err(CliError::new(
+            exit::KEY,
+            format!(
+                "the config in {} names key source `{}`, but this host pinned `{}` for filesystem {fs_id}: the config was replaced or edited; nothing was touched",
+                backing.display(),
+                config.key_source.kind(),
+                pin.key_source.kind()
+            ),
+        )
+        .hint("restore the config from a backup; to trust a new key on purpose: secretfs pin BACKING --key SOURCE"));
+    }
+    Ok(())
+}
+
+/// What a key named by the user must satisfy when no pin vouches for the store: its identity
+/// comes from the user, its kind matches the config, and it does not live in the store.
+pub fn check_untrusted_spec(
+    spec: &KeySpec,
+    config: &FsConfig,
+    backing: &Path,
+) -> Result<(), CliError> {
+    require_identity(spec)?;
+    same_kind(spec, &config.key_source, "the store's config")?;
+    refuse_keyfile_in_store(spec, backing)
+}
+
+fn same_kind(spec: &KeySpec, stored: &KeySourceDescriptor, whose: &str) -> Result<(), CliError> {
+    if spec.kind() == stored.kind() {
+        return Ok(());
+    }
+    Err(CliError::new(
+        exit::KEY,
+        format!(
+            "key source `{}` was given, but {whose} says `{}`; nothing was touched",
+            spec.kind(),
+            stored.kind()
+        ),
+    ))
+}
+
+/// Without a pin, a KMS source's identity must come from the user, not from the store.
+fn require_identity(spec: &KeySpec) -> Result<(), CliError> {
+    match spec {
+        // A blob from the user's S3 object is the user's choice; one from the config is not.
+        KeySpec::Kms(a) if a.kms_key.is_none() && a.wrapped_key.is_none() => Err(CliError::new(
+            exit::KEY,
+            "--key kms on a filesystem this host has not pinned needs --kms-key or --wrapped-key (or -o kms-key= / wrapped-key=): the store's config cannot be trusted to name the KMS key or the blob",
+        )),
+        KeySpec::KmsPassword(a) if a.wrapped_key.is_none() => Err(CliError::new(
+            exit::KEY,
+            "--key kms-password on a filesystem this host has not pinned needs --wrapped-key s3://… (or -o wrapped-key=): the store's config cannot be trusted to name the object",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A key file kept inside the store it opens is readable by whoever can read the store.
+pub fn refuse_keyfile_in_store(spec: &KeySpec, backing: &Path) -> Result<(), CliError> {
+    let KeySpec::Keyfile(path) = spec else {
+        return Ok(());
+    };
+    let inside = std::fs::canonicalize(path)
+        .ok()
+        .or_else(|| path.is_absolute().then(|| path.clone()))
+        .is_some_and(|p| p.starts_with(backing));
+    if inside {
+        return Err(CliError::new(
+            exit::KEY,
+            format!(
+                "key file {} lies inside the backing store {}; refusing it",
+                path.display(),
+                backing.display()
+            ),
+        )
+        .hint("keep key files outside the store, e.g. under /etc/secretfs/"));
+    }
+    Ok(())
+}
+
+/// KMS Decrypt always names the pinned key, so a blob made under any other key is refused.
+fn pin_kms_key(spec: &mut KeySpec, pinned: &KeySourceDescriptor) {
+    let arn = match pinned {
+        KeySourceDescriptor::Kms {
+            key_id, key_arn, ..
+        } => Some(key_arn.clone().unwrap_or_else(|| key_id.clone())),
+        KeySourceDescriptor::KmsPassword { key_arn, .. } => key_arn.clone(),
+        _ => None,
+    };
+    if let (Some(args), Some(arn)) = (spec.aws_args_mut(), arn) {
+        if args.kms_key.is_none() {
+            args.kms_key = Some(arn);
+        }
+    }
 }
 
 /// As `choose_spec`, for any stored descriptor (a file-mode config or a LUKS2 token).
@@ -262,13 +447,17 @@ pub fn spec_for(
     })
 }
 
-/// Loads the config of `backing`, obtains the key and checks that it opens this filesystem.
-pub fn unlock(backing: &std::path::Path, key: &KeyArgs) -> Result<(FsConfig, KeyRing), CliError> {
+/// Loads the config of `backing`, obtains the trusted key and checks that it opens this
+/// filesystem (recording the pin of a first use).
+pub fn unlock(backing: &Path, key: &KeyArgs) -> Result<(FsConfig, KeyRing), CliError> {
     let (config, mac) = crate::config::load(backing)?;
-    let spec = choose_spec(key, None, &config)?;
-    let master = spec.resolve(&config.key_source, &config.fs_id_bytes())?;
+    let trusted = trusted_spec(backing, key, None, &config)?;
+    let master = trusted
+        .spec
+        .resolve(&config.key_source, &config.fs_id_bytes())?;
     let keys = KeyRing::new(&master, &config.fs_id_bytes());
     config.verify_mac(&mac, &keys)?;
+    record_pin(&trusted.new_pin);
     Ok((config, keys))
 }
 

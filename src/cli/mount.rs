@@ -42,6 +42,8 @@ pub struct MountPlan {
     pub config: FsConfig,
     pub mac: Vec<u8>,
     pub spec: KeySpec,
+    /// The pin to record once the key has opened the store (first explicit use).
+    pub new_pin: Option<crate::pins::Pin>,
     pub opts: MountOptions,
     pub foreground: bool,
     pub codec: Codec,
@@ -133,13 +135,14 @@ pub fn plan(
         .hint("one backing store can be served by one daemon at a time"));
     }
     let (config, mac) = config::load(&backing)?;
-    let spec = super::choose_spec(key, opts.key.as_deref(), &config)?;
+    let trusted = super::trusted_spec(&backing, key, opts.key.as_deref(), &config)?;
     Ok(MountPlan {
         backing,
         mountpoint,
         config,
         mac,
-        spec,
+        spec: trusted.spec,
+        new_pin: trusted.new_pin,
         opts,
         foreground,
         codec: Codec::default(),
@@ -196,7 +199,9 @@ pub fn start(mut plan: MountPlan) -> Result<(), CliError> {
     }
 }
 
-/// An ephemeral filesystem starts empty with a new key at every mount.
+/// An ephemeral filesystem starts empty with a new key at every mount. Only reached when the
+/// trusted key source (pin or user) says ephemeral and the config agrees; it keeps its fs id,
+/// so its pin stays valid.
 fn rekey_ephemeral(plan: &MountPlan) -> Result<(FsConfig, KeyRing), CliError> {
     let entries = std::fs::read_dir(&plan.backing).map_err(|e| {
         CliError::new(
@@ -218,7 +223,8 @@ fn rekey_ephemeral(plan: &MountPlan) -> Result<(FsConfig, KeyRing), CliError> {
             )
         })?;
     }
-    let config = FsConfig::new(KeySourceDescriptor::Ephemeral);
+    let mut config = FsConfig::new(KeySourceDescriptor::Ephemeral);
+    config.fs_id = plan.config.fs_id;
     let master = crate::crypto::keys::MasterKey::random();
     let keys = KeyRing::new(&master, &config.fs_id_bytes());
     config::store(&plan.backing, &config, &keys, true)?;
@@ -248,7 +254,13 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
         }
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }
-    let (config, keys) = if matches!(plan.config.key_source, KeySourceDescriptor::Ephemeral) {
+    // The store is emptied only when the trusted source itself is ephemeral: a config edited
+    // to say `ephemeral` meets a keyfile or KMS spec and fails in resolve, touching nothing.
+    let ephemeral = matches!(
+        (&plan.spec, &plan.config.key_source),
+        (KeySpec::Ephemeral, KeySourceDescriptor::Ephemeral)
+    );
+    let (config, keys) = if ephemeral {
         rekey_ephemeral(&plan)?
     } else {
         let master = plan
@@ -258,6 +270,7 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
         plan.config.verify_mac(&plan.mac, &keys)?;
         (plan.config.clone(), keys)
     };
+    super::record_pin(&plan.new_pin);
     let fs_id = config.fs_id.to_string();
     audit::unlocked(&fs_id, config.key_source.kind());
     #[cfg(feature = "passthrough-control")]

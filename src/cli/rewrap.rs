@@ -46,6 +46,23 @@ pub fn run(args: &RewrapArgs) -> Result<Rewrapped, CliError> {
     crate::daemon::init_logging(true, None);
     let backing = super::existing_dir(&args.backing, "backing directory", exit::BACKING)?;
     let (config, mac) = config::load(&backing)?;
+    // The blob to move is the pinned one: a replaced config cannot make us adopt its key.
+    let pin = crate::pins::load(std::path::Path::new(crate::pins::PIN_DIR), &config.fs_id)
+        .map_err(|e| CliError::new(exit::KEY, e.to_string()))?
+        .ok_or_else(|| {
+            CliError::new(
+                exit::KEY,
+                format!(
+                    "filesystem {} has no key pin on this host; rewrap moves only a pinned key",
+                    config.fs_id
+                ),
+            )
+            .hint(format!(
+                "secretfs pin {} --key kms --kms-key CURRENT_KEY",
+                backing.display()
+            ))
+        })?;
+    super::check_pin(&pin, &backing, &config)?;
     if !matches!(
         config.key_source,
         config::KeySourceDescriptor::Kms { .. } | config::KeySourceDescriptor::KmsPassword { .. }
@@ -75,6 +92,10 @@ pub fn run(args: &RewrapArgs) -> Result<Rewrapped, CliError> {
         _ => aws.kms_key.clone().unwrap_or_default(),
     };
     config::store(&backing, &new_config, &KeyRing::new(&master, &fs_id), true)?;
+    super::record_pin(&Some(crate::pins::Pin {
+        key_source: new_config.key_source.clone(),
+        ..pin
+    }));
     audit::rewrapped(&new_config.fs_id.to_string(), &old_key, &new_key);
     Ok(Rewrapped {
         config: new_config,

@@ -21,6 +21,8 @@ pub const CONFIG_FILE: &str = "secretfs.conf";
 pub const LONG_NAME_PREFIX: &str = "lname.";
 pub const LONG_NAME_SIDE_SUFFIX: &str = ".name";
 pub const TEMP_PREFIX: &str = "secretfs.tmp.";
+/// Largest legal long-name side file: the encoding of a 255-byte name is under 400 bytes.
+pub const MAX_SIDE_FILE_LEN: usize = 1024;
 const SYMLINK_AD: &[u8] = b"secretfs/v1/symlink";
 const XATTR_NAME_AD: &[u8] = b"secretfs/v1/xattr-name";
 pub const XATTR_USER_PREFIX: &str = "user.";

@@ -5,10 +5,11 @@ use super::inodes::{attr_from_stat, dirent_type, Inode, ROOT};
 use super::sys;
 use super::SecretFs;
 use crate::audit;
+use crate::confined;
 use crate::crypto::content::plain_size;
 use crate::crypto::names::{
     classify, long_name_side_file, BackingEntry, NameCipher, StoredName, DIRID_FILE, DIR_ID_LEN,
-    TEMP_PREFIX,
+    MAX_SIDE_FILE_LEN, TEMP_PREFIX,
 };
 use fuser::{Errno, FileAttr, FileType, Request};
 use std::ffi::{CString, OsStr, OsString};
@@ -48,18 +49,13 @@ impl SecretFs {
         if dir.kind != FileType::Directory {
             return Err(Errno::ENOTDIR);
         }
-        let name = sys::cstring(DIRID_FILE.as_bytes()).map_err(io)?;
-        let id = match sys::openat(dir.raw(), &name, libc::O_RDONLY, 0) {
-            Ok(fd) => {
-                let mut id = [0u8; DIR_ID_LEN];
-                let n = sys::pread(fd.as_raw_fd(), &mut id, 0).map_err(io)?;
-                if n != DIR_ID_LEN {
-                    audit::integrity_failure("dir-id", dir.ino, "directory id file is truncated");
-                    return Err(Errno::EIO);
-                }
-                id
-            }
+        let id = match read_dir_id(dir.raw()) {
+            Ok(id) => id,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.repair_missing_dir_id(dir)?,
+            Err(e) if confined::is_hostile(&e) => {
+                audit::integrity_failure("dir-id", dir.ino, &e.to_string());
+                return Err(Errno::EIO);
+            }
             Err(e) => return Err(io(e)),
         };
         Ok(*dir.dir_id.get_or_init(|| id))
@@ -204,10 +200,13 @@ impl SecretFs {
 
     fn read_long_name(&self, dir: &Inode, hashed: &str) -> Option<Vec<u8>> {
         let side = sys::cstring(long_name_side_file(hashed).as_bytes()).ok()?;
-        let fd = sys::openat(dir.raw(), &side, libc::O_RDONLY, 0).ok()?;
-        let mut buf = vec![0u8; 1024];
-        let n = sys::pread(fd.as_raw_fd(), &mut buf, 0).ok()?;
-        buf.truncate(n);
+        let buf = match confined::read_bounded(dir.raw(), &side, MAX_SIDE_FILE_LEN) {
+            Ok(buf) => buf,
+            Err(e) => {
+                audit::integrity_failure("name", dir.ino, &format!("{hashed}: side file: {e}"));
+                return None;
+            }
+        };
         if NameCipher::long_name_matches(hashed, &buf) {
             Some(buf)
         } else {
@@ -223,16 +222,11 @@ impl SecretFs {
     /// Writes the side file of a long name before the entry itself appears.
     pub(super) fn prepare_name(&self, parent: &Inode, stored: &StoredName) -> Result<(), Errno> {
         if let StoredName::Long { hashed, full } = stored {
+            // Written beside and renamed over whatever holds the name: a planted symlink is
+            // replaced, never followed, and an existing side file is never truncated in place.
             let side = sys::cstring(long_name_side_file(hashed).as_bytes()).map_err(io)?;
-            let fd = sys::openat(
-                parent.raw(),
-                &side,
-                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
-                0o600,
-            )
-            .map_err(io)?;
-            sys::pwrite_all(fd.as_raw_fd(), full.as_bytes(), 0).map_err(io)?;
-            sys::fsync(fd.as_raw_fd(), true).map_err(io)?;
+            confined::replace_file(parent.raw(), &side, full.as_bytes(), 0o600, TEMP_PREFIX)
+                .map_err(io)?;
         }
         Ok(())
     }
@@ -309,7 +303,7 @@ impl SecretFs {
                 sys::cstring(format!("{TEMP_PREFIX}{}", crate::config::hex(&suffix)).as_bytes())?;
             sys::mkdirat(pfd, &tmp, mode & 0o7777)?;
             let result = (|| {
-                let dir = sys::openat(pfd, &tmp, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                let dir = confined::open_dir(pfd, &tmp)?;
                 let mut id = [0u8; DIR_ID_LEN];
                 crate::crypto::keys::fill_random(&mut id);
                 write_dir_id(dir.as_raw_fd(), &id)
@@ -346,11 +340,7 @@ impl SecretFs {
             }
         }
         // The kernel holds the victim's lock, so no entry can appear while we empty it.
-        let id_name = sys::cstring(DIRID_FILE.as_bytes()).map_err(io)?;
-        let mut saved_id = [0u8; DIR_ID_LEN];
-        let had_id = sys::openat(fd.as_raw_fd(), &id_name, libc::O_RDONLY, 0)
-            .and_then(|f| sys::pread(f.as_raw_fd(), &mut saved_id, 0))
-            .is_ok_and(|n| n == DIR_ID_LEN);
+        let saved_id = read_dir_id(fd.as_raw_fd()).ok();
         for raw in &internal {
             let name = sys::cstring(raw).map_err(io)?;
             // A crashed mkdir can leave a temporary directory behind: it goes too.
@@ -359,8 +349,8 @@ impl SecretFs {
             }
         }
         if let Err(e) = sys::unlinkat(parent.raw(), &backing, libc::AT_REMOVEDIR) {
-            if had_id {
-                let _ = write_dir_id(fd.as_raw_fd(), &saved_id);
+            if let Some(id) = &saved_id {
+                let _ = write_dir_id(fd.as_raw_fd(), id);
             }
             return Err(io(e));
         }
@@ -405,14 +395,22 @@ impl SecretFs {
     }
 }
 
+/// Reads a directory's id: a regular file of exactly `DIR_ID_LEN` bytes, or a hostile error.
+pub(super) fn read_dir_id(dir_fd: i32) -> std::io::Result<[u8; DIR_ID_LEN]> {
+    let name = sys::cstring(DIRID_FILE.as_bytes())?;
+    let bytes = confined::read_bounded(dir_fd, &name, DIR_ID_LEN)?;
+    <[u8; DIR_ID_LEN]>::try_from(bytes.as_slice())
+        .map_err(|_| confined::hostile(format!("directory id file holds {} bytes", bytes.len())))
+}
+
 /// Writes a directory's id file: write, fsync file (gocryptfs lost directories whose id file
-/// was empty after a crash), then fsync the directory.
+/// was empty after a crash), then fsync the directory. `O_EXCL`: never onto an existing object.
 pub(super) fn write_dir_id(dir_fd: i32, id: &[u8; DIR_ID_LEN]) -> Result<(), Errno> {
     let name = sys::cstring(DIRID_FILE.as_bytes()).map_err(io)?;
     let fd: OwnedFd = sys::openat(
         dir_fd,
         &name,
-        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
         0o400,
     )
     .map_err(io)?;

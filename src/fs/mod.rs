@@ -5,7 +5,7 @@ mod dirs;
 mod files;
 pub mod inodes;
 pub mod kmount;
-mod sys;
+pub(crate) mod sys;
 mod xattr;
 
 use crate::crypto::keys::KeyRing;

@@ -292,6 +292,14 @@ impl<'a> Kms<'a> {
                     .unwrap_or_default(),
             );
             let key_arn = out.key_id.take().unwrap_or_else(|| key_hint.to_string());
+            // KMS enforces the KeyId itself; checked here too, so an endpoint that ignores it
+            // (or answers for another key) cannot make us accept a blob under a foreign key.
+            if pin && !same_key(key_hint, &key_arn) {
+                return Err(Attempt::Fail(AwsError::WrongBlob {
+                    key: format!(" with the pinned key {key_hint}"),
+                    detail: format!("Decrypt answered with key {key_arn}"),
+                }));
+            }
             Ok(((plain, key_arn), rid))
         });
         let key = match &result {
@@ -345,6 +353,18 @@ impl<'a> Kms<'a> {
         });
         self.audit("ReEncrypt", new_key, &result);
         result.map(|(v, _)| v)
+    }
+}
+
+/// Whether the key ARN KMS reports is the one asked for: an ARN must match exactly, a bare key
+/// id must be that ARN's id; an alias cannot be compared here (KMS has checked it).
+fn same_key(asked: &str, used: &str) -> bool {
+    if asked.starts_with("arn:") && asked.contains(":key/") {
+        asked == used
+    } else if asked.starts_with("alias/") || asked.contains(":alias/") {
+        true
+    } else {
+        used == asked || used.ends_with(&format!(":key/{asked}"))
     }
 }
 
@@ -427,10 +447,11 @@ pub fn init_kms_password(
         .as_ref()
         .ok_or(KeySourceError::WrappedKeyMissing)?;
     let user_ctx = args.context.clone().unwrap_or_default();
-    let master = unlock_password(args, uri, &user_ctx, fs_id, args.kms_key.as_deref())?;
+    let (master, key_arn) = unlock_password(args, uri, &user_ctx, fs_id, args.kms_key.as_deref())?;
     let descriptor = KeySourceDescriptor::KmsPassword {
         s3_uri: uri.to_string(),
         context: user_ctx,
+        key_arn: Some(key_arn),
     };
     Ok((master, descriptor))
 }
@@ -441,19 +462,19 @@ fn unlock_password(
     ctx: &BTreeMap<String, String>,
     fs_id: &[u8; 16],
     key_hint: Option<&str>,
-) -> Result<MasterKey, KeySourceError> {
+) -> Result<(MasterKey, String), KeySourceError> {
     let aws = Aws::connect(args.timeout, key_hint.and_then(arn_region))?;
     let object = S3::new(&aws).get(uri)?;
     let blob = password_blob(&object);
     let ctx: HashMap<String, String> = ctx.clone().into_iter().collect();
-    let (password, _) =
+    let (password, key_arn) =
         Kms::new(&aws, fs_id).decrypt(&blob, &ctx, key_hint.unwrap_or(""), key_hint.is_some())?;
     if password.is_empty() || password.len() > MAX_PASSWORD {
         return Err(damaged(
             "the decrypted password object is empty or too long",
         ));
     }
-    Ok(password_to_master(&password, fs_id))
+    Ok((password_to_master(&password, fs_id), key_arn))
 }
 
 /// Where the blob of a `kms` filesystem comes from at mount: `--wrapped-key` first, then the
@@ -516,6 +537,7 @@ pub fn resolve_kms_password(
     let KeySourceDescriptor::KmsPassword {
         s3_uri,
         context: stored_ctx,
+        key_arn,
     } = stored
     else {
         return Err(damaged("not a kms-password descriptor"));
@@ -525,7 +547,8 @@ pub fn resolve_kms_password(
         None => S3Uri::parse(s3_uri).map_err(KeySourceError::Damaged)?,
     };
     let ctx = args.context.as_ref().unwrap_or(stored_ctx);
-    unlock_password(args, &uri, ctx, fs_id, args.kms_key.as_deref())
+    let hint = args.kms_key.as_deref().or(key_arn.as_deref());
+    unlock_password(args, &uri, ctx, fs_id, hint).map(|(master, _)| master)
 }
 
 /// `rewrap`: ReEncrypt the blob to `new_key`, prove the new blob opens this filesystem
@@ -553,7 +576,7 @@ pub fn rewrap(
         } => {
             let ctx = context(fs_id, user_ctx);
             let old = fetch_blob(&aws, args, s3_uri, wrapped_key)?;
-            let (plain, _) = kms.decrypt(&old, &ctx, &key_label(key_id, key_arn), false)?;
+            let (plain, _) = kms.decrypt(&old, &ctx, &key_label(key_id, key_arn), true)?;
             let old_master =
                 MasterKey::from_slice(&plain).ok_or_else(|| damaged("old data key length"))?;
             if !opens(&old_master) {
@@ -584,13 +607,19 @@ pub fn rewrap(
         KeySourceDescriptor::KmsPassword {
             s3_uri,
             context: user_ctx,
+            key_arn,
         } => {
             let uri = S3Uri::parse(s3_uri).map_err(KeySourceError::Damaged)?;
             let s3 = S3::new(&aws);
             let object = s3.get(&uri)?;
             let old = password_blob(&object);
             let ctx: HashMap<String, String> = user_ctx.clone().into_iter().collect();
-            let (password, _) = kms.decrypt(&old, &ctx, "", false)?;
+            let (password, _) = kms.decrypt(
+                &old,
+                &ctx,
+                key_arn.as_deref().unwrap_or(""),
+                key_arn.is_some(),
+            )?;
             if !opens(&password_to_master(&password, fs_id)) {
                 return Err(KeySourceError::DoesNotOpen);
             }
@@ -601,7 +630,14 @@ pub fn rewrap(
                 return Err(KeySourceError::DoesNotOpen);
             }
             s3.put(&uri, &new.blob, true)?;
-            Ok((master, stored.clone()))
+            Ok((
+                master,
+                KeySourceDescriptor::KmsPassword {
+                    s3_uri: s3_uri.clone(),
+                    context: user_ctx.clone(),
+                    key_arn: Some(new.key_arn),
+                },
+            ))
         }
         other => Err(KeySourceError::Mismatch {
             created: other.kind(),

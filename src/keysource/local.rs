@@ -36,6 +36,20 @@ pub fn read_keyfile(path: &Path) -> Result<MasterKey, KeySourceError> {
         Err(e) => return Err(io_err(path)(e)),
     };
     let meta = file.metadata().map_err(io_err(path))?;
+    // Root's daemon trusts only root's key files: another owner could swap the key.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 && meta.uid() != 0 {
+        return Err(KeySourceError::KeyfileOwner {
+            path: path.to_path_buf(),
+            uid: meta.uid(),
+        });
+    }
+    if !meta.is_file() {
+        return Err(KeySourceError::KeyfileIo {
+            path: path.to_path_buf(),
+            source: std::io::Error::other("not a regular file"),
+        });
+    }
     if meta.mode() & 0o077 != 0 {
         return Err(KeySourceError::KeyfileInsecure {
             path: path.to_path_buf(),
@@ -179,6 +193,24 @@ pub fn init_passphrase(
     Ok((master, descriptor))
 }
 
+/// Largest argon2 parameters a config may ask for: 1 GiB, 16 passes, 8 lanes. The config is
+/// read before anything is authenticated, so these bound what an edited one can make us spend.
+pub const ARGON2_MAX_M_KIB: u32 = 1024 * 1024;
+pub const ARGON2_MAX_T: u32 = 16;
+pub const ARGON2_MAX_P: u32 = 8;
+
+fn check_argon2_bounds(m_cost_kib: u32, t_cost: u32, p_cost: u32) -> Result<(), KeySourceError> {
+    if !(8 * 1024..=ARGON2_MAX_M_KIB).contains(&m_cost_kib)
+        || !(1..=ARGON2_MAX_T).contains(&t_cost)
+        || !(1..=ARGON2_MAX_P).contains(&p_cost)
+    {
+        return Err(KeySourceError::Damaged(format!(
+            "argon2 parameters m={m_cost_kib} KiB, t={t_cost}, p={p_cost} are outside the accepted bounds (8 MiB..1 GiB, 1..{ARGON2_MAX_T} passes, 1..{ARGON2_MAX_P} lanes)"
+        )));
+    }
+    Ok(())
+}
+
 pub fn unwrap_passphrase(
     input: &PassphraseInput,
     stored: &KeySourceDescriptor,
@@ -196,9 +228,13 @@ pub fn unwrap_passphrase(
             "not a passphrase descriptor".into(),
         ));
     };
+    check_argon2_bounds(*m_cost_kib, *t_cost, *p_cost)?;
     let salt = B64
         .decode(salt)
         .map_err(|_| KeySourceError::Damaged("salt is not base64".into()))?;
+    if !(8..=64).contains(&salt.len()) {
+        return Err(KeySourceError::Damaged("salt has the wrong length".into()));
+    }
     let wrapped = B64
         .decode(wrapped_key)
         .map_err(|_| KeySourceError::Damaged("wrapped key is not base64".into()))?;
@@ -226,6 +262,21 @@ pub fn unwrap_passphrase(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn argon2_parameters_from_a_config_are_bounded() {
+        assert!(check_argon2_bounds(ARGON2_M_KIB, ARGON2_T, ARGON2_P).is_ok());
+        for (m, t, p) in [
+            (u32::MAX, 3, 1),
+            (ARGON2_MAX_M_KIB + 1, 3, 1),
+            (64 * 1024, 1000, 1),
+            (64 * 1024, 3, 255),
+            (64 * 1024, 0, 1),
+            (1, 3, 1),
+        ] {
+            assert!(check_argon2_bounds(m, t, p).is_err(), "m={m} t={t} p={p}");
+        }
+    }
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

@@ -84,6 +84,8 @@ pub enum KeySourceError {
     KeyfileLength { path: PathBuf, len: u64 },
     #[error("key file {path} is readable or writable by group/others (mode {mode:o}); run `chmod 0400 {path}`")]
     KeyfileInsecure { path: PathBuf, mode: u32 },
+    #[error("key file {path} is owned by uid {uid}, not root; run `chown root: {path}`")]
+    KeyfileOwner { path: PathBuf, uid: u32 },
     #[error("cannot use key file {path}: {source}")]
     KeyfileIo {
         path: PathBuf,

@@ -1,0 +1,186 @@
+//! Key pins: what this host trusts about each filesystem's key, kept outside the backing store
+//! in root-owned files, so that editing the store alone can never choose the key a mount uses.
+//!
+//! A pin is written by `init`, by `secretfs pin` after the key named on its command line has
+//! opened the store (MAC checked), and by the first mount that names its key explicitly. A mount
+//! without `--key` takes the key source from the pin, never from the store's config; a config
+//! whose key source differs from the pin is refused before anything is touched.
+
+use crate::config::KeySourceDescriptor;
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Where pins live: one JSON file per filesystem id.
+pub const PIN_DIR: &str = "/etc/secretfs/pins";
+/// A pin holds a descriptor (at most a KMS blob of 6 KiB) and a path.
+const MAX_PIN_LEN: usize = 64 * 1024;
+
+/// The trusted facts about one filesystem.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Pin {
+    pub fs_id: uuid::Uuid,
+    /// The canonical backing directory it was pinned for: another store moved here (or this
+    /// one moved elsewhere) needs a new pin.
+    pub backing: PathBuf,
+    /// The key source, exactly as the authenticated config held it when pinned.
+    pub key_source: KeySourceDescriptor,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("the pin {path} cannot be trusted: {reason}")]
+    Untrusted { path: PathBuf, reason: String },
+    #[error("cannot read the pin {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("cannot write the pin {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+pub fn pin_path(dir: &Path, fs_id: &uuid::Uuid) -> PathBuf {
+    dir.join(format!("{fs_id}.json"))
+}
+
+/// Owned by root and writable by nobody else: anything else could have been planted.
+fn check_owner(path: &Path, meta: &std::fs::Metadata) -> Result<(), PinError> {
+    use std::os::unix::fs::MetadataExt;
+    if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        return Err(PinError::Untrusted {
+            path: path.to_path_buf(),
+            reason: format!(
+                "owned by uid {} with mode {:o}; it must be root's and writable by root alone",
+                meta.uid(),
+                meta.mode() & 0o7777
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The pin of `fs_id` in `dir`, if any. A pin that exists but cannot be trusted (wrong owner,
+/// writable by others, not a regular file, malformed, naming another filesystem) is an error.
+pub fn load(dir: &Path, fs_id: &uuid::Uuid) -> Result<Option<Pin>, PinError> {
+    let path = pin_path(dir, fs_id);
+    let untrusted = |reason: String| PinError::Untrusted {
+        path: path.clone(),
+        reason,
+    };
+    let root = match crate::confined::open_root(dir) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(PinError::Io { path, source }),
+    };
+    let dir_meta = std::fs::metadata(dir).map_err(|source| PinError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    check_owner(dir, &dir_meta)?;
+    let name = std::ffi::CString::new(format!("{fs_id}.json"))
+        .map_err(|_| untrusted("bad name".into()))?;
+    let fd = match crate::confined::open_regular(root.as_raw_fd(), &name) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if crate::confined::is_hostile(&e) => return Err(untrusted(e.to_string())),
+        Err(source) => return Err(PinError::Io { path, source }),
+    };
+    let meta = std::fs::File::from(fd.try_clone().map_err(|source| PinError::Io {
+        path: path.clone(),
+        source,
+    })?)
+    .metadata()
+    .map_err(|source| PinError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    check_owner(&path, &meta)?;
+    let bytes = crate::confined::read_fd_bounded(fd.as_raw_fd(), MAX_PIN_LEN)
+        .map_err(|e| untrusted(e.to_string()))?;
+    let pin: Pin = serde_json::from_slice(&bytes).map_err(|e| untrusted(e.to_string()))?;
+    if pin.fs_id != *fs_id {
+        return Err(untrusted(format!("it names filesystem {}", pin.fs_id)));
+    }
+    Ok(Some(pin))
+}
+
+/// Writes (or replaces) the pin, creating the directory 0755 and the file 0644: a pin holds no
+/// secret, and `status` may read it as any user.
+pub fn store(dir: &Path, pin: &Pin) -> Result<(), PinError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let path = pin_path(dir, &pin.fs_id);
+    let write_error = |source| PinError::Write {
+        path: path.clone(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(write_error)?;
+    let meta = std::fs::metadata(dir).map_err(write_error)?;
+    check_owner(dir, &meta)?;
+    let mut json = serde_json::to_vec_pretty(pin).map_err(|e| write_error(io::Error::other(e)))?;
+    json.push(b'\n');
+    crate::config::write_atomically(&path, &json, 0o644).map_err(write_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn pin() -> Pin {
+        Pin {
+            fs_id: uuid::Uuid::from_bytes([7; 16]),
+            backing: PathBuf::from("/var/lib/secretfs"),
+            key_source: KeySourceDescriptor::Keyfile {
+                path: PathBuf::from("/etc/secretfs/key"),
+            },
+        }
+    }
+
+    #[test]
+    fn a_stored_pin_loads_back_and_a_missing_one_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let pins = dir.path().join("pins");
+        let p = pin();
+        assert!(load(&pins, &p.fs_id).unwrap().is_none());
+        store(&pins, &p).unwrap();
+        assert_eq!(load(&pins, &p.fs_id).unwrap(), Some(p.clone()));
+        assert!(load(&pins, &uuid::Uuid::from_bytes([8; 16]))
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn pins_writable_by_others_symlinked_or_renamed_are_untrusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let pins = dir.path().join("pins");
+        let p = pin();
+        store(&pins, &p).unwrap();
+        let file = pin_path(&pins, &p.fs_id);
+
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(matches!(
+            load(&pins, &p.fs_id),
+            Err(PinError::Untrusted { .. })
+        ));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        // Another filesystem's pin copied under this id.
+        let other = uuid::Uuid::from_bytes([9; 16]);
+        std::fs::copy(&file, pin_path(&pins, &other)).unwrap();
+        assert!(matches!(
+            load(&pins, &other),
+            Err(PinError::Untrusted { .. })
+        ));
+
+        std::fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(pin_path(&pins, &other), &file).unwrap();
+        assert!(matches!(
+            load(&pins, &p.fs_id),
+            Err(PinError::Untrusted { .. })
+        ));
+    }
+}
