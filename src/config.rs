@@ -5,9 +5,7 @@ use crate::crypto::keys::{KeyRing, SecretBytes};
 use crate::crypto::names::CONFIG_FILE;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -137,11 +135,12 @@ impl FsConfig {
     fn mac(&self, key: &SecretBytes<32>) -> Vec<u8> {
         // Serialising a plain struct of strings and integers cannot fail.
         let body = serde_json::to_vec(self).unwrap_or_else(|_| unreachable!());
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(key.expose()).unwrap_or_else(|_| unreachable!());
+        // aws-lc's HMAC context is cleansed when freed, so no copy of the keyed state is left.
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.expose());
+        let mut mac = aws_lc_rs::hmac::Context::with_key(&key);
         mac.update(b"secretfs/v1/config\0");
         mac.update(&body);
-        mac.finalize().into_bytes().to_vec()
+        mac.sign().as_ref().to_vec()
     }
 
     /// Serialised form: the body plus `"mac"`, pretty-printed for people who audit it.

@@ -101,14 +101,19 @@ pub fn detach_stdio() {
     }
 }
 
+/// No core dumps and no ptrace or /proc/PID/mem by other users: called by every command that
+/// holds a key or passphrase (init, mount, pin, fsck, rewrap, block open), before it gets one.
+pub fn forbid_core_dumps() {
+    // SAFETY: plain prctl call.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+}
+
 /// Security settings of the daemon process: no core dumps (memory holds keys), umask 0 (the
 /// kernel already applied the caller's umask to every mode we receive).
 pub fn harden_process() {
-    // SAFETY: plain prctl/umask calls.
-    unsafe {
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-        libc::umask(0);
-    }
+    forbid_core_dumps();
+    // SAFETY: plain umask call.
+    unsafe { libc::umask(0) };
 }
 
 /// Raises the soft open-file limit to the hard one. The daemon holds descriptors for the inodes

@@ -533,3 +533,44 @@ fn kms_usage_errors_name_the_missing_flag() {
     );
     assert!(!a.backing.exists());
 }
+
+#[test]
+fn kms_a_blob_or_config_made_under_the_attackers_own_key_is_refused() {
+    let Some(ep) = endpoint() else { return };
+    let admin = Admin::new(&ep);
+    let (arn, alias) = admin.key();
+    // The attacker's own KMS key, which this instance is allowed to use too.
+    let (_, evil_alias) = admin.key();
+    let bucket = admin.bucket();
+    let uri = format!("s3://{bucket}/fs.key");
+    let mut a = Inst::new(&ep);
+    ok(&a.init(&["--key", "kms", "--kms-key", &alias, "--wrapped-key", &uri]));
+    ok(&a.mount(&[]));
+    std::fs::write(a.mnt.join("kept"), b"precious").unwrap();
+    a.umount();
+    let fs_id = a.config()["fs_id"].as_str().unwrap().to_string();
+    let ctx = HashMap::from([("secretfs:fs-id".to_string(), fs_id.clone())]);
+
+    // A blob in the right context but under the attacker's key, inline in an edited config:
+    // the config no longer matches the pin, and nothing reaches KMS.
+    let conf_path = a.backing.join("secretfs.conf");
+    let original = std::fs::read(&conf_path).unwrap();
+    let mut edited: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    use base64::Engine;
+    let evil_blob = admin.data_key_blob(&evil_alias, ctx.clone());
+    edited["key_source"]["wrapped_key"] = base64::engine::general_purpose::STANDARD
+        .encode(&evil_blob)
+        .into();
+    edited["key_source"]["s3_uri"] = serde_json::Value::Null;
+    std::fs::write(&conf_path, serde_json::to_vec(&edited).unwrap()).unwrap();
+    fails(&a.mount(&[]), 3, "this host pinned");
+    fails(&a.mount(&["--key", "kms"]), 3, "this host pinned");
+    std::fs::write(&conf_path, &original).unwrap();
+
+    // The same blob as the S3 object: Decrypt names the pinned key, so it is refused.
+    admin.put(&bucket, "fs.key", evil_blob);
+    let out = a.mount(&[]);
+    fails(&out, 3, "cannot decrypt the wrapped key");
+    assert!(stderr(&out).contains(&arn), "{}", stderr(&out));
+    assert!(!a.mounted);
+}

@@ -355,3 +355,25 @@ fn fsck_is_clean_on_a_healthy_tree_and_repairs_only_what_is_safe() {
     fs.mount();
     assert!(fs::read(fs.p("a/b/file")).unwrap() == pattern(5, 70_000));
 }
+
+#[test]
+fn blocks_of_a_version_before_truncation_to_empty_cannot_be_spliced_back() {
+    let mut fs = Fs::new();
+    let old = pattern(7, 3 * 4096);
+    fs::write(fs.p("reused"), &old).unwrap();
+    let backing = fs.backing_of(&fs.p("reused"));
+    let old_header = fs::read(&backing).unwrap()[..HEADER as usize].to_vec();
+    let old_block = stored_block(&backing, 1);
+    // O_TRUNC: the file becomes empty, then gets new contents of the same length.
+    fs::write(fs.p("reused"), pattern(9, 3 * 4096)).unwrap();
+    let new_header = fs::read(&backing).unwrap()[..HEADER as usize].to_vec();
+    assert_ne!(
+        old_header, new_header,
+        "the file id was not renewed when it became empty"
+    );
+    fs.umount();
+    put_block(&backing, 1, &old_block);
+    fs.mount();
+    let err = fs::read(fs.p("reused")).expect_err("an old version's block was accepted");
+    assert_eq!(errno_of(&err), libc::EIO);
+}

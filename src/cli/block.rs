@@ -136,6 +136,7 @@ pub fn open(
     key: &KeyArgs,
     option: Option<&str>,
 ) -> Result<block::Opened, CliError> {
+    crate::daemon::forbid_core_dumps();
     let prepared = block::prepare(req)?;
     let mut spec = choose(key, option, prepared.descriptor(), prepared.device())?;
     if let KeySpec::Passphrase(crate::keysource::PassphraseInput::Tty) = &spec {

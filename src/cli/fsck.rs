@@ -46,6 +46,7 @@ pub fn run(args: &FsckArgs) -> Result<i32, CliError> {
             .hint(format!("secretfs umount {}", m.mountpoint.display())));
         }
     }
+    crate::daemon::forbid_core_dumps();
     let (config, keys) = super::unlock(&backing, &args.key).map_err(as_fsck_error)?;
     let root_id = config.root_dir_id().map_err(|e| as_fsck_error(e.into()))?;
     let show_progress = std::io::stderr().is_terminal() && !args.json;

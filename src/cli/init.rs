@@ -34,6 +34,7 @@ pub fn run(args: &InitArgs) -> Result<Initialized, CliError> {
         return Err(CliError::new(exit::USAGE, "init needs --key")
             .hint("e.g. --key keyfile:/etc/secretfs/key (created if missing), --key passphrase, --key ephemeral or --key kms --kms-key alias/secretfs"));
     };
+    crate::daemon::forbid_core_dumps();
     let mut spec = args.key.spec(key_text)?;
     if let Some(aws) = spec.aws_args_mut() {
         aws.force = args.force;

@@ -171,6 +171,7 @@ fn init_if_blank(backing: &Path, key: &KeyArgs) -> Result<(), CliError> {
 
 /// Mounts according to `plan`: in the foreground, or forks and waits for the daemon's word.
 pub fn start(mut plan: MountPlan) -> Result<(), CliError> {
+    daemon::forbid_core_dumps();
     if let KeySpec::Passphrase(PassphraseInput::Tty) = &plan.spec {
         // The daemon has no terminal: ask now, before forking.
         let pass = crate::keysource::local::read_passphrase(&PassphraseInput::Tty, false)?;

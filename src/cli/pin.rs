@@ -29,7 +29,7 @@ pub fn run(args: &PinArgs) -> Result<Pin, CliError> {
     let (config, mac) = config::load(&backing)?;
     let spec = args.key.spec(text)?;
     super::check_untrusted_spec(&spec, &config, &backing)?;
-    crate::daemon::harden_process();
+    crate::daemon::forbid_core_dumps();
     let master = spec.resolve(&config.key_source, &config.fs_id_bytes())?;
     config.verify_mac(&mac, &KeyRing::new(&master, &config.fs_id_bytes()))?;
     let pin = Pin {

@@ -42,6 +42,7 @@ pub fn run(args: &RewrapArgs) -> Result<Rewrapped, CliError> {
             "rewrap keeps the encryption context the filesystem was created with; drop --context",
         ));
     }
+    crate::daemon::forbid_core_dumps();
     // The KMS calls and the rewrap are audit events: show them on stderr.
     crate::daemon::init_logging(true, None);
     let backing = super::existing_dir(&args.backing, "backing directory", exit::BACKING)?;

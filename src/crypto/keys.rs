@@ -88,6 +88,56 @@ impl<const N: usize> Drop for WipeOnDrop<'_, N> {
     }
 }
 
+/// A keyed hash state (an HMAC or HKDF object) wiped when dropped: keyed with a PRK or a MAC
+/// key, its inner and outer SHA-256 states are as good as that key, and the RustCrypto types
+/// do not wipe themselves.
+pub struct Wiped<T>(std::mem::ManuallyDrop<T>);
+
+impl<T> Wiped<T> {
+    /// Only for flat states: integer arrays and counters, no pointer, no heap, no Drop glue
+    /// (`Hmac<Sha256>`, `Hkdf<Sha256>`); anything else must not be wrapped.
+    pub fn new(state: T) -> Self {
+        Self(std::mem::ManuallyDrop::new(state))
+    }
+}
+
+impl<T> std::ops::Deref for Wiped<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for Wiped<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+impl<T> Drop for Wiped<T> {
+    fn drop(&mut self) {
+        // SAFETY: `new` admits only flat states, so writing zeros over every byte leaves no
+        // resource behind; the value is never used again and, in ManuallyDrop, never dropped.
+        unsafe { zeroize::zeroize_flat_type(&mut *self.0 as *mut T) }
+    }
+}
+
+/// HKDF-SHA256 keyed with `prk`, wiped on drop.
+pub fn hkdf_from_prk(prk: &[u8; 32]) -> Wiped<Hkdf<Sha256>> {
+    // from_prk only fails for a PRK shorter than the hash: this one is exactly its size.
+    Wiped::new(Hkdf::<Sha256>::from_prk(prk).unwrap_or_else(|_| unreachable!()))
+}
+
+/// HKDF-SHA256 Extract, the PRK put straight into a locked buffer and the state wiped.
+pub fn hkdf_extract(salt: &[u8], ikm: &[u8]) -> SecretBytes<32> {
+    let (mut prk_arr, hk) = Hkdf::<Sha256>::extract(Some(salt), ikm);
+    drop(Wiped::new(hk));
+    let mut prk = SecretBytes::<32>::zeroed();
+    prk.expose_mut().copy_from_slice(&prk_arr);
+    prk_arr.as_mut_slice().zeroize();
+    prk
+}
+
 /// Fills `buf` from the OS CSPRNG; a failing kernel RNG is unrecoverable for a crypto filesystem.
 pub fn fill_random(buf: &mut [u8]) {
     aws_lc_rs::rand::fill(buf).unwrap_or_else(|_| {
@@ -110,9 +160,7 @@ pub struct KeyRing {
 
 impl KeyRing {
     pub fn new(master: &MasterKey, fs_id: &[u8; 16]) -> Self {
-        let (prk_arr, _) = Hkdf::<Sha256>::extract(Some(fs_id), master.expose());
-        let mut prk = SecretBytes::<32>::zeroed();
-        prk.expose_mut().copy_from_slice(&prk_arr);
+        let prk = hkdf_extract(fs_id, master.expose());
         let mut ring = Self {
             prk,
             names: SecretBytes::zeroed(),
@@ -132,10 +180,9 @@ impl KeyRing {
     }
 
     fn expand(&self, info: &[&[u8]], out: &mut [u8]) {
-        // from_prk only fails for a PRK shorter than the hash, and expand only for an output
-        // longer than 255 hashes; both are fixed sizes here.
-        let hk = Hkdf::<Sha256>::from_prk(self.prk.expose()).unwrap_or_else(|_| unreachable!());
-        hk.expand_multi_info(info, out)
+        // expand only fails for an output longer than 255 hashes; outputs here are fixed sizes.
+        hkdf_from_prk(self.prk.expose())
+            .expand_multi_info(info, out)
             .unwrap_or_else(|_| unreachable!());
     }
 
@@ -180,6 +227,28 @@ impl KeyRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wiped_states_are_zero_after_drop() {
+        let mut slot = std::mem::MaybeUninit::new(Wiped::new([0xA5u8; 64]));
+        // SAFETY: the slot holds an initialised Wiped; after drop_in_place its storage is
+        // still ours and holds the bytes Drop left there.
+        let left = unsafe {
+            std::ptr::drop_in_place(slot.as_mut_ptr());
+            std::ptr::read(slot.as_ptr().cast::<[u8; 64]>())
+        };
+        assert_eq!(left, [0u8; 64], "the keyed state survived its drop");
+        // HKDF from a wiped state still derives what the plain one does.
+        let prk = [3u8; 32];
+        let mut a = [0u8; 32];
+        let mut b = [0u8; 32];
+        hkdf_from_prk(&prk).expand(b"x", &mut a).unwrap();
+        Hkdf::<Sha256>::from_prk(&prk)
+            .unwrap()
+            .expand(b"x", &mut b)
+            .unwrap();
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn derivation_is_deterministic_and_separated() {

@@ -10,12 +10,14 @@ use crate::crypto::content::{
 };
 use crate::crypto::keys::KeyRing;
 use crate::crypto::Codec;
+use arc_swap::ArcSwap;
 use fuser::Errno;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::cell::RefCell;
 use std::ops::Range;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Block locks are striped: block b takes stripe b % STRIPES, always in ascending order.
 const STRIPES: usize = 32;
@@ -55,7 +57,11 @@ fn parts_for(blocks: usize) -> usize {
 /// The open state of one regular file, shared by all its handles and hard links.
 pub struct Content {
     ino: u64,
-    cipher: FileCipher,
+    /// Replaced (new file id, new key) when the file is truncated to empty, so blocks of the
+    /// old contents can never be spliced into the new ones. Swapped under the size write lock;
+    /// every user holds the size lock, so a request sees one cipher throughout.
+    cipher: ArcSwap<FileCipher>,
+    codec: Codec,
     /// Plaintext size. Readers and in-place writers share it; extending writers and truncate
     /// take it exclusively, because they move the final block.
     size: RwLock<u64>,
@@ -145,7 +151,8 @@ impl Content {
                 || sys::lseek(fd, 0, libc::SEEK_HOLE).map_or(true, |hole| hole < stored));
         Ok(Self {
             ino,
-            cipher: codec.file_cipher(keys, &header),
+            cipher: ArcSwap::from_pointee(codec.file_cipher(keys, &header)),
+            codec,
             size: RwLock::new(size),
             size_hint: AtomicU64::new(size),
             sparse: AtomicBool::new(sparse),
@@ -227,10 +234,11 @@ impl Content {
     /// Decrypts the consecutive stored blocks in `stored`, the first being block `b0`, into
     /// `out`; `last` is the index of the file's final block.
     fn open_run(&self, b0: u64, last: u64, stored: &[u8], out: &mut [u8]) -> Result<(), Errno> {
+        let cipher = self.cipher.load();
         for (i, chunk) in stored.chunks(STORED_BLOCK_SIZE).enumerate() {
             let b = b0 + i as u64;
             let dst = &mut out[i * BLOCK_SIZE..];
-            if let Err(e) = self.cipher.open_block(b, b == last, chunk, dst) {
+            if let Err(e) = cipher.open_block(b, b == last, chunk, dst) {
                 audit::integrity_failure("block", self.ino, &format!("block {b}: {e}"));
                 return Err(eio());
             }
@@ -249,7 +257,7 @@ impl Content {
             return Err(eio());
         }
         let last = block_count(size) - 1;
-        if let Err(e) = self.cipher.open_block(b, b == last, stored, out) {
+        if let Err(e) = self.cipher.load().open_block(b, b == last, stored, out) {
             audit::integrity_failure("block", self.ino, &format!("block {b}: {e}"));
             return Err(eio());
         }
@@ -315,10 +323,11 @@ impl Content {
         let last = block_count(new) - 1;
         let mut pos = 0;
         let mut nonces = [[0u8; NONCE_LEN]; 64];
+        let cipher = self.cipher.load();
         for b in b0..=b1 {
             let k = ((b - b0) % 64) as usize;
             if k == 0 {
-                self.cipher.fresh_nonces(&mut nonces);
+                cipher.fresh_nonces(&mut nonces);
             }
             let start = b * BS;
             let len = Self::block_len(new, b);
@@ -326,8 +335,7 @@ impl Content {
             let (ws, we) = (offset.max(start), end.min(start + len as u64));
             if ws == start && we == start + len as u64 {
                 let src = &data[(ws - offset) as usize..(we - offset) as usize];
-                self.cipher
-                    .seal_block_with_nonce(b, b == last, src, nonces[k], dst);
+                cipher.seal_block_with_nonce(b, b == last, src, nonces[k], dst);
             } else {
                 let mut block = [0u8; BLOCK_SIZE];
                 if start < old {
@@ -338,8 +346,7 @@ impl Content {
                     block[(ws - start) as usize..(we - start) as usize]
                         .copy_from_slice(&data[(ws - offset) as usize..(we - offset) as usize]);
                 }
-                self.cipher
-                    .seal_block_with_nonce(b, b == last, &block[..len], nonces[k], dst);
+                cipher.seal_block_with_nonce(b, b == last, &block[..len], nonces[k], dst);
             }
             pos += len + BLOCK_OVERHEAD;
         }
@@ -456,7 +463,7 @@ impl Content {
             let mut runs: Vec<(u64, Range<usize>)> = Vec::with_capacity(3);
             let mut pos = 0;
             if old == 0 {
-                out[..HEADER_LEN].copy_from_slice(self.cipher.header_bytes());
+                out[..HEADER_LEN].copy_from_slice(self.cipher.load().header_bytes());
                 runs.push((0, 0..HEADER_LEN));
                 pos = HEADER_LEN;
             }
@@ -523,7 +530,7 @@ impl Content {
         }
     }
 
-    pub fn truncate(&self, fd: RawFd, new: u64) -> Result<(), Errno> {
+    pub fn truncate(&self, fd: RawFd, new: u64, keys: &KeyRing) -> Result<(), Errno> {
         let mut size = self.size.write();
         let old = *size;
         if new > old {
@@ -537,11 +544,18 @@ impl Content {
             let keep = Self::block_len(new, last);
             let mut sealed = [0u8; STORED_BLOCK_SIZE];
             let sealed = &mut sealed[..keep + BLOCK_OVERHEAD];
-            self.cipher.seal_block(last, true, &block[..keep], sealed);
+            self.cipher
+                .load()
+                .seal_block(last, true, &block[..keep], sealed);
             sys::ftruncate(fd, stored_size(new)).map_err(io)?;
             sys::pwrite_all(fd, sealed, block_offset(last)).map_err(io)?;
         } else {
             sys::ftruncate(fd, stored_size(new)).map_err(io)?;
+            if new == 0 && old > 0 {
+                // Emptied: what is written next gets a new file id (header and key).
+                let fresh = self.codec.file_cipher(keys, &FileHeader::new_random());
+                self.cipher.store(Arc::new(fresh));
+            }
         }
         *size = new;
         self.size_hint.store(new, Ordering::Release);

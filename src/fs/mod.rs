@@ -248,11 +248,16 @@ impl SecretFs {
             let open_file =
                 fh.filter(|fh| matches!(self.handle(*fh).as_deref(), Ok(Handle::File { .. })));
             match open_file {
-                Some(fh) => self.with_file(fh, |fd, content| content.truncate(fd, size))?,
+                Some(fh) => {
+                    self.with_file(fh, |fd, content| content.truncate(fd, size, &self.keys))?
+                }
                 None => {
                     let fd = self.open_backing(inode, 0)?;
-                    self.content(inode, fd.as_raw_fd())?
-                        .truncate(fd.as_raw_fd(), size)?;
+                    self.content(inode, fd.as_raw_fd())?.truncate(
+                        fd.as_raw_fd(),
+                        size,
+                        &self.keys,
+                    )?;
                 }
             }
         }

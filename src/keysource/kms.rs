@@ -370,7 +370,8 @@ fn same_key(asked: &str, used: &str) -> bool {
 
 /// The classic recipe's password (any length) becomes a master key bound to this filesystem.
 pub fn password_to_master(password: &[u8], fs_id: &[u8; 16]) -> MasterKey {
-    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(fs_id), password);
+    let prk = crate::crypto::keys::hkdf_extract(fs_id, password);
+    let hk = crate::crypto::keys::hkdf_from_prk(prk.expose());
     let mut key = MasterKey::zeroed();
     // Expanding 32 bytes from SHA-256 is always within HKDF's limit.
     hk.expand(LABEL_PASSWORD, key.expose_mut())
