@@ -55,6 +55,21 @@ pub enum KeySourceDescriptor {
         /// every later Decrypt names it. Absent in configs made before it was recorded.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key_arn: Option<String>,
+        /// How the password becomes the master key: argon2id for filesystems made since it was
+        /// added; absent means HKDF alone (older filesystems: FORMAT.md says how to migrate).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kdf: Option<PasswordKdf>,
+    },
+}
+
+/// The password-hashing step of `kms-password` (salt: the fs id).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum PasswordKdf {
+    Argon2id {
+        m_cost_kib: u32,
+        t_cost: u32,
+        p_cost: u32,
     },
 }
 
@@ -332,11 +347,17 @@ mod tests {
                 s3_uri: "s3://b/pw".into(),
                 context: BTreeMap::new(),
                 key_arn: None,
+                kdf: None,
             },
             KeySourceDescriptor::KmsPassword {
                 s3_uri: "s3://b/pw".into(),
                 context: BTreeMap::new(),
                 key_arn: Some("arn:aws:kms:eu-west-1:1:key/k".into()),
+                kdf: Some(PasswordKdf::Argon2id {
+                    m_cost_kib: 65536,
+                    t_cost: 3,
+                    p_cost: 1,
+                }),
             },
         ] {
             let config = FsConfig::new(ks);

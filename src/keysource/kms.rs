@@ -5,7 +5,7 @@ use super::aws::{split_sdk_error, Attempt, Aws, AwsError};
 use super::s3::{S3Uri, S3};
 use super::{AwsKeyArgs, KeySourceError};
 use crate::audit;
-use crate::config::KeySourceDescriptor;
+use crate::config::{KeySourceDescriptor, PasswordKdf};
 use crate::crypto::keys::{MasterKey, KEY_LEN, LABEL_PASSWORD};
 use aws_sdk_kms::error::ProvideErrorMetadata;
 use aws_sdk_kms::operation::decrypt::DecryptError;
@@ -368,7 +368,8 @@ fn same_key(asked: &str, used: &str) -> bool {
     }
 }
 
-/// The classic recipe's password (any length) becomes a master key bound to this filesystem.
+/// The legacy derivation: the classic recipe's password through HKDF alone, bound to this
+/// filesystem (an offline guess costs one HMAC: kept only for filesystems made before argon2id).
 pub fn password_to_master(password: &[u8], fs_id: &[u8; 16]) -> MasterKey {
     let prk = crate::crypto::keys::hkdf_extract(fs_id, password);
     let hk = crate::crypto::keys::hkdf_from_prk(prk.expose());
@@ -377,6 +378,31 @@ pub fn password_to_master(password: &[u8], fs_id: &[u8; 16]) -> MasterKey {
     hk.expand(LABEL_PASSWORD, key.expose_mut())
         .unwrap_or_else(|_| unreachable!());
     key
+}
+
+/// The argon2id costs of new `kms-password` filesystems: those of `passphrase`.
+pub const PASSWORD_KDF: PasswordKdf = PasswordKdf::Argon2id {
+    m_cost_kib: super::local::ARGON2_M_KIB,
+    t_cost: super::local::ARGON2_T,
+    p_cost: super::local::ARGON2_P,
+};
+
+/// The master key of a `kms-password` filesystem: argon2id of the password (salt = fs id), so
+/// each guess at a password costs what a passphrase guess does; HKDF alone for filesystems made
+/// before (`kdf` absent).
+pub fn password_master(
+    password: &[u8],
+    fs_id: &[u8; 16],
+    kdf: Option<&PasswordKdf>,
+) -> Result<MasterKey, KeySourceError> {
+    match kdf {
+        None => Ok(password_to_master(password, fs_id)),
+        Some(PasswordKdf::Argon2id {
+            m_cost_kib,
+            t_cost,
+            p_cost,
+        }) => super::local::argon2id(password, fs_id, *m_cost_kib, *t_cost, *p_cost),
+    }
 }
 
 /// `aws kms encrypt` output is stored either raw or as the CLI prints it (base64 text).
@@ -448,11 +474,19 @@ pub fn init_kms_password(
         .as_ref()
         .ok_or(KeySourceError::WrappedKeyMissing)?;
     let user_ctx = args.context.clone().unwrap_or_default();
-    let (master, key_arn) = unlock_password(args, uri, &user_ctx, fs_id, args.kms_key.as_deref())?;
+    let (master, key_arn) = unlock_password(
+        args,
+        uri,
+        &user_ctx,
+        fs_id,
+        args.kms_key.as_deref(),
+        Some(&PASSWORD_KDF),
+    )?;
     let descriptor = KeySourceDescriptor::KmsPassword {
         s3_uri: uri.to_string(),
         context: user_ctx,
         key_arn: Some(key_arn),
+        kdf: Some(PASSWORD_KDF),
     };
     Ok((master, descriptor))
 }
@@ -463,6 +497,7 @@ fn unlock_password(
     ctx: &BTreeMap<String, String>,
     fs_id: &[u8; 16],
     key_hint: Option<&str>,
+    kdf: Option<&PasswordKdf>,
 ) -> Result<(MasterKey, String), KeySourceError> {
     let aws = Aws::connect(args.timeout, key_hint.and_then(arn_region))?;
     let object = S3::new(&aws).get(uri)?;
@@ -475,7 +510,7 @@ fn unlock_password(
             "the decrypted password object is empty or too long",
         ));
     }
-    Ok((password_to_master(&password, fs_id), key_arn))
+    Ok((password_master(&password, fs_id, kdf)?, key_arn))
 }
 
 /// Where the blob of a `kms` filesystem comes from at mount: `--wrapped-key` first, then the
@@ -539,6 +574,7 @@ pub fn resolve_kms_password(
         s3_uri,
         context: stored_ctx,
         key_arn,
+        kdf,
     } = stored
     else {
         return Err(damaged("not a kms-password descriptor"));
@@ -549,7 +585,7 @@ pub fn resolve_kms_password(
     };
     let ctx = args.context.as_ref().unwrap_or(stored_ctx);
     let hint = args.kms_key.as_deref().or(key_arn.as_deref());
-    unlock_password(args, &uri, ctx, fs_id, hint).map(|(master, _)| master)
+    unlock_password(args, &uri, ctx, fs_id, hint, kdf.as_ref()).map(|(master, _)| master)
 }
 
 /// `rewrap`: ReEncrypt the blob to `new_key`, prove the new blob opens this filesystem
@@ -609,6 +645,7 @@ pub fn rewrap(
             s3_uri,
             context: user_ctx,
             key_arn,
+            kdf,
         } => {
             let uri = S3Uri::parse(s3_uri).map_err(KeySourceError::Damaged)?;
             let s3 = S3::new(&aws);
@@ -621,12 +658,12 @@ pub fn rewrap(
                 key_arn.as_deref().unwrap_or(""),
                 key_arn.is_some(),
             )?;
-            if !opens(&password_to_master(&password, fs_id)) {
+            if !opens(&password_master(&password, fs_id, kdf.as_ref())?) {
                 return Err(KeySourceError::DoesNotOpen);
             }
             let new = kms.reencrypt(&old, &ctx, new_key)?;
             let (password, _) = kms.decrypt(&new.blob, &ctx, &new.key_arn, true)?;
-            let master = password_to_master(&password, fs_id);
+            let master = password_master(&password, fs_id, kdf.as_ref())?;
             if !opens(&master) {
                 return Err(KeySourceError::DoesNotOpen);
             }
@@ -637,6 +674,7 @@ pub fn rewrap(
                     s3_uri: s3_uri.clone(),
                     context: user_ctx.clone(),
                     key_arn: Some(new.key_arn),
+                    kdf: *kdf,
                 },
             ))
         }
@@ -665,6 +703,41 @@ mod tests {
         assert!(parse_context("novalue").is_err());
         assert!(parse_context("=v").is_err());
         assert!(parse_context("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn password_master_keys_use_argon2id_unless_the_filesystem_predates_it() {
+        let legacy = password_master(b"hunter2", &[1; 16], None).unwrap();
+        assert_eq!(
+            legacy.expose(),
+            password_to_master(b"hunter2", &[1; 16]).expose()
+        );
+        let hashed = password_master(b"hunter2", &[1; 16], Some(&PASSWORD_KDF)).unwrap();
+        assert_ne!(hashed.expose(), legacy.expose());
+        let again = password_master(b"hunter2", &[1; 16], Some(&PASSWORD_KDF)).unwrap();
+        assert_eq!(hashed.expose(), again.expose());
+        let greedy = PasswordKdf::Argon2id {
+            m_cost_kib: u32::MAX,
+            t_cost: 3,
+            p_cost: 1,
+        };
+        assert!(password_master(b"hunter2", &[1; 16], Some(&greedy)).is_err());
+    }
+
+    #[test]
+    fn keys_kms_answers_with_must_be_the_pinned_ones() {
+        let arn = "arn:aws:kms:eu-west-1:111122223333:key/abcd";
+        assert!(same_key(arn, arn));
+        assert!(!same_key(
+            arn,
+            "arn:aws:kms:eu-west-1:111122223333:key/evil"
+        ));
+        assert!(same_key("abcd", arn));
+        assert!(!same_key(
+            "abcd",
+            "arn:aws:kms:eu-west-1:111122223333:key/xabcd"
+        ));
+        assert!(same_key("alias/secretfs", arn));
     }
 
     #[test]

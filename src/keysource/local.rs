@@ -147,12 +147,24 @@ fn argon2_kek(
     t: u32,
     p: u32,
 ) -> Result<SecretBytes<KEY_LEN>, KeySourceError> {
+    argon2id(pass.as_bytes(), salt, m, t, p)
+}
+
+/// Argon2id of any secret bytes into a locked 32-byte key, costs bounded first.
+pub(crate) fn argon2id(
+    pass: &[u8],
+    salt: &[u8],
+    m: u32,
+    t: u32,
+    p: u32,
+) -> Result<SecretBytes<KEY_LEN>, KeySourceError> {
+    check_argon2_bounds(m, t, p)?;
     let params = argon2::Params::new(m, t, p, Some(KEY_LEN))
         .map_err(|e| KeySourceError::Damaged(format!("argon2 parameters: {e}")))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut kek = SecretBytes::zeroed();
     argon
-        .hash_password_into(pass.as_bytes(), salt, kek.expose_mut())
+        .hash_password_into(pass, salt, kek.expose_mut())
         .map_err(|e| KeySourceError::Damaged(format!("argon2: {e}")))?;
     Ok(kek)
 }
