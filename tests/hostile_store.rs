@@ -61,9 +61,11 @@ enum Plant {
     Directory,
     HugeFile,
     EmptyFile,
+    /// A character device (1:5, what /dev/zero is): opening it would read forever.
+    DeviceNode,
 }
 
-const PLANTS: [Plant; 7] = [
+const PLANTS: [Plant; 8] = [
     Plant::SymlinkToDecoy,
     Plant::SymlinkToDevZero,
     Plant::Fifo,
@@ -71,6 +73,7 @@ const PLANTS: [Plant; 7] = [
     Plant::Directory,
     Plant::HugeFile,
     Plant::EmptyFile,
+    Plant::DeviceNode,
 ];
 
 /// Replaces whatever is at `path` by `plant`.
@@ -94,11 +97,20 @@ fn plant(path: &Path, plant: Plant, decoy: &Decoy) {
             std::mem::forget(l);
         }
         Plant::Directory => fs::create_dir(path).unwrap(),
+        // create_new: never open what a racing rename put there (it may be a FIFO).
         Plant::HugeFile => {
-            let f = fs::File::create(path).unwrap();
+            let f = fs::File::create_new(path).unwrap();
             f.set_len(1 << 34).unwrap();
         }
-        Plant::EmptyFile => fs::write(path, b"").unwrap(),
+        Plant::EmptyFile => drop(fs::File::create_new(path).unwrap()),
+        Plant::DeviceNode => {
+            let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+            let dev = libc::makedev(1, 5);
+            assert_eq!(
+                unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, dev) },
+                0
+            );
+        }
     }
 }
 
@@ -111,11 +123,24 @@ fn backing_entry(fs: &Fs, pred: impl Fn(&str) -> bool, under: &Path) -> PathBuf 
         .unwrap_or_else(|| panic!("no such backing entry in {}", fs.backing.display()))
 }
 
+/// fsck's exit code (it must answer within the bound); then `fsck --repair`, which may only
+/// remove what a crash leaves, must answer too and leave problems it cannot repair reported.
 fn fsck_exit(fs: &Fs) -> Option<i32> {
     let backing = fs.backing.to_str().unwrap().to_string();
-    within("fsck", move || {
-        secretfs(&["fsck", &backing, "--json"]).status.code()
-    })
+    let code = within("fsck", {
+        let backing = backing.clone();
+        move || secretfs(&["fsck", &backing, "--json"]).status.code()
+    });
+    let repaired = within("fsck --repair", move || {
+        secretfs(&["fsck", &backing, "--repair", "--json"])
+            .status
+            .code()
+    });
+    assert_eq!(
+        repaired, code,
+        "fsck --repair claimed to fix hostile objects"
+    );
+    code
 }
 
 #[test]
@@ -212,7 +237,7 @@ fn hostile_long_name_side_files_hide_that_entry_and_nothing_else() {
     let decoy = Decoy::new();
     let mut fs = Fs::new();
     fs::write(fs.p("control"), b"still fine").unwrap();
-    let tags = ['b', 'c', 'd', 'e', 'f', 'g', 'h'];
+    let tags = ['b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'];
     for t in tags {
         fs::write(fs.p(&long_name(t)), b"x").unwrap();
     }
@@ -473,4 +498,130 @@ fn the_state_directory_is_root_owned_and_not_world_writable() {
     assert!(m.is_dir());
     assert_eq!(m.uid(), 0);
     assert_eq!(m.mode() & 0o7777, 0o755);
+}
+
+/// A seed printed so any failure replays: `SECRETFS_TEST_SEED=N` fixes it, CI takes a new one.
+fn seed() -> u64 {
+    let seed = std::env::var("SECRETFS_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("hostile mutation seed: SECRETFS_TEST_SEED={seed}");
+    seed
+}
+
+#[test]
+fn random_plants_while_clients_work_never_reach_outside_nor_stop_the_daemon() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let decoy = Decoy::new();
+    let fs = Fs::new();
+    fs::write(fs.p("control"), b"still fine").unwrap();
+    for d in 0..4 {
+        fs::create_dir(fs.p(&format!("d{d}"))).unwrap();
+        for f in 0..6 {
+            fs::write(fs.p(&format!("d{d}/f{f}")), vec![b'a' + f as u8; 5000]).unwrap();
+        }
+        fs::write(fs.p(&format!("d{d}/{}", long_name('L'))), b"long").unwrap();
+        symlink("target", fs.p(&format!("d{d}/link"))).unwrap();
+    }
+    // The control file is spared: it proves the daemon still serves what was not attacked.
+    let control = fs.backing_of(&fs.p("control"));
+    // Clients keep reading, writing, listing and renaming while the store is attacked.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let (mnt, stop) = (fs.mnt.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let d = mnt.join(format!("d{}", i % 4));
+                let _ = fs::read_dir(&d).map(|rd| rd.count());
+                // O_NONBLOCK: a planted FIFO would block the client in the kernel otherwise.
+                let _ = nonblocking(&d.join(format!("f{}", i % 6)), false)
+                    .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut Vec::new()));
+                let _ = nonblocking(&d.join(format!("w{}", i % 3)), true)
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, &i.to_le_bytes()));
+                let _ = fs::rename(d.join(format!("w{}", i % 3)), d.join(long_name('R')));
+                let _ = fs::remove_file(d.join(long_name('R')));
+                i += 1;
+            }
+            i
+        })
+    };
+    for round in 0..100 {
+        let mut all = Vec::new();
+        let mut stack = vec![fs.backing.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.file_name().unwrap() == "secretfs.conf" || p == control {
+                    continue;
+                }
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(p.clone());
+                }
+                all.push(p);
+            }
+        }
+        if all.is_empty() {
+            break;
+        }
+        let victim = &all[rng.gen_range(0..all.len())];
+        let kind = PLANTS[rng.gen_range(0..PLANTS.len())];
+        // The client may be using the victim right now: a lost race is fine, a hang is not.
+        let v = victim.clone();
+        let d = Decoy {
+            _dir: tempfile::tempdir().unwrap(),
+            path: decoy.path.clone(),
+        };
+        within("planting", move || {
+            let _ = std::panic::catch_unwind(move || plant(&v, kind, &d));
+        });
+        let (mnt, r) = (fs.mnt.clone(), round);
+        within("a walk of the whole mount", move || walk_all(&mnt, r));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ops = within("the client", move || client.join().unwrap());
+    assert!(ops > 0, "the client never ran");
+    assert_eq!(fs::read(fs.p("control")).unwrap(), b"still fine");
+    decoy.assert_unchanged();
+    let backing = fs.backing.to_str().unwrap().to_string();
+    within("fsck", move || secretfs(&["fsck", &backing]).status.code());
+    decoy.assert_unchanged();
+}
+
+/// Lists, stats and reads (non-blocking) everything under `dir` through the mount.
+fn walk_all(dir: &Path, round: usize) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Ok(m) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.is_dir() {
+            walk_all(&p, round);
+        } else if m.is_file() {
+            let _ = nonblocking(&p, false)
+                .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut Vec::new()));
+        } else if m.file_type().is_symlink() {
+            let _ = fs::read_link(&p);
+        }
+    }
+}
+
+/// Opens for reading, or creates/truncates for writing, never blocking on a FIFO.
+fn nonblocking(p: &Path, write: bool) -> std::io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .create(write)
+        .truncate(write)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(p)
 }
