@@ -583,8 +583,10 @@ fn random_plants_while_clients_work_never_reach_outside_nor_stop_the_daemon() {
         within("planting", move || {
             let _ = std::panic::catch_unwind(move || plant(&v, kind, &d));
         });
-        let (mnt, r) = (fs.mnt.clone(), round);
-        within("a walk of the whole mount", move || walk_all(&mnt, r));
+        let mnt = fs.mnt.clone();
+        within(&format!("round {round}: a walk of the mount"), move || {
+            walk_all(&mnt)
+        });
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let ops = within("the client", move || client.join().unwrap());
@@ -597,7 +599,7 @@ fn random_plants_while_clients_work_never_reach_outside_nor_stop_the_daemon() {
 }
 
 /// Lists, stats and reads (non-blocking) everything under `dir` through the mount.
-fn walk_all(dir: &Path, round: usize) {
+fn walk_all(dir: &Path) {
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
         let p = e.path();
@@ -605,7 +607,7 @@ fn walk_all(dir: &Path, round: usize) {
             continue;
         };
         if m.is_dir() {
-            walk_all(&p, round);
+            walk_all(&p);
         } else if m.is_file() {
             let _ = nonblocking(&p, false)
                 .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut Vec::new()));
