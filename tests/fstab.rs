@@ -278,3 +278,66 @@ fn kms_line_with_the_wrapped_key_in_s3() {
     assert_eq!(fs::read(s.path("mnt/f")).unwrap(), b"kms");
     ok(&s.umount("mnt"));
 }
+
+/// Every file under `dir` with its contents: a refused mount must leave the store as it was.
+fn store_snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            out.push((p.clone(), fs::read(&p).unwrap_or_default()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn an_fstab_mount_never_obeys_a_substituted_config() {
+    let s = Setup::new();
+    s.lines(&["{d}/backing {d}/mnt secretfs key=keyfile:{d}/key,init=auto 0 0"]);
+    ok(&s.mount("mnt"));
+    fs::write(s.path("mnt/kept"), b"precious").unwrap();
+    ok(&s.umount("mnt"));
+    let conf = s.path("backing/secretfs.conf");
+    let original = fs::read(&conf).unwrap();
+
+    // The key source edited to `ephemeral` (which would empty the store), then the config of
+    // an ephemeral store made elsewhere; also a line naming no key at all.
+    let mut edited: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    edited["key_source"] = serde_json::json!({"type": "ephemeral"});
+    let other = s.path("other");
+    let out = common::secretfs(&["init", other.to_str().unwrap(), "--key", "ephemeral"]);
+    assert!(out.status.success());
+    let foreign = fs::read(other.join("secretfs.conf")).unwrap();
+    for (what, bytes) in [
+        ("edited to ephemeral", serde_json::to_vec(&edited).unwrap()),
+        ("another store's", foreign),
+    ] {
+        fs::write(&conf, &bytes).unwrap();
+        for line in [
+            "{d}/backing {d}/mnt secretfs key=keyfile:{d}/key,init=auto 0 0",
+            "{d}/backing {d}/mnt secretfs init=auto 0 0",
+        ] {
+            s.lines(&[line]);
+            let before = store_snapshot(&s.path("backing"));
+            let out = s.mount("mnt");
+            assert!(!out.status.success(), "{what} config mounted via `{line}`");
+            assert_eq!(mount_entry(&s.path("mnt")), None);
+            assert_eq!(
+                store_snapshot(&s.path("backing")),
+                before,
+                "{what} config via `{line}` changed the store"
+            );
+        }
+    }
+    fs::write(&conf, &original).unwrap();
+    s.lines(&["{d}/backing {d}/mnt secretfs init=auto 0 0"]);
+    ok(&s.mount("mnt"));
+    assert_eq!(fs::read(s.path("mnt/kept")).unwrap(), b"precious");
+    ok(&s.umount("mnt"));
+}

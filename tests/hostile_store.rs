@@ -378,7 +378,11 @@ fn attacker_config(source: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let backing = dir.path().join("b");
     let src = source.replace("DIR", dir.path().to_str().unwrap());
-    let out = secretfs(&["init", backing.to_str().unwrap(), "--key", &src]);
+    let mut args = vec!["init", backing.to_str().unwrap(), "--key", &src];
+    if source == "passphrase" {
+        args.extend(["--passphrase-command", "echo attacker-knows-this"]);
+    }
+    let out = secretfs(&args);
     assert!(
         out.status.success(),
         "{}",
@@ -400,7 +404,7 @@ fn a_substituted_config_never_mounts_under_the_attackers_key_nor_wipes() {
     let conf = fs.backing.join("secretfs.conf");
     let original = fs::read(&conf).unwrap();
     let keyfile = format!("keyfile:{}", fs.key.display());
-    for source in ["keyfile:DIR/attacker.key", "ephemeral"] {
+    for source in ["keyfile:DIR/attacker.key", "ephemeral", "passphrase"] {
         fs::write(&conf, attacker_config(source)).unwrap();
         mount_refused(&fs, &[], &format!("{source} config, no --key"));
         mount_refused(
@@ -409,6 +413,18 @@ fn a_substituted_config_never_mounts_under_the_attackers_key_nor_wipes() {
             &format!("{source} config, --key keyfile"),
         );
     }
+    // The user's own passphrase against an attacker's passphrase config: wrong passphrase.
+    fs::write(&conf, attacker_config("passphrase")).unwrap();
+    mount_refused(
+        &fs,
+        &[
+            "--key",
+            "passphrase",
+            "--passphrase-command",
+            "echo users-own",
+        ],
+        "passphrase config, --key passphrase",
+    );
     // The same filesystem id, only the key source edited: the pin catches it.
     let mut edited: serde_json::Value = serde_json::from_slice(&original).unwrap();
     edited["key_source"] = serde_json::json!({"type": "ephemeral"});

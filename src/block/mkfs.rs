@@ -2,13 +2,20 @@
 //! inside the opened volume with lazy init, and the optional zero wipe with a progress bar.
 
 use super::BlockError;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 
-/// How much of the start of a device must be zero for it to count as blank: every common
-/// signature (MBR/GPT, LUKS, ext*, xfs, btrfs, swap, iso9660) lies in the first MiB.
+/// How much of the start and of the end of a device must be zero for it to count as blank:
+/// every common signature lies in the first MiB (MBR/GPT, LUKS, ext*, xfs, btrfs, swap,
+/// iso9660, LVM) or the last one (the backup GPT, md 0.90/1.0 superblocks, ZFS labels 2-3).
 pub const PROBE_LEN: usize = 1 << 20;
+/// Beyond the first 8 MiB (read in full), samples of 4 KiB spread over the rest: data that outlived a zeroed start (a `dd` over the
+/// first MiB, a stale header wiped) shows up in one of them, as do btrfs's superblock mirror
+/// at 64 MiB and ext4's first backup superblock at 128 MiB, which are sampled too.
+const SAMPLES: u64 = 256;
+const SAMPLE_LEN: usize = 4096;
+const FIXED_SAMPLES: [u64; 2] = [64 << 20, 128 << 20];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Content {
@@ -46,22 +53,53 @@ pub fn classify(head: &[u8]) -> Content {
     }
 }
 
-/// Reads the first `PROBE_LEN` bytes (fewer for a smaller device) and classifies them.
+/// What is on the device. Blank only when a wide probe agrees: the first and last MiB and
+/// samples across the whole device all read as zeros, and `blkid -p` (every signature libblkid
+/// knows, wherever it lives) finds nothing. Auto-format destroys what it misjudges, so every
+/// doubt counts as data.
 pub fn probe(device: &Path) -> Result<Content, BlockError> {
+    use std::os::unix::fs::FileExt;
     let io = |source| BlockError::Io {
         what: format!("cannot read {}", device.display()),
         source,
     };
-    let mut f = std::fs::File::open(device).map_err(io)?;
-    let mut head = vec![0u8; PROBE_LEN];
-    let mut filled = 0;
-    while filled < head.len() {
-        match f.read(&mut head[filled..]).map_err(io)? {
-            0 => break,
-            n => filled += n,
+    let f = std::fs::File::open(device).map_err(io)?;
+    let size = device_size(&f).map_err(io)?;
+    let read = |offset: u64, len: usize| -> Result<Vec<u8>, BlockError> {
+        let len = len.min(size.saturating_sub(offset) as usize);
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, offset).map_err(io)?;
+        Ok(buf)
+    };
+    let head = read(0, PROBE_LEN)?;
+    match classify(&head) {
+        Content::Blank => {}
+        other => return Ok(other),
+    }
+    // The rest of the first 8 MiB in full: where a filesystem's first group metadata lies.
+    if read(PROBE_LEN as u64, 7 * PROBE_LEN)?
+        .iter()
+        .any(|&b| b != 0)
+    {
+        return Ok(Content::Other);
+    }
+    let mut offsets = vec![size.saturating_sub(PROBE_LEN as u64)];
+    offsets.extend(FIXED_SAMPLES.iter().copied().filter(|&o| o < size));
+    offsets.extend((1..SAMPLES).map(|i| size / SAMPLES * i));
+    for offset in offsets {
+        let len = if offset + PROBE_LEN as u64 >= size {
+            PROBE_LEN
+        } else {
+            SAMPLE_LEN
+        };
+        if read(offset, len)?.iter().any(|&b| b != 0) {
+            return Ok(Content::Other);
         }
     }
-    Ok(classify(&head[..filled]))
+    if describe(device).is_some() {
+        return Ok(Content::Other);
+    }
+    Ok(Content::Blank)
 }
 
 /// What `blkid -p` says is on the device ("ext4", "xfs", …), for the refusal message.
@@ -186,6 +224,32 @@ pub fn device_size(f: &std::fs::File) -> std::io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_is_blank_only_if_zero_at_both_ends_and_throughout() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("img");
+        let make = |data_at: Option<u64>| {
+            let f = std::fs::File::create(&img).unwrap();
+            f.set_len(512 << 20).unwrap();
+            if let Some(o) = data_at {
+                f.write_all_at(b"data that must survive", o).unwrap();
+            }
+        };
+        make(None);
+        assert_eq!(probe(&img).unwrap(), Content::Blank);
+        // After the first MiB, at the end, in the middle, at btrfs's mirror superblock.
+        for at in [
+            (1 << 20) + 7,
+            (512 << 20) - 100,
+            (300 << 20) + 100,
+            (64 << 20) + 0x40,
+        ] {
+            make(Some(at));
+            assert_eq!(probe(&img).unwrap(), Content::Other, "data at {at} missed");
+        }
+    }
 
     #[test]
     fn classifies_heads() {

@@ -178,6 +178,8 @@ pub struct Prepared {
     undo: Undo,
     /// Keeps the loop device attached until dm-crypt holds it (or detaches it on failure).
     _loop: Option<loopdev::LoopDevice>,
+    /// The exclusive lock on the target, from the probe until the volume is mounted.
+    _hold: std::fs::File,
     content: mkfs::Content,
     header: Option<luks::Header>,
 }
@@ -218,9 +220,11 @@ pub fn prepare(req: &OpenRequest) -> Result<Prepared, BlockError> {
     }
     let mut undo = Undo::default();
     let io = |what: String| move |source| BlockError::Io { what, source };
+    let mut hold = None;
     let (device, lo) = match std::fs::metadata(&req.target) {
         Ok(m) if m.file_type().is_block_device() => (req.target.clone(), None),
         Ok(m) if m.is_file() => {
+            hold = Some(hold_exclusively(&req.target)?);
             let lo = loopdev::attach(&req.target).map_err(io(format!(
                 "cannot attach {} to a loop device",
                 req.target.display()
@@ -239,6 +243,7 @@ pub fn prepare(req: &OpenRequest) -> Result<Prepared, BlockError> {
             loopdev::create_sparse(&req.target, size)
                 .map_err(io(format!("cannot create {}", req.target.display())))?;
             undo.created_file = Some(req.target.clone());
+            hold = Some(hold_exclusively(&req.target)?);
             let lo = loopdev::attach(&req.target).map_err(io(format!(
                 "cannot attach {} to a loop device",
                 req.target.display()
@@ -265,6 +270,10 @@ pub fn prepare(req: &OpenRequest) -> Result<Prepared, BlockError> {
             });
         }
     }
+    let hold = match hold {
+        Some(h) => h,
+        None => hold_exclusively(&device)?,
+    };
     let content = mkfs::probe(&device)?;
     let header = match content {
         mkfs::Content::Luks => Some(luks::read_header(&device)?),
@@ -274,10 +283,41 @@ pub fn prepare(req: &OpenRequest) -> Result<Prepared, BlockError> {
         req: req.clone(),
         device,
         _loop: lo,
+        _hold: hold,
         content,
         header,
         undo,
     })
+}
+
+/// Takes an exclusive BSD lock on the target (image file or device node), held until the
+/// volume is formatted and mounted: two opens of one target can never both find it blank and
+/// format it. udev honours the same lock on block devices and does not probe them meanwhile.
+fn hold_exclusively(target: &Path) -> Result<std::fs::File, BlockError> {
+    let f = std::fs::File::open(target).map_err(|source| BlockError::Io {
+        what: format!("cannot open {}", target.display()),
+        source,
+    })?;
+    // SAFETY: plain flock on a descriptor we own.
+    if unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    } != 0
+    {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => BlockError::Busy {
+                what: format!("another open is preparing {}", target.display()),
+            },
+            _ => BlockError::Io {
+                what: format!("cannot lock {}", target.display()),
+                source: e,
+            },
+        });
+    }
+    Ok(f)
 }
 
 /// Step 2 of open: format when the policy says so, unlock, optionally wipe, mkfs, mount.
@@ -508,4 +548,23 @@ pub fn status(target: &str) -> Option<BlockStatus> {
         key_source,
         name,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_open_of_a_held_target_is_busy_until_the_first_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("img");
+        std::fs::write(&img, b"").unwrap();
+        let first = hold_exclusively(&img).unwrap();
+        assert!(matches!(
+            hold_exclusively(&img),
+            Err(BlockError::Busy { .. })
+        ));
+        drop(first);
+        assert!(hold_exclusively(&img).is_ok());
+    }
 }
