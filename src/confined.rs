@@ -142,15 +142,26 @@ pub fn read_fd_bounded(fd: RawFd, max: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Puts `data` under `name` in `dir` as a new file: written to an `O_EXCL` temporary, fsync'd,
-/// then renamed over whatever `name` was (a planted symlink is replaced, never followed), and
-/// the directory fsync'd. `temp_prefix` must be a name the store classifies as internal.
-pub fn replace_file(
+/// Whether `put_file` may replace what is at the name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Rename over it (a planted symlink is replaced, never followed).
+    Replace,
+    /// Fail with EEXIST if anything is there (`RENAME_NOREPLACE`): a directory id, which two
+    /// racing repairs must not both write.
+    Keep,
+}
+
+/// Puts `data` under `name` in `dir` as a new file, crash-safely: written to an `O_EXCL`
+/// temporary, fsync'd, renamed onto `name`, and the directory fsync'd; nothing is ever written
+/// into an existing object. `temp_prefix` must be a name the store classifies as internal.
+pub fn put_file(
     dir: RawFd,
     name: &CStr,
     data: &[u8],
     mode: libc::mode_t,
     temp_prefix: &str,
+    existing: Existing,
 ) -> io::Result<()> {
     let mut suffix = [0u8; 8];
     crate::crypto::keys::fill_random(&mut suffix);
@@ -165,8 +176,12 @@ pub fn replace_file(
         )?;
         write_all(fd.as_raw_fd(), data)?;
         cvt(unsafe { libc::fsync(fd.as_raw_fd()) })?;
+        let flags = match existing {
+            Existing::Replace => 0,
+            Existing::Keep => libc::RENAME_NOREPLACE,
+        };
         // SAFETY: plain syscall on valid C strings.
-        cvt(unsafe { libc::renameat(dir, tmp.as_ptr(), dir, name.as_ptr()) })?;
+        cvt(unsafe { libc::renameat2(dir, tmp.as_ptr(), dir, name.as_ptr(), flags) })?;
         Ok(())
     })();
     if result.is_err() {
@@ -251,7 +266,7 @@ mod tests {
     }
 
     #[test]
-    fn replace_file_replaces_a_planted_symlink_and_leaves_its_target_alone() {
+    fn put_file_replaces_a_planted_symlink_never_its_target_and_keeps_when_asked() {
         let dir = tempfile::tempdir().unwrap();
         let decoy = dir.path().join("decoy");
         std::fs::write(&decoy, b"host file").unwrap();
@@ -259,7 +274,24 @@ mod tests {
         std::fs::create_dir(&store).unwrap();
         symlink(&decoy, store.join("side")).unwrap();
         let root = open_root(&store).unwrap();
-        replace_file(root.as_raw_fd(), &c("side"), b"new", 0o600, "secretfs.tmp.").unwrap();
+        put_file(
+            root.as_raw_fd(),
+            &c("side"),
+            b"new",
+            0o600,
+            "secretfs.tmp.",
+            Existing::Replace,
+        )
+        .unwrap();
+        let kept = put_file(
+            root.as_raw_fd(),
+            &c("side"),
+            b"other",
+            0o600,
+            "secretfs.tmp.",
+            Existing::Keep,
+        );
+        assert_eq!(kept.unwrap_err().raw_os_error(), Some(libc::EEXIST));
         assert_eq!(std::fs::read(&decoy).unwrap(), b"host file");
         assert_eq!(std::fs::read(store.join("side")).unwrap(), b"new");
         assert!(!std::fs::symlink_metadata(store.join("side"))

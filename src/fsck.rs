@@ -344,8 +344,15 @@ impl Checker<'_> {
                 let mut id = [0u8; DIR_ID_LEN];
                 crate::crypto::keys::fill_random(&mut id);
                 let repaired = self.repair
-                    && confined::replace_file(dir.as_raw_fd(), &id_name, &id, 0o400, TEMP_PREFIX)
-                        .is_ok();
+                    && confined::put_file(
+                        dir.as_raw_fd(),
+                        &id_name,
+                        &id,
+                        0o400,
+                        TEMP_PREFIX,
+                        confined::Existing::Keep,
+                    )
+                    .is_ok();
                 self.problem(
                     plain.into(),
                     &id_path,

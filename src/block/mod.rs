@@ -196,6 +196,11 @@ impl Prepared {
     pub fn device(&self) -> &Path {
         &self.device
     }
+
+    /// The LUKS UUID (the filesystem id) of an existing volume.
+    pub fn uuid(&self) -> Option<uuid::Uuid> {
+        self.header.as_ref().map(|h| h.uuid)
+    }
 }
 
 /// The outcome of a successful open.
@@ -208,6 +213,8 @@ pub struct Opened {
     pub uuid: String,
     pub formatted: bool,
     pub key_source: &'static str,
+    /// What the volume's token holds (for the host's pin).
+    pub descriptor: KeySourceDescriptor,
 }
 
 /// Step 1 of open: checks, file creation and loop attach, and a look at the device's content.
@@ -354,7 +361,7 @@ pub fn open(mut p: Prepared, spec: &KeySpec) -> Result<Opened, BlockError> {
             });
         }
     };
-    let (uuid, keys, key_source) = if format {
+    let (uuid, keys, descriptor) = if format {
         let uuid = uuid::Uuid::new_v4();
         let (master, descriptor) = spec.init(uuid.as_bytes())?;
         let keys = KeyRing::new(&master, uuid.as_bytes());
@@ -362,7 +369,7 @@ pub fn open(mut p: Prepared, spec: &KeySpec) -> Result<Opened, BlockError> {
         p.undo.formatted = Some(p.device.clone());
         luks::format(&p.device, &uuid, &pass)?;
         luks::import_token(&p.device, &descriptor)?;
-        (uuid, keys, descriptor.kind())
+        (uuid, keys, descriptor)
     } else {
         // `format` is false only when the device carries our token.
         let (Some(header), Some(descriptor)) = (&p.header, &ours) else {
@@ -374,7 +381,7 @@ pub fn open(mut p: Prepared, spec: &KeySpec) -> Result<Opened, BlockError> {
         (
             header.uuid,
             KeyRing::new(&master, header.uuid.as_bytes()),
-            descriptor.kind(),
+            descriptor.clone(),
         )
     };
     let name = format!("{}{uuid}", luks::NAME_PREFIX);
@@ -401,7 +408,8 @@ pub fn open(mut p: Prepared, spec: &KeySpec) -> Result<Opened, BlockError> {
         mountpoint: p.req.mountpoint.clone(),
         uuid: uuid.to_string(),
         formatted: format,
-        key_source,
+        key_source: descriptor.kind(),
+        descriptor,
     })
 }
 

@@ -111,22 +111,66 @@ impl From<BlockError> for CliError {
     }
 }
 
-/// The default key of an existing volume is what its token says (as for a file-mode config).
+/// The key of a volume, chosen as for a file-mode store: the LUKS2 token is read from the
+/// device, which whoever can write the disk controls, so it never chooses the key alone. An
+/// existing volume opens with the source this host pinned for its UUID (the token must match
+/// it), or with the key the user names, which is then pinned; a new one takes the named key.
+/// Returns whether the volume is to be pinned once it is open. Ephemeral volumes are formatted
+/// at every open with a fresh random key, whatever their token says, and never pinned.
 fn choose(
     key: &KeyArgs,
     option: Option<&str>,
-    stored: Option<&KeySourceDescriptor>,
-    device: &std::path::Path,
-) -> Result<KeySpec, CliError> {
-    match stored {
-        Some(d) => super::spec_for(key, option, d),
-        None => match key.key.as_deref().or(option) {
-            Some(text) => key.spec(text),
+    prepared: &block::Prepared,
+) -> Result<(KeySpec, bool), CliError> {
+    let given = key.key.as_deref().or(option);
+    let (Some(stored), Some(uuid)) = (prepared.descriptor(), prepared.uuid()) else {
+        return match given {
+            Some(text) => Ok((key.spec(text)?, true)),
             None => Err(BlockError::KeyNeeded {
-                device: device.to_path_buf(),
+                device: prepared.device().to_path_buf(),
             }
             .into()),
-        },
+        };
+    };
+    if matches!(stored, KeySourceDescriptor::Ephemeral) {
+        return Ok((super::spec_for(key, option, stored)?, false));
+    }
+    let device = prepared.device().display();
+    match crate::pins::load(std::path::Path::new(crate::pins::PIN_DIR), &uuid)
+        .map_err(|e| CliError::new(exit::KEY, e.to_string()))?
+    {
+        Some(pin) => {
+            if pin.key_source != *stored {
+                return Err(CliError::new(
+                    exit::KEY,
+                    format!(
+                        "the LUKS2 token of {device} names key source `{}`, but this host pinned `{}` for volume {uuid}: the token was replaced or edited; nothing was touched",
+                        stored.kind(),
+                        pin.key_source.kind()
+                    ),
+                ));
+            }
+            let mut spec = match given {
+                Some(text) => key.spec(text)?,
+                None => super::spec_for(key, None, &pin.key_source)?,
+            };
+            super::same_kind(&spec, &pin.key_source, "the pin")?;
+            super::pin_kms_key(&mut spec, &pin.key_source);
+            Ok((spec, false))
+        }
+        None => {
+            let Some(text) = given else {
+                return Err(CliError::new(
+                    exit::KEY,
+                    format!("volume {uuid} on {device} has no key pin on this host, and its LUKS2 token cannot be trusted to name its key"),
+                )
+                .hint("name the key once with --key (or -o key=); it is pinned after it opens the volume"));
+            };
+            let spec = key.spec(text)?;
+            super::require_identity(&spec)?;
+            super::same_kind(&spec, stored, "the volume's token")?;
+            Ok((spec, true))
+        }
     }
 }
 
@@ -138,7 +182,7 @@ pub fn open(
 ) -> Result<block::Opened, CliError> {
     crate::daemon::forbid_core_dumps();
     let prepared = block::prepare(req)?;
-    let mut spec = choose(key, option, prepared.descriptor(), prepared.device())?;
+    let (mut spec, pin_after) = choose(key, option, &prepared)?;
     if let KeySpec::Passphrase(crate::keysource::PassphraseInput::Tty) = &spec {
         let pass = crate::keysource::local::read_passphrase(
             &crate::keysource::PassphraseInput::Tty,
@@ -147,6 +191,21 @@ pub fn open(
         spec = KeySpec::Passphrase(crate::keysource::PassphraseInput::Preread(pass));
     }
     let opened = block::open(prepared, &spec)?;
+    let target = std::fs::canonicalize(&req.target).unwrap_or_else(|_| req.target.clone());
+    if pin_after && !matches!(opened.descriptor, KeySourceDescriptor::Ephemeral) {
+        if let Ok(fs_id) = opened.uuid.parse() {
+            if let Err(e) = crate::pins::store(
+                std::path::Path::new(crate::pins::PIN_DIR),
+                &crate::pins::Pin {
+                    fs_id,
+                    backing: target,
+                    key_source: opened.descriptor.clone(),
+                },
+            ) {
+                eprintln!("secretfs: warning: {e}; give --key at every open until it is pinned");
+            }
+        }
+    }
     crate::audit::unlocked(&opened.uuid, opened.key_source);
     crate::audit::mounted(
         &opened.uuid,

@@ -360,7 +360,11 @@ pub fn check_untrusted_spec(
     refuse_keyfile_in_store(spec, backing)
 }
 
-fn same_kind(spec: &KeySpec, stored: &KeySourceDescriptor, whose: &str) -> Result<(), CliError> {
+pub(crate) fn same_kind(
+    spec: &KeySpec,
+    stored: &KeySourceDescriptor,
+    whose: &str,
+) -> Result<(), CliError> {
     if spec.kind() == stored.kind() {
         return Ok(());
     }
@@ -375,7 +379,7 @@ fn same_kind(spec: &KeySpec, stored: &KeySourceDescriptor, whose: &str) -> Resul
 }
 
 /// Without a pin, a KMS source's identity must come from the user, not from the store.
-fn require_identity(spec: &KeySpec) -> Result<(), CliError> {
+pub(crate) fn require_identity(spec: &KeySpec) -> Result<(), CliError> {
     match spec {
         // A blob from the user's S3 object is the user's choice; one from the config is not.
         KeySpec::Kms(a) if a.kms_key.is_none() && a.wrapped_key.is_none() => Err(CliError::new(
@@ -414,7 +418,7 @@ pub fn refuse_keyfile_in_store(spec: &KeySpec, backing: &Path) -> Result<(), Cli
 }
 
 /// KMS Decrypt always names the pinned key, so a blob made under any other key is refused.
-fn pin_kms_key(spec: &mut KeySpec, pinned: &KeySourceDescriptor) {
+pub(crate) fn pin_kms_key(spec: &mut KeySpec, pinned: &KeySourceDescriptor) {
     let arn = match pinned {
         KeySourceDescriptor::Kms {
             key_id, key_arn, ..

@@ -13,7 +13,7 @@ use crate::crypto::names::{
 };
 use fuser::{Errno, FileAttr, FileType, Request};
 use std::ffi::{CString, OsStr, OsString};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStringExt;
 use std::sync::Arc;
 
@@ -225,8 +225,15 @@ impl SecretFs {
             // Written beside and renamed over whatever holds the name: a planted symlink is
             // replaced, never followed, and an existing side file is never truncated in place.
             let side = sys::cstring(long_name_side_file(hashed).as_bytes()).map_err(io)?;
-            confined::replace_file(parent.raw(), &side, full.as_bytes(), 0o600, TEMP_PREFIX)
-                .map_err(io)?;
+            confined::put_file(
+                parent.raw(),
+                &side,
+                full.as_bytes(),
+                0o600,
+                TEMP_PREFIX,
+                confined::Existing::Replace,
+            )
+            .map_err(io)?;
         }
         Ok(())
     }
@@ -403,23 +410,20 @@ pub(super) fn read_dir_id(dir_fd: i32) -> std::io::Result<[u8; DIR_ID_LEN]> {
         .map_err(|_| confined::hostile(format!("directory id file holds {} bytes", bytes.len())))
 }
 
-/// Writes a directory's id file: write, fsync file (gocryptfs lost directories whose id file
-/// was empty after a crash), then fsync the directory. `O_EXCL`: never onto an existing object.
+/// Writes a directory's id file crash-safely (gocryptfs lost directories whose id file was empty
+/// after a crash): a fsync'd temporary renamed into place without replacing anything, so two
+/// racing repairs cannot both write one, then the directory fsync'd.
 pub(super) fn write_dir_id(dir_fd: i32, id: &[u8; DIR_ID_LEN]) -> Result<(), Errno> {
     let name = sys::cstring(DIRID_FILE.as_bytes()).map_err(io)?;
-    let fd: OwnedFd = sys::openat(
+    confined::put_file(
         dir_fd,
         &name,
-        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+        id,
         0o400,
+        TEMP_PREFIX,
+        confined::Existing::Keep,
     )
-    .map_err(io)?;
-    sys::pwrite_all(fd.as_raw_fd(), id, 0).map_err(io)?;
-    sys::fsync(fd.as_raw_fd(), false).map_err(io)?;
-    if let Ok(dir) = sys::reopen(dir_fd, libc::O_RDONLY | libc::O_DIRECTORY) {
-        let _ = sys::fsync(dir.as_raw_fd(), false);
-    }
-    Ok(())
+    .map_err(io)
 }
 
 /// Removes a half-built temporary directory (its id file and itself).

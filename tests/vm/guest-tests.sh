@@ -69,6 +69,19 @@ t_wrong_key_refused() {
     expect 3 "does not open" $S block open /dev/vda /mnt/a --key keyfile:/key2 && no_mapping &&
         ! grep -q " /mnt/a " /proc/mounts
 }
+# Whoever can write the disk can rewrite its LUKS2 token: one naming the attacker's key file is
+# refused (the host pinned the volume's key source), the volume untouched and still opening.
+t_token_substitution_refused() {
+    cryptsetup token export --token-id 0 /dev/vda >/tmp/token.json || return 1
+    sed 's#"/key"#"/key2"#' /tmp/token.json >/tmp/evil.json
+    grep -q '"/key2"' /tmp/evil.json || { echo "token has no key path:"; cat /tmp/token.json; return 1; }
+    cryptsetup token remove --token-id 0 /dev/vda && cryptsetup token import --token-id 0 --json-file /tmp/evil.json /dev/vda || return 1
+    expect 3 "this host pinned" $S block open /dev/vda /mnt/a
+    rc=$?
+    cryptsetup token remove --token-id 0 /dev/vda && cryptsetup token import --token-id 0 --json-file /tmp/token.json /dev/vda || return 1
+    [ "$rc" -eq 0 ] && no_mapping && ! grep -q " /mnt/a " /proc/mounts || return 1
+    expect 0 "^opened" $S block open /dev/vda /mnt/a && $S block close /mnt/a
+}
 t_foreign_ext4_refused() {
     before=$(head -c 1048576 /dev/vdb | sha256sum)
     expect 4 "already holds an existing ext4 filesystem" $S block open /dev/vdb /mnt/b --key keyfile:/key || return 1
@@ -191,7 +204,7 @@ head -c 32 /dev/urandom >/key && chmod 0400 /key
 # The kernel hands unknown `name=value` boot parameters to init as environment: `cases=a,b`.
 cases=$(echo "${cases:-}" | tr ',' ' ')
 cases=${cases:-"open_blank_formats luks2_parameters status_shows_block_volume close
-    reopen_keeps_data_formats_once default_key_from_token wrong_key_refused
+    reopen_keeps_data_formats_once default_key_from_token wrong_key_refused token_substitution_refused
     foreign_ext4_refused foreign_luks_refused busy_refused cryptsetup_missing file_target_via_loop
     failure_undoes_everything ephemeral_starts_empty plain_cryptsetup_opens fstab_mount_umount
     file_mode_in_the_same_vm"}
