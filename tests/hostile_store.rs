@@ -589,15 +589,20 @@ fn random_plants_while_clients_work_never_reach_outside_nor_stop_the_daemon() {
             break;
         }
         let victim = &all[rng.gen_range(0..all.len())];
-        let kind = PLANTS[rng.gen_range(0..PLANTS.len())];
+        // One in nine: the object stays, only its owner changes (to nobody).
+        let kind = match rng.gen_range(0..=PLANTS.len()) {
+            i if i == PLANTS.len() => None,
+            i => Some(PLANTS[i]),
+        };
         // The client may be using the victim right now: a lost race is fine, a hang is not.
         let v = victim.clone();
         let d = Decoy {
             _dir: tempfile::tempdir().unwrap(),
             path: decoy.path.clone(),
         };
-        within("planting", move || {
-            let _ = std::panic::catch_unwind(move || plant(&v, kind, &d));
+        within("planting", move || match kind {
+            Some(kind) => drop(std::panic::catch_unwind(move || plant(&v, kind, &d))),
+            None => drop(std::os::unix::fs::lchown(&v, Some(65534), Some(65534))),
         });
         let mnt = fs.mnt.clone();
         within(&format!("round {round}: a walk of the mount"), move || {

@@ -594,3 +594,62 @@ fn kms_a_blob_or_config_made_under_the_attackers_own_key_is_refused() {
     );
     assert!(!a.mounted);
 }
+
+#[test]
+fn kms_password_config_made_under_the_attackers_own_object_is_refused() {
+    let Some(ep) = endpoint() else { return };
+    let admin = Admin::new(&ep);
+    let (arn, _) = admin.key();
+    let (evil_arn, _) = admin.key();
+    let bucket = admin.bucket();
+    admin.put(
+        &bucket,
+        "pw.enc",
+        admin.encrypt(&arn, b"the admin's password"),
+    );
+    admin.put(
+        &bucket,
+        "evil.enc",
+        admin.encrypt(&evil_arn, b"attacker knows this"),
+    );
+    let uri = format!("s3://{bucket}/pw.enc");
+    let evil_uri = format!("s3://{bucket}/evil.enc");
+    let mut a = Inst::new(&ep);
+    ok(&a.init(&["--key", "kms-password", "--wrapped-key", &uri]));
+    ok(&a.mount(&[]));
+    std::fs::write(a.mnt.join("kept"), b"precious").unwrap();
+    a.umount();
+    let conf_path = a.backing.join("secretfs.conf");
+    let original = std::fs::read(&conf_path).unwrap();
+
+    // The same filesystem id, the object and key swapped for the attacker's.
+    let mut edited: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    edited["key_source"]["s3_uri"] = evil_uri.clone().into();
+    edited["key_source"]["key_arn"] = evil_arn.clone().into();
+    std::fs::write(&conf_path, serde_json::to_vec(&edited).unwrap()).unwrap();
+    fails(&a.mount(&[]), 3, "this host pinned");
+    fails(&a.mount(&["--key", "kms-password"]), 3, "this host pinned");
+
+    // A whole config of the attacker's own store (another fs id, no pin here).
+    let b = Inst::new(&ep);
+    ok(&b.init(&["--key", "kms-password", "--wrapped-key", &evil_uri]));
+    let foreign = b.config();
+    std::fs::remove_file(format!(
+        "/etc/secretfs/pins/{}.json",
+        foreign["fs_id"].as_str().unwrap()
+    ))
+    .unwrap();
+    std::fs::write(&conf_path, serde_json::to_vec(&foreign).unwrap()).unwrap();
+    fails(&a.mount(&[]), 3, "has no key pin on this host");
+    // The user's own object against the attacker's config: the MAC refuses it.
+    fails(
+        &a.mount(&["--key", "kms-password", "--wrapped-key", &uri]),
+        3,
+        "does not open this filesystem",
+    );
+
+    std::fs::write(&conf_path, &original).unwrap();
+    ok(&a.mount(&[]));
+    assert_eq!(std::fs::read(a.mnt.join("kept")).unwrap(), b"precious");
+    a.umount();
+}

@@ -573,8 +573,8 @@ pub fn resolve_kms_password(
     let KeySourceDescriptor::KmsPassword {
         s3_uri,
         context: stored_ctx,
-        key_arn,
         kdf,
+        ..
     } = stored
     else {
         return Err(damaged("not a kms-password descriptor"));
@@ -584,7 +584,9 @@ pub fn resolve_kms_password(
         None => S3Uri::parse(s3_uri).map_err(KeySourceError::Damaged)?,
     };
     let ctx = args.context.as_ref().unwrap_or(stored_ctx);
-    let hint = args.kms_key.as_deref().or(key_arn.as_deref());
+    // The key to name comes from the caller (the user's --kms-key, or the pin's ARN that
+    // `trusted_spec` put there), never from the descriptor, which may be the store's own.
+    let hint = args.kms_key.as_deref();
     unlock_password(args, &uri, ctx, fs_id, hint, kdf.as_ref()).map(|(master, _)| master)
 }
 
