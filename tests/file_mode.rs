@@ -247,6 +247,38 @@ fn rename_across_directories_and_flags() {
 }
 
 #[test]
+fn a_directory_renamed_onto_an_empty_one_replaces_it_and_never_a_full_one() {
+    let mut fs = Fs::new();
+    fs::create_dir(fs.p("new")).unwrap();
+    fs::write(fs.p("new/f"), b"new contents").unwrap();
+    fs::create_dir(fs.p("old")).unwrap();
+    // Atomic directory replacement: rename(2) onto an existing empty directory.
+    fs::rename(fs.p("new"), fs.p("old")).unwrap();
+    assert!(!fs.p("new").exists());
+    assert_eq!(fs::read(fs.p("old/f")).unwrap(), b"new contents");
+    // Onto a non-empty directory: ENOTEMPTY, and both stay as they were.
+    fs::create_dir(fs.p("full")).unwrap();
+    fs::write(fs.p("full/keep"), b"kept").unwrap();
+    let err = fs::rename(fs.p("old"), fs.p("full")).unwrap_err();
+    assert!(
+        matches!(errno_of(&err), libc::ENOTEMPTY | libc::EEXIST),
+        "{err}"
+    );
+    assert_eq!(fs::read(fs.p("full/keep")).unwrap(), b"kept");
+    assert_eq!(fs::read(fs.p("old/f")).unwrap(), b"new contents");
+    // Exchanging two directories keeps both whole.
+    assert_eq!(
+        renameat2(&fs.p("old"), &fs.p("full"), libc::RENAME_EXCHANGE),
+        0
+    );
+    fs.remount();
+    assert_eq!(fs::read(fs.p("old/keep")).unwrap(), b"kept");
+    assert_eq!(fs::read(fs.p("full/f")).unwrap(), b"new contents");
+    fs::write(fs.p("old/more"), b"still a valid directory").unwrap();
+    assert_eq!(fs::read_dir(fs.p("old")).unwrap().count(), 2);
+}
+
+#[test]
 fn open_then_unlinked_file_stays_usable() {
     let fs = Fs::new();
     let mut f = OpenOptions::new()

@@ -13,7 +13,7 @@ use crate::crypto::names::{
 };
 use fuser::{Errno, FileAttr, FileType, Request};
 use std::ffi::{CString, OsStr, OsString};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::sync::Arc;
 
@@ -328,37 +328,9 @@ impl SecretFs {
     pub(super) fn remove_dir(&self, parent: &Inode, name: &OsStr) -> Result<(), Errno> {
         let stored = self.stored_name(parent, name)?;
         let backing = sys::cstring(stored.backing_name().as_bytes()).map_err(io)?;
-        let fd = sys::openat(
-            parent.raw(),
-            &backing,
-            libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY,
-            0,
-        )
-        .map_err(io)?;
-        let entries = sys::read_dir(fd.as_raw_fd()).map_err(io)?;
-        let mut internal = Vec::new();
-        for (raw, _, _) in entries {
-            if raw == b"." || raw == b".." {
-                continue;
-            }
-            match std::str::from_utf8(&raw).map(classify) {
-                Ok(BackingEntry::Internal) => internal.push(raw),
-                _ => return Err(Errno::ENOTEMPTY),
-            }
-        }
-        // The kernel holds the victim's lock, so no entry can appear while we empty it.
-        let saved_id = read_dir_id(fd.as_raw_fd()).ok();
-        for raw in &internal {
-            let name = sys::cstring(raw).map_err(io)?;
-            // A crashed mkdir can leave a temporary directory behind: it goes too.
-            if sys::unlinkat(fd.as_raw_fd(), &name, 0).is_err() {
-                let _ = remove_tree_at(fd.as_raw_fd(), &name);
-            }
-        }
+        let victim = EmptiedDir::empty(parent.raw(), &backing)?;
         if let Err(e) = sys::unlinkat(parent.raw(), &backing, libc::AT_REMOVEDIR) {
-            if let Some(id) = &saved_id {
-                let _ = write_dir_id(fd.as_raw_fd(), id);
-            }
+            victim.restore();
             return Err(io(e));
         }
         self.forget_name(parent, &stored);
@@ -390,15 +362,73 @@ impl SecretFs {
         let dst = self.stored_name(new_parent, new_name)?;
         let src_c = sys::cstring(src.backing_name().as_bytes()).map_err(io)?;
         let dst_c = sys::cstring(dst.backing_name().as_bytes()).map_err(io)?;
+        // A directory renamed onto an empty one replaces it (POSIX): the target holds only its
+        // id file, which would make the backing rename fail with ENOTEMPTY.
+        let replaced = match sys::fstatat(new_parent.raw(), &dst_c) {
+            Ok(st) if flags == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                Some(EmptiedDir::empty(new_parent.raw(), &dst_c)?)
+            }
+            _ => None,
+        };
         self.prepare_name(new_parent, &dst)?;
         if let Err(e) = sys::renameat2(parent.raw(), &src_c, new_parent.raw(), &dst_c, flags) {
             self.forget_name(new_parent, &dst);
+            if let Some(victim) = replaced {
+                victim.restore();
+            }
             return Err(io(e));
         }
         if flags & libc::RENAME_EXCHANGE == 0 {
             self.forget_name(parent, &src);
         }
         Ok(())
+    }
+}
+
+/// A directory about to be removed or replaced, emptied of its internal files (id, leftovers of
+/// a crashed mkdir), with its id kept so that a failed removal can put it back.
+struct EmptiedDir {
+    fd: OwnedFd,
+    saved_id: Option<[u8; DIR_ID_LEN]>,
+}
+
+impl EmptiedDir {
+    /// ENOTEMPTY if `name` holds any entry but internal files. The kernel holds the victim's
+    /// lock (rmdir and rename both), so no entry can appear while we empty it.
+    fn empty(parent: i32, name: &CString) -> Result<Self, Errno> {
+        let fd = sys::openat(
+            parent,
+            name,
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY,
+            0,
+        )
+        .map_err(io)?;
+        let mut internal = Vec::new();
+        for (raw, _, _) in sys::read_dir(fd.as_raw_fd()).map_err(io)? {
+            if raw == b"." || raw == b".." {
+                continue;
+            }
+            match std::str::from_utf8(&raw).map(classify) {
+                Ok(BackingEntry::Internal) => internal.push(raw),
+                _ => return Err(Errno::ENOTEMPTY),
+            }
+        }
+        let saved_id = read_dir_id(fd.as_raw_fd()).ok();
+        for raw in &internal {
+            let name = sys::cstring(raw).map_err(io)?;
+            // A crashed mkdir can leave a temporary directory behind: it goes too.
+            if sys::unlinkat(fd.as_raw_fd(), &name, 0).is_err() {
+                let _ = remove_tree_at(fd.as_raw_fd(), &name);
+            }
+        }
+        Ok(Self { fd, saved_id })
+    }
+
+    /// The removal failed: the directory gets its id back.
+    fn restore(self) {
+        if let Some(id) = &self.saved_id {
+            let _ = write_dir_id(self.fd.as_raw_fd(), id);
+        }
     }
 }
 
