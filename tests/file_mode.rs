@@ -435,6 +435,89 @@ fn write_sparse_file(path: &std::path::Path) -> std::fs::File {
     f
 }
 
+fn lseek_errno(f: &std::fs::File, offset: i64, whence: i32) -> Result<i64, i32> {
+    use std::os::fd::AsRawFd;
+    let r = unsafe { libc::lseek(f.as_raw_fd(), offset, whence) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap())
+    } else {
+        Ok(r)
+    }
+}
+
+#[test]
+fn seek_data_and_seek_hole_answer_as_ext4_at_every_offset() {
+    let fs = Fs::new();
+    const B: i64 = 4096;
+    // Data in blocks 0, 10-11 and 30 (the last); holes in 1-9 and 12-29.
+    let data_blocks = [0i64, 10, 11, 30];
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(fs.p("holes"))
+        .unwrap();
+    for b in data_blocks {
+        f.write_all_at(&vec![0x5a; B as usize], (b * B) as u64)
+            .unwrap();
+    }
+    let size = 31 * B - 100;
+    f.set_len(size as u64).unwrap();
+    let is_data = |o: i64| data_blocks.contains(&(o / B));
+    let model_data = |o: i64| {
+        (o..size)
+            .find(|&x| is_data(x))
+            .map(|x| x.max(o))
+            .ok_or(libc::ENXIO)
+    };
+    let model_hole = |o: i64| {
+        if o >= size {
+            return Err(libc::ENXIO);
+        }
+        Ok((o..size).find(|&x| !is_data(x)).unwrap_or(size))
+    };
+    let mut offsets: Vec<i64> = (0..=size + B).step_by(512).collect();
+    offsets.extend([
+        B - 1,
+        B,
+        B + 1,
+        10 * B - 1,
+        12 * B,
+        size - 1,
+        size,
+        size + 1,
+    ]);
+    for o in offsets {
+        let expect_data = if o >= size {
+            Err(libc::ENXIO)
+        } else {
+            model_data(o)
+        };
+        assert_eq!(
+            lseek_errno(&f, o, libc::SEEK_DATA),
+            expect_data,
+            "SEEK_DATA at {o}"
+        );
+        assert_eq!(
+            lseek_errno(&f, o, libc::SEEK_HOLE),
+            model_hole(o),
+            "SEEK_HOLE at {o}"
+        );
+    }
+    assert_eq!(lseek_errno(&f, -1, libc::SEEK_DATA), Err(libc::ENXIO));
+    assert_eq!(lseek_errno(&f, -1, libc::SEEK_HOLE), Err(libc::ENXIO));
+    // A copy tool's loop (data, then hole, from there) covers exactly the data blocks.
+    let (mut pos, mut copied) = (0i64, Vec::new());
+    while let Ok(d) = lseek_errno(&f, pos, libc::SEEK_DATA) {
+        let h = lseek_errno(&f, d, libc::SEEK_HOLE).unwrap();
+        assert!(h > d, "no progress at {d}");
+        copied.push((d / B, (h - 1) / B));
+        pos = h;
+    }
+    assert_eq!(copied, vec![(0, 0), (10, 11), (30, 30)]);
+}
+
 #[test]
 fn holes_sparse_files_and_seek_data() {
     let fs = Fs::new();

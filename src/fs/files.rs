@@ -654,8 +654,10 @@ impl Content {
         Ok(stored.bytes.iter().all(|x| *x == 0))
     }
 
-    /// SEEK_DATA / SEEK_HOLE in plaintext offsets, from the backing file's holes. Reporting
-    /// data where there are zeros is always allowed, so rounding favours data.
+    /// SEEK_DATA / SEEK_HOLE in plaintext offsets. A plaintext block is a hole exactly when its
+    /// stored bytes are all zeros (the hole rule of the format); the backing file's own
+    /// SEEK_DATA / SEEK_HOLE only say where to look next, since stored blocks are not aligned
+    /// to its pages. The final block always holds data, so EOF is the last hole.
     pub fn seek(&self, fd: RawFd, offset: u64, whence: i32) -> Result<u64, Errno> {
         let size = *self.size.read();
         if offset >= size {
@@ -663,27 +665,47 @@ impl Content {
         }
         let block_of =
             |stored: u64| stored.saturating_sub(HEADER_LEN as u64) / STORED_BLOCK_SIZE as u64;
-        let start = block_offset(offset / BS);
+        let last = block_count(size) - 1;
+        let first = offset / BS;
+        let at = |b: u64| (b * BS).max(offset);
         match whence {
             libc::SEEK_DATA => {
-                let data = sys::lseek(fd, start, libc::SEEK_DATA).map_err(io)?;
-                Ok((block_of(data) * BS).max(offset).min(size))
+                let mut b = first;
+                while b <= last {
+                    let data = match sys::lseek(fd, block_offset(b), libc::SEEK_DATA) {
+                        Ok(d) => d,
+                        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
+                        Err(e) => return Err(io(e)),
+                    };
+                    let k = block_of(data).max(b);
+                    if k > last {
+                        break;
+                    }
+                    if k == last || !self.stored_block_is_zero(fd, k, size)? {
+                        return Ok(at(k));
+                    }
+                    b = k + 1;
+                }
+                Err(Errno::ENXIO)
             }
             libc::SEEK_HOLE => {
-                let hole = sys::lseek(fd, start, libc::SEEK_HOLE).map_err(io)?;
-                let last = block_count(size) - 1;
-                // The backing hole starts inside block k. Block k is a hole only if it is all
-                // zeros (its head may lie in an allocated page); otherwise k+1 is, since a data
-                // block never contains a page-sized run of zeros.
-                let mut k = block_of(hole);
-                if k < last && !self.stored_block_is_zero(fd, k, size)? {
-                    k += 1;
+                let mut b = first;
+                while b < last {
+                    let hole = sys::lseek(fd, block_offset(b), libc::SEEK_HOLE).map_err(io)?;
+                    let k = block_of(hole).max(b);
+                    if k >= last {
+                        break;
+                    }
+                    // The backing hole starts in block k: k, or else k+1, may be all zeros.
+                    if self.stored_block_is_zero(fd, k, size)? {
+                        return Ok(at(k));
+                    }
+                    if k + 1 < last && self.stored_block_is_zero(fd, k + 1, size)? {
+                        return Ok(at(k + 1));
+                    }
+                    b = k + 2;
                 }
-                Ok(if k >= last {
-                    size
-                } else {
-                    (k * BS).max(offset)
-                })
+                Ok(size)
             }
             _ => Err(Errno::EINVAL),
         }

@@ -921,7 +921,8 @@ impl Filesystem for SecretFs {
         reply: ReplyLseek,
     ) {
         let result = self.with_file(fh, |fd, content| {
-            let offset = u64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+            // As ext4: a negative offset is past every hole and every byte of data.
+            let offset = u64::try_from(offset).map_err(|_| Errno::ENXIO)?;
             content.seek(fd, offset, whence)
         });
         match result {
