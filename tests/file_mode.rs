@@ -931,3 +931,64 @@ mod passthrough_control {
         assert_eq!(fs::read(fs.p("kept")).unwrap(), b"encrypted");
     }
 }
+
+/// Runs a command as nobody (as an unprivileged program would), returning whether it succeeded.
+fn as_nobody(args: &[&str]) -> bool {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn setuid_and_setgid_are_cleared_by_unprivileged_direct_writes_and_fallocate() {
+    use std::os::unix::fs::PermissionsExt;
+    let fs = Fs::new();
+    let cases: [(&str, Vec<&str>); 5] = [
+        (
+            "buffered",
+            vec!["dd", "if=/dev/zero", "bs=4096", "count=1", "conv=notrunc"],
+        ),
+        (
+            "direct",
+            vec![
+                "dd",
+                "if=/dev/zero",
+                "bs=4096",
+                "count=1",
+                "conv=notrunc",
+                "oflag=direct",
+            ],
+        ),
+        ("fallocate", vec!["fallocate", "-l", "65536"]),
+        ("punch", vec!["fallocate", "-p", "-o", "0", "-l", "4096"]),
+        (
+            "zero-range",
+            vec!["fallocate", "-z", "-o", "0", "-l", "4096"],
+        ),
+    ];
+    for (what, cmd) in cases {
+        let path = fs.p(&format!("suid-{what}"));
+        fs::write(&path, vec![7u8; 16384]).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o6777)).unwrap();
+        let target = path.to_str().unwrap().to_string();
+        let mut args: Vec<String> = cmd.iter().map(|a| a.to_string()).collect();
+        if args[0] == "dd" {
+            args.push(format!("of={target}"));
+        } else {
+            args.push(target);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert!(as_nobody(&args), "{what}: {args:?} failed as nobody");
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o6000,
+            0,
+            "{what}: setuid/setgid survived ({mode:o})"
+        );
+    }
+}

@@ -897,8 +897,8 @@ impl Filesystem for SecretFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
@@ -906,7 +906,14 @@ impl Filesystem for SecretFs {
         reply: ReplyEmpty,
     ) {
         let result = self.with_file(fh, |fd, content| {
-            content.fallocate(fd, offset, length, mode)
+            content.fallocate(fd, offset, length, mode)?;
+            // As ext4 (file_modified): a change by a caller without CAP_FSETID drops setuid and
+            // setgid. The kernel leaves this to us under HANDLE_KILLPRIV_V2 and passes no flag
+            // for fallocate, so "unprivileged" is approximated by uid != 0, as for truncate.
+            if req.uid() != 0 {
+                self.kill_suid_sgid(ino)?;
+            }
+            Ok(())
         });
         reply_empty(reply, result)
     }
