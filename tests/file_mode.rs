@@ -992,3 +992,33 @@ fn setuid_and_setgid_are_cleared_by_unprivileged_direct_writes_and_fallocate() {
         );
     }
 }
+
+#[test]
+fn writes_and_truncates_past_the_largest_file_give_efbig() {
+    use std::os::fd::AsRawFd;
+    let fs = Fs::new();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(fs.p("big"))
+        .unwrap();
+    // Past what the stored form can address: the plaintext offset is legal, its ciphertext
+    // offset would pass 2^63.
+    let off = i64::MAX - (1 << 40);
+    let n = unsafe { libc::pwrite(f.as_raw_fd(), b"x".as_ptr().cast(), 1, off) };
+    assert_eq!(n, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EFBIG)
+    );
+    assert_eq!(
+        unsafe { libc::ftruncate(f.as_raw_fd(), off) },
+        -1,
+        "ftruncate past the largest file succeeded"
+    );
+    let e = std::io::Error::last_os_error().raw_os_error();
+    assert!(matches!(e, Some(libc::EFBIG)), "ftruncate gave {e:?}");
+    assert_eq!(f.metadata().unwrap().len(), 0);
+}

@@ -381,7 +381,7 @@ impl Content {
         if data.is_empty() {
             return Ok(());
         }
-        let end = offset.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
+        let end = within_max_size(offset.checked_add(data.len() as u64))?;
         {
             let size = self.size.read();
             if end <= *size {
@@ -531,6 +531,7 @@ impl Content {
     }
 
     pub fn truncate(&self, fd: RawFd, new: u64, keys: &KeyRing) -> Result<(), Errno> {
+        within_max_size(Some(new))?;
         let mut size = self.size.write();
         let old = *size;
         if new > old {
@@ -570,7 +571,7 @@ impl Content {
         if mode & !(PUNCH | ZERO | KEEP) != 0 || (mode & PUNCH != 0 && mode & KEEP == 0) {
             return Err(Errno::EOPNOTSUPP);
         }
-        let end = offset.checked_add(len).ok_or(Errno::EFBIG)?;
+        let end = within_max_size(offset.checked_add(len))?;
         if mode & (PUNCH | ZERO) != 0 {
             self.zero_range(fd, offset, end)?;
             if mode & KEEP == 0 && end > self.size() {
@@ -710,6 +711,15 @@ impl Content {
             _ => Err(Errno::EINVAL),
         }
     }
+}
+
+/// The largest plaintext size whose stored size still fits a file offset (`off_t`); anything
+/// larger is EFBIG, as a write or truncate past any filesystem's maximum size is (it used to
+/// wrap into a negative length: EINVAL).
+fn within_max_size(end: Option<u64>) -> Result<u64, Errno> {
+    // Below 2^63 the stored size cannot overflow u64 (4,124 stored bytes per 4,096).
+    end.filter(|&e| e < 1 << 63 && stored_size(e) <= i64::MAX as u64)
+        .ok_or(Errno::EFBIG)
 }
 
 /// Allocates backing space without changing the size; a filesystem without fallocate gets
