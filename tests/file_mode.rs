@@ -1020,5 +1020,24 @@ fn writes_and_truncates_past_the_largest_file_give_efbig() {
     );
     let e = std::io::Error::last_os_error().raw_os_error();
     assert!(matches!(e, Some(libc::EFBIG)), "ftruncate gave {e:?}");
+    fs::write(fs.p("one"), b"1").unwrap();
+    let src = fs::File::open(fs.p("one")).unwrap();
+    let mut off_in: i64 = 0;
+    let mut off_out: i64 = off;
+    let n = unsafe {
+        libc::copy_file_range(
+            src.as_raw_fd(),
+            &mut off_in,
+            f.as_raw_fd(),
+            &mut off_out,
+            1,
+            0,
+        )
+    };
+    assert_eq!(n, -1, "copy_file_range past the largest file succeeded");
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EFBIG)
+    );
     assert_eq!(f.metadata().unwrap().len(), 0);
 }
