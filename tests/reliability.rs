@@ -43,18 +43,26 @@ fn status_field(pid: u32, field: &str) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// fsck's exit code and the plaintext paths of its problems. The report must parse and the
+/// exit code must agree with it (0 clean, 4 problems left): fsck failing to run is no "clean".
 fn fsck_problem_paths(backing: &Path) -> (i32, Vec<String>) {
     let out = secretfs(&["fsck", backing.to_str().unwrap(), "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let paths = v["problems"]
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("fsck printed no JSON report ({e}): {stderr}"));
+    let paths: Vec<String> = v["problems"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| p["path"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    (out.status.code().unwrap_or(-1), paths)
+        .unwrap_or_else(|| panic!("fsck report has no problem list: {v}"))
+        .iter()
+        .map(|p| p["path"].as_str().expect("problem path").to_string())
+        .collect();
+    let code = out.status.code().unwrap_or(-1);
+    assert_eq!(
+        code,
+        if paths.is_empty() { 0 } else { 4 },
+        "fsck exit code disagrees with its report {paths:?}: {stderr}"
+    );
+    (code, paths)
 }
 
 /// Unmounts a loop-mounted ext4 when the test ends, even on failure.

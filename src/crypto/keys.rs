@@ -289,8 +289,18 @@ mod tests {
 
     #[test]
     fn debug_never_prints_key_bytes() {
-        let key = MasterKey::from_slice(&[0xAB; 32]).unwrap();
-        let shown = format!("{key:?}");
-        assert!(!shown.to_lowercase().contains("ab"), "{shown}");
+        // Distinct bytes, looked for as a derived Debug (decimal), {:x} and {:X} would show them.
+        let bytes: Vec<u8> = (0..32u8).map(|i| 0xA0 + i % 16 + (i / 16) * 0x10).collect();
+        let key = MasterKey::from_slice(&bytes).unwrap();
+        for shown in [format!("{key:?}"), format!("{key:#?}")] {
+            assert_eq!(shown, "SecretBytes(<redacted>)");
+            for b in &bytes[..4] {
+                for form in [b.to_string(), format!("{b:02x}"), format!("{b:02X}")] {
+                    assert!(!shown.contains(&form), "{shown} shows {form}");
+                }
+            }
+        }
+        let ring = KeyRing::new(&key, &[0; 16]);
+        assert_eq!(format!("{:?}", ring.names_key()), "SecretBytes(<redacted>)");
     }
 }

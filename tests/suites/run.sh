@@ -23,14 +23,24 @@ chmod 0755 "$work/mnt"
 
 mkdir "$work/mnt/pjd"
 chmod 0777 "$work/mnt/pjd"
-(cd "$work/mnt/pjd" && pjdfstest -c "$conf/pjdfstest.toml" -p "$work/mnt/pjd" -s /dev/shm) > "$work/pjd.out" 2>&1 || true
+pjd_rc=0
+(cd "$work/mnt/pjd" && pjdfstest -c "$conf/pjdfstest.toml" -p "$work/mnt/pjd" -s /dev/shm) > "$work/pjd.out" 2>&1 || pjd_rc=$?
 grep -E "FAILED" -A3 "$work/pjd.out" || true
 summary=$(grep '^Summary:' "$work/pjd.out" || echo "Summary: no result")
-echo "pjdfstest${SECRETFS_SUITE_OPTS:+ (-o $SECRETFS_SUITE_OPTS)} $summary"
+echo "pjdfstest${SECRETFS_SUITE_OPTS:+ (-o $SECRETFS_SUITE_OPTS)} $summary (exit $pjd_rc)"
+# Every test must have run and passed: a run that stops early or skips more than it did
+# is a failure too. 384 is what secretfs passes with this config (plain ext4: 385).
+expected_passed=${PJDFSTEST_EXPECTED_PASSED:-384}
+passed=$(echo "$summary" | sed -n 's/.* \([0-9]*\) passed.*/\1/p')
 case "$summary" in
     "Summary: 0 failed,"*) ;;
     *) tail -n 30 "$work/pjd.out"; exit 1 ;;
 esac
+if [ "$pjd_rc" -ne 0 ] || [ "${passed:-0}" -lt "$expected_passed" ]; then
+    echo "pjdfstest: exit $pjd_rc, $passed passed; expected exit 0 and at least $expected_passed passed" >&2
+    tail -n 30 "$work/pjd.out"
+    exit 1
+fi
 
 mkdir "$work/mnt/fsx"
 ops=${FSX_OPS:-100000}
