@@ -83,6 +83,21 @@ fn every_kind_of_tampering_is_detected_and_the_daemon_lives_on() {
     fs::write(fs.p("named/secret-name"), b"x").unwrap();
     fs::write(fs.p("named/neighbour"), b"y").unwrap();
     std::os::unix::fs::symlink("target", fs.p("link")).unwrap();
+    // Inode numbers are the backing ones: each detection's audit event must name its object.
+    let detected = [
+        "flip_block",
+        "flip_header",
+        "swapped",
+        "copy_dst",
+        "truncated",
+        "flip_tag",
+        "link",
+        "named",
+    ];
+    let inos: Vec<u64> = detected
+        .iter()
+        .map(|n| std::os::unix::fs::MetadataExt::ino(&fs::symlink_metadata(fs.p(n)).unwrap()))
+        .collect();
     let backing: Vec<_> = [
         "flip_block",
         "flip_header",
@@ -178,14 +193,38 @@ fn every_kind_of_tampering_is_detected_and_the_daemon_lives_on() {
     assert_eq!(fs::read(fs.p("control")).unwrap(), b"still fine");
 
     let log = fs.log_text();
-    let events = log.matches("event=\"integrity_failure\"").count();
-    assert!(
-        events >= 8,
-        "expected an audit event per detection, found {events}:\n{log}"
-    );
-    for what in ["what=\"block\"", "what=\"name\"", "what=\"symlink\""] {
-        assert!(log.contains(what), "no {what} audit event:\n{log}");
+    for (name, ino) in detected.iter().zip(&inos) {
+        let what = match *name {
+            "link" => "symlink",
+            "named" => "name",
+            _ => "block",
+        };
+        assert!(
+            log.lines()
+                .any(|l| l.contains("event=\"integrity_failure\"")
+                    && l.contains(&format!("what=\"{what}\""))
+                    && l.contains(&format!("ino={ino} "))),
+            "no {what} audit event for {name} (ino {ino}):\n{log}"
+        );
     }
+    // fsck reports every tampered object too (SECURITY.md says it does).
+    fs.umount();
+    let out = common::secretfs(&["fsck", fs.backing.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(4), "fsck missed the tampering");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let paths: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    for name in detected {
+        assert!(
+            paths.iter().any(|p| p.starts_with(&format!("/{name}"))),
+            "fsck did not report {name}: {paths:?}"
+        );
+    }
+    assert!(!paths.iter().any(|p| *p == "/control" || *p == "/copy_src"));
 }
 
 /// A 1 MiB read is opened in parts on several cores: a bad block in a part that another thread
