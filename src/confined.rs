@@ -7,9 +7,10 @@
 //! Whatever fails a check is reported as `InvalidData` ("hostile"), which callers turn into EIO
 //! plus one audit event for that object.
 
+use crate::fs::sys;
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 /// Flags of every read-only open of an internal file: no symlink, no blocking on a FIFO or a
 /// device, no controlling terminal.
@@ -31,28 +32,6 @@ pub fn is_hostile(e: &io::Error) -> bool {
         )
 }
 
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
-fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall on a valid C string; the descriptor returned is owned by the caller.
-    let fd = cvt(unsafe { libc::openat(dir, name.as_ptr(), flags, mode as libc::c_uint) })?;
-    // SAFETY: fd was just returned by openat and belongs to nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn fstat(fd: RawFd) -> io::Result<libc::stat> {
-    // SAFETY: st is plain old data, fully written on success.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    cvt(unsafe { libc::fstat(fd, &mut st) })?;
-    Ok(st)
-}
-
 fn kind_name(mode: libc::mode_t) -> &'static str {
     match mode & libc::S_IFMT {
         libc::S_IFREG => "regular file",
@@ -70,13 +49,13 @@ fn kind_name(mode: libc::mode_t) -> &'static str {
 /// `O_PATH` descriptor first, so a planted device or FIFO is never opened at all, then that
 /// same inode is reopened for reading (no window for a swap).
 pub fn open_regular(dir: RawFd, name: &CStr) -> io::Result<OwnedFd> {
-    let path = open_at(
+    let path = sys::openat(
         dir,
         name,
         libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
         0,
     )?;
-    let st = fstat(path.as_raw_fd())?;
+    let st = sys::fstat(path.as_raw_fd())?;
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Err(hostile(format!(
             "{} is a {}, not a regular file",
@@ -84,14 +63,12 @@ pub fn open_regular(dir: RawFd, name: &CStr) -> io::Result<OwnedFd> {
             kind_name(st.st_mode)
         )));
     }
-    let proc = CString::new(format!("/proc/self/fd/{}", path.as_raw_fd()))
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    open_at(libc::AT_FDCWD, &proc, READ_FLAGS & !libc::O_NOFOLLOW, 0)
+    sys::reopen(path.as_raw_fd(), READ_FLAGS & !libc::O_NOFOLLOW)
 }
 
 /// Opens the directory `name` in `dir` (no symlink followed) for listing and `*at` calls.
 pub fn open_dir(dir: RawFd, name: &CStr) -> io::Result<OwnedFd> {
-    open_at(dir, name, READ_FLAGS | libc::O_DIRECTORY, 0)
+    sys::openat(dir, name, READ_FLAGS | libc::O_DIRECTORY, 0)
 }
 
 /// Reads the whole regular file `name` of `dir`, refusing anything longer than `max` bytes.
@@ -112,29 +89,7 @@ fn annotate(e: io::Error, name: &str) -> io::Error {
 /// from fstat is not trusted: the file may grow while it is read.
 pub fn read_fd_bounded(fd: RawFd, max: usize) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; max + 1];
-    let mut done = 0;
-    while done < buf.len() {
-        // SAFETY: the slice is valid for writes of its length.
-        let n = unsafe {
-            libc::pread(
-                fd,
-                buf[done..].as_mut_ptr().cast(),
-                buf.len() - done,
-                done as libc::off_t,
-            )
-        };
-        match n {
-            0 => break,
-            n if n > 0 => done += n as usize,
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-        }
-    }
+    let done = sys::pread(fd, &mut buf, 0)?;
     if done > max {
         return Err(hostile(format!("longer than the {max} bytes it may hold")));
     }
@@ -168,25 +123,22 @@ pub fn put_file(
     let tmp = CString::new(format!("{temp_prefix}{}", crate::config::hex(&suffix)))
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let result = (|| {
-        let fd = open_at(
+        let fd = sys::openat(
             dir,
             &tmp,
             libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
             mode,
         )?;
-        write_all(fd.as_raw_fd(), data)?;
-        cvt(unsafe { libc::fsync(fd.as_raw_fd()) })?;
+        sys::pwrite_all(fd.as_raw_fd(), data, 0)?;
+        sys::fsync(fd.as_raw_fd(), false)?;
         let flags = match existing {
             Existing::Replace => 0,
             Existing::Keep => libc::RENAME_NOREPLACE,
         };
-        // SAFETY: plain syscall on valid C strings.
-        cvt(unsafe { libc::renameat2(dir, tmp.as_ptr(), dir, name.as_ptr(), flags) })?;
-        Ok(())
+        sys::renameat2(dir, &tmp, dir, name, flags)
     })();
     if result.is_err() {
-        // SAFETY: plain syscall; the temporary is ours.
-        unsafe { libc::unlinkat(dir, tmp.as_ptr(), 0) };
+        let _ = sys::unlinkat(dir, &tmp, 0);
         return result;
     }
     sync_dir(dir);
@@ -196,29 +148,9 @@ pub fn put_file(
 /// fsync of a directory given by any descriptor (O_PATH included). Best effort: the rename it
 /// follows has happened either way.
 pub fn sync_dir(dir: RawFd) {
-    if let Ok(d) = open_at(dir, c".", READ_FLAGS | libc::O_DIRECTORY, 0) {
-        // SAFETY: plain syscall on an owned descriptor.
-        unsafe { libc::fsync(d.as_raw_fd()) };
+    if let Ok(d) = sys::openat(dir, c".", READ_FLAGS | libc::O_DIRECTORY, 0) {
+        let _ = sys::fsync(d.as_raw_fd(), false);
     }
-}
-
-fn write_all(fd: RawFd, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        // SAFETY: the slice is valid for reads of its length.
-        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::Error::from_raw_os_error(libc::EIO));
-        }
-        data = &data[n as usize..];
-    }
-    Ok(())
 }
 
 /// Opens a directory named by the administrator (the backing root): symlinks in that path are
@@ -226,7 +158,7 @@ fn write_all(fd: RawFd, mut data: &[u8]) -> io::Result<()> {
 pub fn open_root(path: &std::path::Path) -> io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    open_at(
+    sys::openat(
         libc::AT_FDCWD,
         &c,
         libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
