@@ -279,23 +279,6 @@ fn kms_line_with_the_wrapped_key_in_s3() {
     ok(&s.umount("mnt"));
 }
 
-/// Every file under `dir` with its contents: a refused mount must leave the store as it was.
-fn store_snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(p.clone());
-            }
-            out.push((p.clone(), fs::read(&p).unwrap_or_default()));
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn an_fstab_mount_never_obeys_a_substituted_config() {
     let s = Setup::new();
@@ -324,12 +307,12 @@ fn an_fstab_mount_never_obeys_a_substituted_config() {
             "{d}/backing {d}/mnt secretfs init=auto 0 0",
         ] {
             s.lines(&[line]);
-            let before = store_snapshot(&s.path("backing"));
+            let before = common::snapshot(&s.path("backing"));
             let out = s.mount("mnt");
             assert!(!out.status.success(), "{what} config mounted via `{line}`");
             assert_eq!(mount_entry(&s.path("mnt")), None);
             assert_eq!(
-                store_snapshot(&s.path("backing")),
+                common::snapshot(&s.path("backing")),
                 before,
                 "{what} config via `{line}` changed the store"
             );

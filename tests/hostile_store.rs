@@ -330,28 +330,8 @@ fn hostile_content_entries_answer_within_a_bound_and_the_decoy_is_untouched() {
     decoy.assert_unchanged();
 }
 
-/// Everything in the store, with contents, to prove a refused mount touched nothing.
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            let m = fs::symlink_metadata(&p).unwrap();
-            if m.is_dir() {
-                stack.push(p.clone());
-                out.push((p, Vec::new()));
-            } else {
-                out.push((p.clone(), fs::read(&p).unwrap_or_default()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 fn mount_refused(fs: &Fs, extra: &[&str], why: &str) {
-    let before = snapshot(&fs.backing);
+    let before = common::snapshot(&fs.backing);
     let mut args = vec![
         "mount",
         fs.backing.to_str().unwrap(),
@@ -367,7 +347,7 @@ fn mount_refused(fs: &Fs, extra: &[&str], why: &str) {
     assert_eq!(out.status.code(), Some(3), "{why}: {stderr}");
     assert!(!fs.is_mounted(), "{why}: something got mounted");
     assert_eq!(
-        snapshot(&fs.backing),
+        common::snapshot(&fs.backing),
         before,
         "{why}: the store was changed"
     );
