@@ -525,6 +525,10 @@ fn random_plants_while_clients_work_never_reach_outside_nor_stop_the_daemon() {
         }
         fs::write(fs.p(&format!("d{d}/{}", long_name('L'))), b"long").unwrap();
         symlink("target", fs.p(&format!("d{d}/link"))).unwrap();
+        let fifo = std::ffi::CString::new(fs.p(&format!("d{d}/fifo")).to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        fs::create_dir(fs.p(&format!("d{d}/sub"))).unwrap();
+        fs::write(fs.p(&format!("d{d}/sub/inner")), b"inner").unwrap();
     }
     // The control file is spared: it proves the daemon still serves what was not attacked.
     let control = fs.backing_of(&fs.p("control"));
