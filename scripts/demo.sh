@@ -15,7 +15,8 @@ mkdir -p "$MNT" /etc/secretfs
 if ! [ -f "$BACKING/secretfs.conf" ]; then
     secretfs init "$BACKING" --key "keyfile:$KEY"
 fi
-grep -q " $MNT fuse.secretfs " /proc/self/mountinfo || secretfs mount "$BACKING" "$MNT"
+# The key is named explicitly: a store made before key pins existed is pinned by this mount.
+grep -q " $MNT fuse.secretfs " /proc/self/mountinfo || secretfs mount "$BACKING" "$MNT" --key "keyfile:$KEY"
 
 echo "== writing through $MNT"
 mkdir -p "$MNT/reports"
