@@ -86,6 +86,7 @@ impl Drop for Setup {
         for e in common_mounts_under(self.dir.path()) {
             let _ = Command::new("umount").arg("-l").arg(e).status();
         }
+        common::forget_pins_under(self.dir.path());
     }
 }
 

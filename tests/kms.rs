@@ -120,6 +120,7 @@ impl Drop for Inst {
             let _ = self.run(&["umount", "--lazy", self.mnt.to_str().unwrap()]);
             std::thread::sleep(Duration::from_millis(50));
         }
+        common::forget_pins_under(self.dir.path());
     }
 }
 

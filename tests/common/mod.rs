@@ -220,6 +220,7 @@ impl Drop for Fs {
             let _ = secretfs(&["umount", "--lazy", self.mnt.to_str().unwrap()]);
             std::thread::sleep(Duration::from_millis(50));
         }
+        forget_pins_under(self.dir.path());
     }
 }
 
@@ -245,4 +246,22 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     }
     out.sort();
     out
+}
+
+/// Removes this host's key pins of stores under `dir` (a test's temp dir), so test runs leave
+/// no pins behind in /etc/secretfs/pins.
+pub fn forget_pins_under(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir("/etc/secretfs/pins") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let pinned_here = std::fs::read(e.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["backing"].as_str().map(|b| Path::new(b).starts_with(dir)))
+            .unwrap_or(false);
+        if pinned_here {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
