@@ -22,7 +22,8 @@ pub struct MountOptions {
     pub mode: Mode,
     /// `init=auto`: create the filesystem when the backing store is empty (fresh instance store).
     pub init_auto: bool,
-    /// `kms-key=`, `wrapped-key=`, `context=`, `aws-timeout=`: as the CLI flags of the same names.
+    /// `kms-key=`, `wrapped-key=`, `kms-context=` (or `context=` outside fstab), `aws-timeout=`:
+    /// as the CLI flags of the same names.
     pub kms_key: Option<String>,
     pub wrapped_key: Option<String>,
     pub context: Option<String>,
@@ -47,6 +48,7 @@ pub const VALID: &[&str] = &[
     "init=auto|never",
     "kms-key=",
     "wrapped-key=",
+    "kms-context=",
     "context=",
     "region=",
     "aws-timeout=",
@@ -171,7 +173,9 @@ impl MountOptions {
                 }
                 "kms-key" => o.kms_key = Some(need(name, value)?.to_string()),
                 "wrapped-key" => o.wrapped_key = Some(need(name, value)?.to_string()),
-                "context" => o.context = Some(need(name, value)?.to_string()),
+                // `kms-context=` in fstab: mount(8) takes `context=` for SELinux and never
+                // hands it to the helper; `context=` still works with `secretfs mount -o`.
+                "kms-context" | "context" => o.context = Some(need(name, value)?.to_string()),
                 "region" => o.region = Some(need(name, value)?.to_string()),
                 "aws-timeout" => {
                     let v = need(name, value)?;

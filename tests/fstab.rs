@@ -247,6 +247,16 @@ fn fake_and_verbose_flags() {
     );
     ok(&out);
     assert_eq!(mount_entry(&s.path("mnt")), None, "-f must not mount");
+    // -v reaches the helper, which says what it would mount, with the options it was given.
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!(
+            "mounting {} on {}",
+            s.path("backing").display(),
+            s.path("mnt").display()
+        )) && said.contains("key=keyfile:"),
+        "verbose output: {said}"
+    );
 }
 
 #[test]
@@ -269,10 +279,18 @@ fn kms_line_with_the_wrapped_key_in_s3() {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     s.lines(&[&format!(
-        "{{d}}/backing {{d}}/mnt secretfs key=kms,kms-key={arn},wrapped-key=s3://{bucket}/fs.key,region={},context=app=test;tier=scratch,init=auto,_netdev 0 0",
+        "{{d}}/backing {{d}}/mnt secretfs key=kms,kms-key={arn},wrapped-key=s3://{bucket}/fs.key,region={},kms-context=app=test;tier=scratch,init=auto,_netdev 0 0",
         common::aws::REGION
     )]);
     ok(&s.mount("mnt"));
+    // init=auto recorded the encryption context given in fstab (`;` separates its pairs there).
+    let conf: serde_json::Value =
+        serde_json::from_slice(&fs::read(s.path("backing/secretfs.conf")).unwrap()).unwrap();
+    assert_eq!(
+        conf["key_source"]["context"],
+        serde_json::json!({"app": "test", "tier": "scratch"}),
+        "the fstab context did not reach the config"
+    );
     fs::write(s.path("mnt/f"), b"kms").unwrap();
     ok(&s.umount("mnt"));
     ok(&s.mount("mnt"));
