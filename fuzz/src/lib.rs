@@ -7,3 +7,11 @@ pub mod config;
 pub mod crypto;
 #[path = "../../src/mountopts.rs"]
 pub mod mountopts;
+#[path = "../../src/confined.rs"]
+pub mod confined;
+#[path = "../../src/fs/sys.rs"]
+pub mod sys_impl;
+/// `confined` reaches the syscall wrappers as `crate::fs::sys`, as in the real crate.
+pub mod fs {
+    pub use super::sys_impl as sys;
+}
