@@ -632,3 +632,55 @@ fn nonblocking(p: &Path, write: bool) -> std::io::Result<fs::File> {
         .custom_flags(libc::O_NONBLOCK)
         .open(p)
 }
+
+#[test]
+fn secretfs_pin_adopts_a_store_only_with_a_key_that_opens_it() {
+    let mut fs = Fs::init();
+    let conf: serde_json::Value =
+        serde_json::from_slice(&fs::read(fs.backing.join("secretfs.conf")).unwrap()).unwrap();
+    let pin = PathBuf::from(format!(
+        "/etc/secretfs/pins/{}.json",
+        conf["fs_id"].as_str().unwrap()
+    ));
+    // A store made on another host (or before pins): this host has no pin for it.
+    fs::remove_file(&pin).unwrap();
+    mount_refused(&fs, &[], "an unpinned store without --key");
+    let wrong = fs.dir.path().join("wrong.key");
+    fs::write(&wrong, [9u8; 32]).unwrap();
+    fs::set_permissions(&wrong, fs::Permissions::from_mode(0o400)).unwrap();
+    let backing = fs.backing.to_str().unwrap();
+    let out = secretfs(&[
+        "pin",
+        backing,
+        "--key",
+        &format!("keyfile:{}", wrong.display()),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !pin.exists(),
+        "a key that does not open the store was pinned"
+    );
+    let out = secretfs(&[
+        "pin",
+        backing,
+        "--key",
+        &format!("keyfile:{}", fs.key.display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = fs::metadata(&pin).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o644));
+    fs.mount();
+    fs.umount();
+    // A pin anyone could have written is not trusted.
+    fs::set_permissions(&pin, fs::Permissions::from_mode(0o666)).unwrap();
+    mount_refused(&fs, &[], "a world-writable pin");
+}

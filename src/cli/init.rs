@@ -55,9 +55,7 @@ pub fn run(args: &InitArgs) -> Result<Initialized, CliError> {
             })?;
     }
     let backing = super::existing_dir(&args.backing, "backing directory", exit::BACKING)?;
-    if let crate::keysource::KeySpec::Keyfile(_) = &spec {
-        super::refuse_keyfile_in_store(&spec, &backing)?;
-    }
+    super::refuse_keyfile_in_store(&spec, &backing)?;
     if config::config_path(&backing).exists() {
         return Err(config::ConfigError::AlreadyInitialized { path: backing }.into());
     }

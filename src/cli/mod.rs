@@ -433,7 +433,8 @@ pub(crate) fn pin_kms_key(spec: &mut KeySpec, pinned: &KeySourceDescriptor) {
     }
 }
 
-/// As `choose_spec`, for any stored descriptor (a file-mode config or a LUKS2 token).
+/// The spec for a stored descriptor (a pinned or authenticated config, or a LUKS2 token), or the
+/// source named by `--key` / `-o key=`.
 pub fn spec_for(
     key: &KeyArgs,
     option: Option<&str>,

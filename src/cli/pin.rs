@@ -4,6 +4,7 @@
 use super::{exit, CliError, KeyArgs};
 use crate::config;
 use crate::crypto::keys::KeyRing;
+use crate::keysource::KeySpec;
 use crate::pins::{self, Pin};
 use std::path::{Path, PathBuf};
 
@@ -30,8 +31,11 @@ pub fn run(args: &PinArgs) -> Result<Pin, CliError> {
     let spec = args.key.spec(text)?;
     super::check_untrusted_spec(&spec, &config, &backing)?;
     crate::daemon::forbid_core_dumps();
-    let master = spec.resolve(&config.key_source, &config.fs_id_bytes())?;
-    config.verify_mac(&mac, &KeyRing::new(&master, &config.fs_id_bytes()))?;
+    // An ephemeral store has no key to prove: it is emptied and re-keyed at every mount.
+    if !matches!(spec, KeySpec::Ephemeral) {
+        let master = spec.resolve(&config.key_source, &config.fs_id_bytes())?;
+        config.verify_mac(&mac, &KeyRing::new(&master, &config.fs_id_bytes()))?;
+    }
     let pin = Pin {
         fs_id: config.fs_id,
         backing,
