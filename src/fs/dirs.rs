@@ -370,13 +370,17 @@ impl SecretFs {
             }
             _ => None,
         };
-        self.prepare_name(new_parent, &dst)?;
-        if let Err(e) = sys::renameat2(parent.raw(), &src_c, new_parent.raw(), &dst_c, flags) {
-            self.forget_name(new_parent, &dst);
+        let renamed = self.prepare_name(new_parent, &dst).and_then(|()| {
+            sys::renameat2(parent.raw(), &src_c, new_parent.raw(), &dst_c, flags).map_err(|e| {
+                self.forget_name(new_parent, &dst);
+                io(e)
+            })
+        });
+        if let Err(e) = renamed {
             if let Some(victim) = replaced {
                 victim.restore();
             }
-            return Err(io(e));
+            return Err(e);
         }
         if flags & libc::RENAME_EXCHANGE == 0 {
             self.forget_name(parent, &src);
