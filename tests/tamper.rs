@@ -83,21 +83,6 @@ fn every_kind_of_tampering_is_detected_and_the_daemon_lives_on() {
     fs::write(fs.p("named/secret-name"), b"x").unwrap();
     fs::write(fs.p("named/neighbour"), b"y").unwrap();
     std::os::unix::fs::symlink("target", fs.p("link")).unwrap();
-    // Inode numbers are the backing ones: each detection's audit event must name its object.
-    let detected = [
-        "flip_block",
-        "flip_header",
-        "swapped",
-        "copy_dst",
-        "truncated",
-        "flip_tag",
-        "link",
-        "named",
-    ];
-    let inos: Vec<u64> = detected
-        .iter()
-        .map(|n| std::os::unix::fs::MetadataExt::ino(&fs::symlink_metadata(fs.p(n)).unwrap()))
-        .collect();
     let backing: Vec<_> = [
         "flip_block",
         "flip_header",
@@ -151,6 +136,22 @@ fn every_kind_of_tampering_is_detected_and_the_daemon_lives_on() {
     std::os::unix::fs::symlink(String::from_utf8(t).unwrap(), &backing[8]).unwrap();
 
     fs.mount();
+    // Inode numbers are the backing ones (the replaced symlink has a new one): each
+    // detection's audit event must name its object.
+    let detected = [
+        "flip_block",
+        "flip_header",
+        "swapped",
+        "copy_dst",
+        "truncated",
+        "flip_tag",
+        "link",
+        "named",
+    ];
+    let inos: Vec<u64> = detected
+        .iter()
+        .map(|n| std::os::unix::fs::MetadataExt::ino(&fs::symlink_metadata(fs.p(n)).unwrap()))
+        .collect();
     for name in [
         "flip_block",
         "flip_header",
