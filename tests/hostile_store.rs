@@ -100,7 +100,7 @@ fn plant(path: &Path, plant: Plant, decoy: &Decoy) {
         // create_new: never open what a racing rename put there (it may be a FIFO).
         Plant::HugeFile => {
             let f = fs::File::create_new(path).unwrap();
-            f.set_len(1 << 34).unwrap();
+            f.set_len(256 << 20).unwrap();
         }
         Plant::EmptyFile => drop(fs::File::create_new(path).unwrap()),
         Plant::DeviceNode => {
