@@ -260,7 +260,7 @@ impl Checker<'_> {
             libc::S_IFLNK => {
                 self.report.symlinks += 1;
                 let target = sys::openat(dir.as_raw_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)
-                    .and_then(|fd| sys::readlink_fd(fd.as_raw_fd()));
+                    .and_then(|fd| crate::fs::symlinks::read(fd.as_raw_fd()));
                 let result = target
                     .map_err(|e| e.to_string())
                     .and_then(|t| self.names.decrypt_symlink(&t).map_err(|e| e.to_string()));

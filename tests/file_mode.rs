@@ -616,6 +616,70 @@ fn symlinks_fifos_and_modes() {
 }
 
 #[test]
+fn symlink_targets_up_to_path_max_less_one_survive_remount_links_and_fsck() {
+    let mut fs = Fs::new();
+    // Around the inline limit (3,055 bytes) and up to PATH_MAX - 1, as ext4 takes.
+    let lens = [3055usize, 3056, 3500, 4095];
+    let target = |len: usize| -> String {
+        (0..len)
+            .map(|i| {
+                if i % 100 == 99 {
+                    '/'
+                } else {
+                    (b'a' + (i % 26) as u8) as char
+                }
+            })
+            .collect()
+    };
+    for len in lens {
+        std::os::unix::fs::symlink(target(len), fs.p(&format!("l{len}"))).unwrap();
+        assert_eq!(
+            fs::symlink_metadata(fs.p(&format!("l{len}")))
+                .unwrap()
+                .len(),
+            len as u64,
+            "lstat size of a {len}-byte target"
+        );
+    }
+    fs::hard_link(fs.p("l4095"), fs.p("l4095-link")).unwrap();
+    fs::create_dir(fs.p("d")).unwrap();
+    fs::rename(fs.p("l3500"), fs.p("d/moved")).unwrap();
+    let err = std::os::unix::fs::symlink(target(4096), fs.p("too-long")).unwrap_err();
+    assert_eq!(errno_of(&err), libc::ENAMETOOLONG);
+    fs.remount();
+    for (name, len) in [
+        ("l3055", 3055),
+        ("l3056", 3056),
+        ("d/moved", 3500),
+        ("l4095", 4095),
+        ("l4095-link", 4095),
+    ] {
+        assert_eq!(
+            fs::read_link(fs.p(name)).unwrap().as_os_str().len(),
+            len,
+            "{name}"
+        );
+        assert_eq!(
+            fs::read_link(fs.p(name)).unwrap().to_str().unwrap(),
+            target(len)
+        );
+    }
+    assert!(fs::read_dir(&fs.backing).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("secretfs.tmp.")));
+    fs.umount();
+    let out = secretfs(&["fsck", fs.backing.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
 fn remount_with_the_same_key_reads_everything_back() {
     let mut fs = Fs::new();
     fs::create_dir_all(fs.p("d/e")).unwrap();

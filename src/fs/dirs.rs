@@ -106,7 +106,9 @@ impl SecretFs {
                 // Damage is reported when the file is read; stat must still work so it can be removed.
                 None => plain_size(st.st_size as u64).unwrap_or(0),
             },
-            FileType::Symlink => symlink_plain_len(st.st_size as u64),
+            FileType::Symlink => {
+                symlink_plain_len(super::symlinks::encoded_len(inode.raw(), st.st_size as u64))
+            }
             _ => st.st_size as u64,
         }
     }

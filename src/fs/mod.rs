@@ -5,6 +5,7 @@ mod dirs;
 mod files;
 pub mod inodes;
 pub mod kmount;
+pub(crate) mod symlinks;
 pub(crate) mod sys;
 mod xattr;
 
@@ -427,7 +428,14 @@ impl Filesystem for SecretFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let result = self.inode(ino.0).and_then(|inode| {
-            let stored = sys::readlink_fd(inode.raw()).map_err(io)?;
+            let stored = symlinks::read(inode.raw()).map_err(|e| {
+                if crate::confined::is_hostile(&e) {
+                    crate::audit::integrity_failure("symlink", inode.ino, &e.to_string());
+                    Errno::EIO
+                } else {
+                    io(e)
+                }
+            })?;
             self.names.decrypt_symlink(&stored).map_err(|e| {
                 crate::audit::integrity_failure("symlink", inode.ino, &e.to_string());
                 Errno::EIO
@@ -506,15 +514,14 @@ impl Filesystem for SecretFs {
         reply: ReplyEntry,
     ) {
         let result = self.inode(parent.0).and_then(|p| {
-            let encrypted = self
-                .names
-                .encrypt_symlink(target.as_os_str().as_encoded_bytes());
-            if encrypted.len() >= libc::PATH_MAX as usize {
+            let target = target.as_os_str().as_encoded_bytes();
+            // As the kernel: up to PATH_MAX less the NUL (long encodings are split, §7).
+            if target.len() >= libc::PATH_MAX as usize {
                 return Err(Errno::ENAMETOOLONG);
             }
-            let encrypted = sys::cstring(encrypted.as_bytes()).map_err(io)?;
+            let encrypted = self.names.encrypt_symlink(target);
             self.create_entry(req, &p, link_name, |pfd, backing| {
-                sys::symlinkat(&encrypted, pfd, backing)
+                symlinks::create(pfd, backing, encrypted.as_bytes())
             })
         });
         reply_entry(reply, &self.opts.ttl, result)
