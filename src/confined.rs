@@ -141,16 +141,14 @@ pub fn put_file(
         let _ = sys::unlinkat(dir, &tmp, 0);
         return result;
     }
-    sync_dir(dir);
-    Ok(())
+    sync_dir(dir)
 }
 
-/// fsync of a directory given by any descriptor (O_PATH included). Best effort: the rename it
-/// follows has happened either way.
-pub fn sync_dir(dir: RawFd) {
-    if let Ok(d) = sys::openat(dir, c".", READ_FLAGS | libc::O_DIRECTORY, 0) {
-        let _ = sys::fsync(d.as_raw_fd(), false);
-    }
+/// fsync of a directory given by any descriptor (O_PATH included), so the rename it follows
+/// survives a crash; a failure is the caller's, as a failed fsync of the file would be.
+fn sync_dir(dir: RawFd) -> io::Result<()> {
+    let d = sys::openat(dir, c".", READ_FLAGS | libc::O_DIRECTORY, 0)?;
+    sys::fsync(d.as_raw_fd(), false)
 }
 
 /// Opens a directory named by the administrator (the backing root): symlinks in that path are

@@ -315,9 +315,9 @@ impl SecretFs {
                 let dir = confined::open_dir(pfd, &tmp)?;
                 let mut id = [0u8; DIR_ID_LEN];
                 crate::crypto::keys::fill_random(&mut id);
+                // write_dir_id fsyncs the id and then this directory: nothing left to sync.
                 write_dir_id(dir.as_raw_fd(), &id)
                     .map_err(|e| std::io::Error::from_raw_os_error(e.code()))?;
-                sys::fsync(dir.as_raw_fd(), false)?;
                 sys::renameat2(pfd, &tmp, pfd, backing, libc::RENAME_NOREPLACE)
             })();
             if result.is_err() {
