@@ -43,16 +43,20 @@ pub fn pin_path(dir: &Path, fs_id: &uuid::Uuid) -> PathBuf {
     dir.join(format!("{fs_id}.json"))
 }
 
-/// Owned by root and writable by nobody else: anything else could have been planted.
-fn check_owner(path: &Path, meta: &std::fs::Metadata) -> Result<(), PinError> {
-    use std::os::unix::fs::MetadataExt;
-    if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+/// Owned by root and writable by nobody else: anything else could have been planted. Checked
+/// on the open descriptor, so it is the object that is then read.
+fn check_owner(path: &Path, fd: &impl AsRawFd) -> Result<(), PinError> {
+    let st = crate::fs::sys::fstat(fd.as_raw_fd()).map_err(|source| PinError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
         return Err(PinError::Untrusted {
             path: path.to_path_buf(),
             reason: format!(
                 "owned by uid {} with mode {:o}; it must be root's and writable by root alone",
-                meta.uid(),
-                meta.mode() & 0o7777
+                st.st_uid,
+                st.st_mode & 0o7777
             ),
         });
     }
@@ -72,11 +76,7 @@ pub fn load(dir: &Path, fs_id: &uuid::Uuid) -> Result<Option<Pin>, PinError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(PinError::Io { path, source }),
     };
-    let dir_meta = std::fs::metadata(dir).map_err(|source| PinError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    check_owner(dir, &dir_meta)?;
+    check_owner(dir, &root)?;
     let name = std::ffi::CString::new(format!("{fs_id}.json"))
         .map_err(|_| untrusted("bad name".into()))?;
     let fd = match crate::confined::open_regular(root.as_raw_fd(), &name) {
@@ -85,16 +85,7 @@ pub fn load(dir: &Path, fs_id: &uuid::Uuid) -> Result<Option<Pin>, PinError> {
         Err(e) if crate::confined::is_hostile(&e) => return Err(untrusted(e.to_string())),
         Err(source) => return Err(PinError::Io { path, source }),
     };
-    let meta = std::fs::File::from(fd.try_clone().map_err(|source| PinError::Io {
-        path: path.clone(),
-        source,
-    })?)
-    .metadata()
-    .map_err(|source| PinError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    check_owner(&path, &meta)?;
+    check_owner(&path, &fd)?;
     let bytes = crate::confined::read_fd_bounded(fd.as_raw_fd(), MAX_PIN_LEN)
         .map_err(|e| untrusted(e.to_string()))?;
     let pin: Pin = serde_json::from_slice(&bytes).map_err(|e| untrusted(e.to_string()))?;
@@ -118,8 +109,7 @@ pub fn store(dir: &Path, pin: &Pin) -> Result<(), PinError> {
         .mode(0o755)
         .create(dir)
         .map_err(write_error)?;
-    let meta = std::fs::metadata(dir).map_err(write_error)?;
-    check_owner(dir, &meta)?;
+    check_owner(dir, &crate::confined::open_root(dir).map_err(write_error)?)?;
     let mut json = serde_json::to_vec_pretty(pin).map_err(|e| write_error(io::Error::other(e)))?;
     json.push(b'\n');
     crate::config::write_atomically(&path, &json, 0o644).map_err(write_error)
