@@ -72,7 +72,7 @@ impl System {
                 "this secretfs was built without `--features passthrough-control`".to_string()
             }),
             System::Block => {
-                if !Path::new("/dev/mapper/control").exists() {
+                if !crate::block::has_device_mapper() {
                     Some(
                         "no device-mapper in this kernel (run benches/vm.sh for block mode)".into(),
                     )

@@ -17,7 +17,7 @@ pub use mkfs::FsType;
 pub enum BlockError {
     #[error("block mode must run as root (it drives device-mapper, loop devices and mount)")]
     NotRoot,
-    #[error("this kernel has no device-mapper (no /dev/mapper/control, none in /proc/misc): dm-crypt block mode cannot run here")]
+    #[error("this kernel has no device-mapper (none in /proc/misc, /dev/mapper/control does not open): dm-crypt block mode cannot run here")]
     NoDeviceMapper,
     #[error("{tool} is not installed")]
     ToolMissing {
@@ -90,10 +90,7 @@ pub fn preflight() -> Result<(), BlockError> {
     if unsafe { libc::geteuid() } != 0 {
         return Err(BlockError::NotRoot);
     }
-    let in_misc = std::fs::read_to_string("/proc/misc")
-        .map(|t| t.lines().any(|l| l.trim_end().ends_with(" device-mapper")))
-        .unwrap_or(false);
-    if !in_misc && !Path::new("/dev/mapper/control").exists() {
+    if !has_device_mapper() {
         return Err(BlockError::NoDeviceMapper);
     }
     if tool("cryptsetup").is_none() {
@@ -103,6 +100,21 @@ pub fn preflight() -> Result<(), BlockError> {
         });
     }
     Ok(())
+}
+
+/// Whether this kernel has device-mapper: registered in /proc/misc, or loadable (opening the
+/// control node loads dm_mod). The node alone proves nothing: installing lvm2 creates it on
+/// kernels without device-mapper too, and opening it then fails with ENODEV.
+pub fn has_device_mapper() -> bool {
+    let in_misc = std::fs::read_to_string("/proc/misc")
+        .map(|t| t.lines().any(|l| l.trim_end().ends_with(" device-mapper")))
+        .unwrap_or(false);
+    in_misc
+        || std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/mapper/control")
+            .is_ok()
 }
 
 /// Where an external tool is: PATH first, then the sbin directories, because mount(8) may run
