@@ -15,6 +15,8 @@ pub struct MountOptions {
     /// `key=…`: a key source spec (keyfile:PATH, passphrase, ephemeral).
     pub key: Option<String>,
     pub threads: Option<usize>,
+    /// `max-fds=`: how many backing descriptors of inodes the daemon keeps open at most.
+    pub max_fds: Option<usize>,
     pub writeback: bool,
     /// Where the daemon writes its log (default: syslog when in the background).
     pub log: Option<PathBuf>,
@@ -53,6 +55,7 @@ pub const VALID: &[&str] = &[
     "region=",
     "aws-timeout=",
     "threads=",
+    "max-fds=",
     "log=",
     "ro",
     "rw",
@@ -128,22 +131,8 @@ impl MountOptions {
             };
             match name {
                 "key" => o.key = Some(need(name, value)?.to_string()),
-                "threads" => {
-                    let v = need(name, value)?;
-                    let n: usize = v.parse().map_err(|_| OptionError::BadValue {
-                        name: name.into(),
-                        value: v.into(),
-                        why: "not a number".into(),
-                    })?;
-                    if !(1..=64).contains(&n) {
-                        return Err(OptionError::BadValue {
-                            name: name.into(),
-                            value: v.into(),
-                            why: "must be 1 to 64".into(),
-                        });
-                    }
-                    o.threads = Some(n);
-                }
+                "threads" => o.threads = Some(number(name, need(name, value)?, 1, 64)?),
+                "max-fds" => o.max_fds = Some(number(name, need(name, value)?, MIN_FDS, MAX_FDS)?),
                 "log" => o.log = Some(PathBuf::from(need(name, value)?)),
                 "mode" => {
                     o.mode = match need(name, value)? {
@@ -229,6 +218,25 @@ impl MountOptions {
     }
 }
 
+/// The range `max-fds=` accepts: a handful keeps a deep path workable, a million is the
+/// kernel's usual cap on one process's descriptors.
+pub const MIN_FDS: usize = 16;
+pub const MAX_FDS: usize = 1 << 20;
+
+/// A decimal option value within `min..=max`.
+fn number(name: &str, v: &str, min: usize, max: usize) -> Result<usize, OptionError> {
+    let bad = |why: String| OptionError::BadValue {
+        name: name.into(),
+        value: v.into(),
+        why,
+    };
+    let n: usize = v.parse().map_err(|_| bad("not a number".into()))?;
+    if !(min..=max).contains(&n) {
+        return Err(bad(format!("must be {min} to {max}")));
+    }
+    Ok(n)
+}
+
 fn need<'a>(name: &str, value: Option<&'a str>) -> Result<&'a str, OptionError> {
     value
         .filter(|v| !v.is_empty())
@@ -297,6 +305,13 @@ mod tests {
             MountOptions::parse(["threads=x"]),
             Err(OptionError::BadValue { .. })
         ));
+        assert_eq!(
+            MountOptions::parse(["max-fds=64"]).unwrap().max_fds,
+            Some(64)
+        );
+        for bad in ["max-fds=8", "max-fds=2000000", "max-fds=lots", "max-fds="] {
+            assert!(MountOptions::parse([bad]).is_err(), "{bad}");
+        }
         assert!(matches!(
             MountOptions::parse(["users"]),
             Err(OptionError::Refused(_))

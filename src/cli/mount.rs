@@ -247,14 +247,39 @@ fn mount_error(e: std::io::Error, mountpoint: &Path) -> CliError {
     }
 }
 
+/// How many inode descriptors the daemon may keep: as asked (or the default), but no more than
+/// half its open-file limit, which must also hold open files, FUSE channels and the log.
+fn fd_bound(asked: Option<usize>, soft_limit: Option<u64>) -> usize {
+    let wanted = asked.unwrap_or(crate::fs::inodes::DEFAULT_FD_BOUND);
+    let room = soft_limit.map_or(wanted, |limit| {
+        usize::try_from(limit / 2)
+            .unwrap_or(usize::MAX)
+            .max(crate::mountopts::MIN_FDS)
+    });
+    if wanted > room {
+        tracing::warn!(
+            asked = wanted,
+            bound = room,
+            "max-fds lowered to half the open-file limit"
+        );
+    }
+    let bound = wanted.min(room);
+    tracing::info!(bound, "inode descriptors kept open at most");
+    bound
+}
+
 fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
     daemon::harden_process();
-    match daemon::raise_open_file_limit() {
+    let soft_limit = match daemon::raise_open_file_limit() {
         Ok((before, now)) => {
-            tracing::info!(soft_before = before, soft_now = now, "open-file limit")
+            tracing::info!(soft_before = before, soft_now = now, "open-file limit");
+            Some(now)
         }
-        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
-    }
+        Err(e) => {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+            None
+        }
+    };
     // The store is emptied only when the trusted source itself is ephemeral: a config edited
     // to say `ephemeral` meets a keyfile or KMS spec and fails in resolve, touching nothing.
     let ephemeral = matches!(
@@ -283,6 +308,7 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
         read_only: plan.opts.read_only,
         ttl: Duration::from_secs(1),
         writeback_cache: plan.opts.writeback,
+        max_fds: fd_bound(plan.opts.max_fds, soft_limit),
         codec: plan.codec,
     };
     let fs = SecretFs::new(&plan.backing, config.root_dir_id()?, keys, fs_opts).map_err(|e| {

@@ -49,7 +49,7 @@ impl SecretFs {
         if dir.kind != FileType::Directory {
             return Err(Errno::ENOTDIR);
         }
-        let id = match read_dir_id(dir.raw()) {
+        let id = match read_dir_id(dir.fd()?.raw()) {
             Ok(id) => id,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.repair_missing_dir_id(dir)?,
             Err(e) if confined::is_hostile(&e) => {
@@ -63,7 +63,7 @@ impl SecretFs {
 
     /// A directory without an id can only be trusted when no name depends on the id.
     fn repair_missing_dir_id(&self, dir: &Inode) -> Result<[u8; DIR_ID_LEN], Errno> {
-        let entries = sys::read_dir(dir.raw()).map_err(io)?;
+        let entries = sys::read_dir(dir.fd()?.raw()).map_err(io)?;
         let named = entries.iter().any(|(n, _, _)| {
             let n = String::from_utf8_lossy(n);
             n != "." && n != ".." && !matches!(classify(&n), BackingEntry::Internal)
@@ -74,7 +74,7 @@ impl SecretFs {
         }
         let mut id = [0u8; DIR_ID_LEN];
         crate::crypto::keys::fill_random(&mut id);
-        write_dir_id(dir.raw(), &id)?;
+        write_dir_id(dir.fd()?.raw(), &id)?;
         tracing::warn!(
             ino = dir.ino,
             "recreated the missing id of an empty directory"
@@ -91,7 +91,7 @@ impl SecretFs {
     }
 
     pub(super) fn attr_of(&self, inode: &Inode) -> Result<FileAttr, Errno> {
-        let st = sys::fstat(inode.raw()).map_err(io)?;
+        let st = sys::fstat(inode.fd()?.raw()).map_err(io)?;
         Ok(attr_from_stat(
             inode.ino,
             &st,
@@ -106,9 +106,12 @@ impl SecretFs {
                 // Damage is reported when the file is read; stat must still work so it can be removed.
                 None => plain_size(st.st_size as u64).unwrap_or(0),
             },
-            FileType::Symlink => {
-                symlink_plain_len(super::symlinks::encoded_len(inode.raw(), st.st_size as u64))
-            }
+            FileType::Symlink => match inode.fd() {
+                Ok(fd) => {
+                    symlink_plain_len(super::symlinks::encoded_len(fd.raw(), st.st_size as u64))
+                }
+                Err(_) => 0,
+            },
             _ => st.st_size as u64,
         }
     }
@@ -132,9 +135,11 @@ impl SecretFs {
         backing: &CString,
     ) -> Result<(Arc<Inode>, FileAttr), Errno> {
         // An inode the kernel already knows (readdirplus, rm, repeated lookups) needs only a
-        // stat; a new one gets its own O_PATH descriptor, stat'ed through that descriptor. We
-        // hold a descriptor of every known inode, so its number cannot be reused meanwhile.
-        let st = sys::fstatat(parent.raw(), backing).map_err(io)?;
+        // stat; a new one gets its own O_PATH descriptor, stat'ed through that descriptor. A
+        // known inode's number cannot be reused meanwhile: objects this mount unlinks are kept
+        // alive until forgotten (`keep_alive`), and a reuse behind our back is caught by file
+        // handle when the inode's descriptor is reopened or replaced.
+        let st = sys::fstatat(parent.fd()?.raw(), backing).map_err(io)?;
         if let Some(inode) = self.inodes.remember_known(&st) {
             let attr = attr_from_stat(inode.ino, &st, self.plain_size_of(&inode, &st));
             return Ok((inode, attr));
@@ -148,10 +153,15 @@ impl SecretFs {
         parent: &Inode,
         backing: &CString,
     ) -> Result<(Arc<Inode>, FileAttr), Errno> {
-        let fd =
-            sys::openat(parent.raw(), backing, libc::O_PATH | libc::O_NOFOLLOW, 0).map_err(io)?;
+        let fd = sys::openat(
+            parent.fd()?.raw(),
+            backing,
+            libc::O_PATH | libc::O_NOFOLLOW,
+            0,
+        )
+        .map_err(io)?;
         let st = sys::fstat(fd.as_raw_fd()).map_err(io)?;
-        let inode = self.inodes.remember(fd, &st);
+        let inode = self.inodes.remember(fd, &st)?;
         let attr = attr_from_stat(inode.ino, &st, self.plain_size_of(&inode, &st));
         Ok((inode, attr))
     }
@@ -160,7 +170,7 @@ impl SecretFs {
     pub(super) fn list(&self, dir: &Inode) -> Result<Vec<Listed>, Errno> {
         let dir_id = self.dir_id(dir)?;
         let mut out = Vec::new();
-        for (raw, backing_ino, d_type) in sys::read_dir(dir.raw()).map_err(io)? {
+        for (raw, backing_ino, d_type) in sys::read_dir(dir.fd()?.raw()).map_err(io)? {
             let kind = dirent_type(d_type);
             if raw == b"." || raw == b".." {
                 let ino = if raw == b"." || dir.ino == ROOT {
@@ -202,7 +212,7 @@ impl SecretFs {
 
     fn read_long_name(&self, dir: &Inode, hashed: &str) -> Option<Vec<u8>> {
         let side = sys::cstring(long_name_side_file(hashed).as_bytes()).ok()?;
-        let buf = match confined::read_bounded(dir.raw(), &side, MAX_SIDE_FILE_LEN) {
+        let buf = match confined::read_bounded(dir.fd().ok()?.raw(), &side, MAX_SIDE_FILE_LEN) {
             Ok(buf) => buf,
             Err(e) => {
                 audit::integrity_failure("name", dir.ino, &format!("{hashed}: side file: {e}"));
@@ -228,7 +238,7 @@ impl SecretFs {
             // replaced, never followed, and an existing side file is never truncated in place.
             let side = sys::cstring(long_name_side_file(hashed).as_bytes()).map_err(io)?;
             confined::put_file(
-                parent.raw(),
+                parent.fd()?.raw(),
                 &side,
                 full.as_bytes(),
                 0o600,
@@ -246,16 +256,19 @@ impl SecretFs {
             let Ok(entry) = sys::cstring(hashed.as_bytes()) else {
                 return;
             };
-            if sys::fstatat(parent.raw(), &entry).is_err() {
+            let Ok(dir) = parent.fd() else {
+                return;
+            };
+            if sys::fstatat(dir.raw(), &entry).is_err() {
                 if let Ok(side) = sys::cstring(long_name_side_file(hashed).as_bytes()) {
-                    let _ = sys::unlinkat(parent.raw(), &side, 0);
+                    let _ = sys::unlinkat(dir.raw(), &side, 0);
                 }
             }
         }
     }
 
     pub(super) fn owner_for(&self, req: &Request, parent: &Inode) -> Result<Owner, Errno> {
-        let st = sys::fstat(parent.raw()).map_err(io)?;
+        let st = sys::fstat(parent.fd()?.raw()).map_err(io)?;
         let setgid = st.st_mode & libc::S_ISGID != 0;
         Ok(Owner {
             uid: req.uid(),
@@ -276,7 +289,7 @@ impl SecretFs {
         let backing = sys::cstring(stored.backing_name().as_bytes()).map_err(io)?;
         let owner = self.owner_for(req, parent)?;
         self.prepare_name(parent, &stored)?;
-        if let Err(e) = make(parent.raw(), &backing) {
+        if let Err(e) = make(parent.fd()?.raw(), &backing) {
             self.forget_name(parent, &stored);
             return Err(io(e));
         }
@@ -286,11 +299,11 @@ impl SecretFs {
         if attr.uid == owner.uid && owner.gid.is_none_or(|g| g == attr.gid) {
             return Ok((inode, attr));
         }
-        let mode = sys::fstat(inode.raw()).map_err(io)?.st_mode;
-        sys::chown_fd(inode.raw(), Some(owner.uid), owner.gid).map_err(io)?;
+        let mode = sys::fstat(inode.fd()?.raw()).map_err(io)?.st_mode;
+        sys::chown_fd(inode.fd()?.raw(), Some(owner.uid), owner.gid).map_err(io)?;
         // chown drops setuid/setgid bits; the creator asked for them, so put them back.
         if mode & (libc::S_ISUID | libc::S_ISGID) != 0 && inode.kind != FileType::Symlink {
-            sys::chmod_fd(inode.raw(), mode & 0o7777).map_err(io)?;
+            sys::chmod_fd(inode.fd()?.raw(), mode & 0o7777).map_err(io)?;
         }
         let attr = self.attr_of(&inode)?;
         Ok((inode, attr))
@@ -330,8 +343,12 @@ impl SecretFs {
     pub(super) fn remove_dir(&self, parent: &Inode, name: &OsStr) -> Result<(), Errno> {
         let stored = self.stored_name(parent, name)?;
         let backing = sys::cstring(stored.backing_name().as_bytes()).map_err(io)?;
-        let victim = EmptiedDir::empty(parent.raw(), &backing)?;
-        if let Err(e) = sys::unlinkat(parent.raw(), &backing, libc::AT_REMOVEDIR) {
+        let dir = parent.fd()?;
+        let victim = EmptiedDir::empty(dir.raw(), &backing)?;
+        let _alive = sys::fstat(victim.fd.as_raw_fd())
+            .ok()
+            .and_then(|st| self.inodes.keep_alive(&st));
+        if let Err(e) = sys::unlinkat(dir.raw(), &backing, libc::AT_REMOVEDIR) {
             victim.restore();
             return Err(io(e));
         }
@@ -342,7 +359,11 @@ impl SecretFs {
     pub(super) fn remove_file(&self, parent: &Inode, name: &OsStr) -> Result<(), Errno> {
         let stored = self.stored_name(parent, name)?;
         let backing = sys::cstring(stored.backing_name().as_bytes()).map_err(io)?;
-        sys::unlinkat(parent.raw(), &backing, 0).map_err(io)?;
+        let dir = parent.fd()?;
+        let _alive = sys::fstatat(dir.raw(), &backing)
+            .ok()
+            .and_then(|st| self.inodes.keep_alive(&st));
+        sys::unlinkat(dir.raw(), &backing, 0).map_err(io)?;
         self.forget_name(parent, &stored);
         Ok(())
     }
@@ -366,14 +387,19 @@ impl SecretFs {
         let dst_c = sys::cstring(dst.backing_name().as_bytes()).map_err(io)?;
         // A directory renamed onto an empty one replaces it (POSIX): the target holds only its
         // id file, which would make the backing rename fail with ENOTEMPTY.
-        let replaced = match sys::fstatat(new_parent.raw(), &dst_c) {
-            Ok(st) if flags == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
-                Some(EmptiedDir::empty(new_parent.raw(), &dst_c)?)
+        let new_dir = new_parent.fd()?;
+        let target = sys::fstatat(new_dir.raw(), &dst_c)
+            .ok()
+            .filter(|_| flags == 0);
+        let replaced = match &target {
+            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                Some(EmptiedDir::empty(new_dir.raw(), &dst_c)?)
             }
             _ => None,
         };
+        let _alive = target.and_then(|st| self.inodes.keep_alive(&st));
         let renamed = self.prepare_name(new_parent, &dst).and_then(|()| {
-            sys::renameat2(parent.raw(), &src_c, new_parent.raw(), &dst_c, flags).map_err(|e| {
+            sys::renameat2(parent.fd()?.raw(), &src_c, new_dir.raw(), &dst_c, flags).map_err(|e| {
                 self.forget_name(new_parent, &dst);
                 io(e)
             })

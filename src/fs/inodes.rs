@@ -1,22 +1,38 @@
-//! The inode table: one O_PATH descriptor per inode the kernel knows, keyed by a stable inode
-//! number taken from the backing store, with lookup counts honoured on forget.
+//! The inode table: one entry per inode the kernel knows, keyed by a stable inode number taken
+//! from the backing store, with lookup counts honoured on forget and a bounded set of descriptors.
 
 use super::files::Content;
 use super::sys;
+use crate::audit;
 use dashmap::DashMap;
 use fuser::{FileAttr, FileType, INodeNo};
+use std::collections::VecDeque;
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const ROOT: u64 = 1;
 
+/// How many backing descriptors the inode table keeps open unless the mount says otherwise:
+/// well under the soft limit of 1024 that shells and systemd services get.
+pub const DEFAULT_FD_BOUND: usize = 512;
+
 pub struct Inode {
     pub ino: u64,
     pub kind: FileType,
-    /// O_PATH|O_NOFOLLOW descriptor of the backing object; all operations go through it.
-    pub fd: OwnedFd,
+    /// The O_PATH|O_NOFOLLOW descriptor all operations go through, or the backing object's file
+    /// handle while the descriptor is closed to stay within the bound.
+    slot: parking_lot::Mutex<Slot>,
+    /// Set at every use, cleared by the eviction sweep: an inode used since the last sweep
+    /// gets a second chance (the CLOCK approximation of least recently used).
+    used: AtomicBool,
+    /// Open file and directory handles: an inode with any keeps its descriptor, because an
+    /// unlinked object lives only as long as someone holds it open.
+    opens: AtomicU32,
+    pool: Arc<FdPool>,
+    me: Weak<Inode>,
     lookups: AtomicU64,
     /// Directories only: the random id that binds child names to this directory.
     pub dir_id: OnceLock<[u8; 16]>,
@@ -24,6 +40,21 @@ pub struct Inode {
     pub content: parking_lot::Mutex<Option<Arc<Content>>>,
     /// Regular files only: the backing file as the last release of a handle left it.
     pub stamp: parking_lot::Mutex<Option<Stamp>>,
+}
+
+enum Slot {
+    Open(Arc<OwnedFd>),
+    /// Closed by the sweep; reopened by handle at the next use.
+    Closed(sys::FileHandle),
+}
+
+/// An inode's backing descriptor, held open for as long as the caller keeps this.
+pub struct PathFd(Arc<OwnedFd>);
+
+impl PathFd {
+    pub fn raw(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
 }
 
 /// What changes whenever a backing file's contents do: its times and size.
@@ -43,8 +74,221 @@ impl Stamp {
 }
 
 impl Inode {
-    pub fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    /// The backing descriptor, reopened by file handle if the sweep closed it. The handle
+    /// names the very object this inode was opened on (never a path that may since name
+    /// another), and the reopened object must still have this inode's number and type.
+    pub fn fd(&self) -> Result<PathFd, fuser::Errno> {
+        self.used.store(true, Ordering::Relaxed);
+        let mut slot = self.slot.lock();
+        let handle = match &*slot {
+            Slot::Open(fd) => return Ok(PathFd(Arc::clone(fd))),
+            Slot::Closed(handle) => handle,
+        };
+        let fd = Arc::new(self.pool.reopen(handle, self.ino, self.kind)?);
+        *slot = Slot::Open(Arc::clone(&fd));
+        drop(slot);
+        self.pool.opened(self.me.clone());
+        Ok(PathFd(fd))
+    }
+
+    /// `fd`, just opened on the object this inode's number names, becomes its descriptor if the
+    /// sweep had closed it (true: one more is open). The object must be the one the inode was
+    /// opened on: the store may have freed it behind our back and reused its number.
+    fn adopt(&self, fd: OwnedFd, st: &libc::stat) -> Result<bool, fuser::Errno> {
+        let mut slot = self.slot.lock();
+        let reused = match &*slot {
+            _ if file_type(st.st_mode) != self.kind => true,
+            Slot::Open(_) => return Ok(false),
+            Slot::Closed(handle) => sys::handle_of(fd.as_raw_fd())? != *handle,
+        };
+        if reused {
+            audit::integrity_failure(
+                "inode",
+                self.ino,
+                "inode number reused by another object behind the filesystem's back",
+            );
+            return Err(fuser::Errno::EIO);
+        }
+        *slot = Slot::Open(Arc::new(fd));
+        Ok(true)
+    }
+
+    /// Drops the content state (cipher, size, locks: most of an inode's memory) once no handle
+    /// or request holds it, to be loaded again from the header at the next I/O. Under the
+    /// slot's lock, which every user takes to get it, so two states never coexist.
+    pub fn release_content(&self) {
+        let mut slot = self.content.lock();
+        if slot.as_ref().is_some_and(|c| Arc::strong_count(c) == 1) {
+            *slot = None;
+        }
+    }
+
+    /// Counts an open handle (kept until `closed`), which holds the descriptor open.
+    pub fn opened(&self) {
+        self.opens.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn closed(&self) {
+        self.opens.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Closes the descriptor if nothing needs it now; keeps the file handle to reopen it.
+    fn try_evict(&self) -> Eviction {
+        if self.opens.load(Ordering::SeqCst) > 0 {
+            return Eviction::Busy;
+        }
+        let Some(mut slot) = self.slot.try_lock() else {
+            return Eviction::Busy;
+        };
+        let Slot::Open(fd) = &*slot else {
+            return Eviction::Never;
+        };
+        if Arc::strong_count(fd) > 1 {
+            return Eviction::Busy;
+        }
+        let Ok(st) = sys::fstat(fd.as_raw_fd()) else {
+            return Eviction::Busy;
+        };
+        if st.st_dev != self.pool.dev {
+            // Handles resolve on the backing root's filesystem only: a mount inside the
+            // store keeps its descriptors.
+            return Eviction::Never;
+        }
+        if st.st_nlink == 0 {
+            // Unlinked: closing the last descriptor would free it.
+            return Eviction::Busy;
+        }
+        match sys::handle_of(fd.as_raw_fd()) {
+            Ok(handle) => {
+                *slot = Slot::Closed(handle);
+                self.pool.open.fetch_sub(1, Ordering::SeqCst);
+                self.pool.evictions.fetch_add(1, Ordering::Relaxed);
+                Eviction::Done
+            }
+            Err(e) => {
+                self.pool.no_handles(&e);
+                Eviction::Never
+            }
+        }
+    }
+}
+
+impl Drop for Inode {
+    fn drop(&mut self) {
+        if matches!(&*self.slot.get_mut(), Slot::Open(_)) {
+            self.pool.open.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+enum Eviction {
+    Done,
+    /// In use now: try again at a later sweep.
+    Busy,
+    /// Cannot be reopened by handle: stays open and leaves the sweep.
+    Never,
+}
+
+/// The bounded set of open backing descriptors. Every inode that opens one joins the ring;
+/// when more than `bound` are open, the sweep closes those not used since it last passed.
+pub struct FdPool {
+    /// A readable descriptor of the backing root: open_by_handle_at needs one (not O_PATH) on
+    /// the filesystem the handles belong to.
+    mount: OwnedFd,
+    dev: u64,
+    inos: InoMap,
+    bound: usize,
+    open: AtomicUsize,
+    ring: parking_lot::Mutex<VecDeque<Weak<Inode>>>,
+    evictions: AtomicU64,
+    reopens: AtomicU64,
+    warned: AtomicBool,
+}
+
+/// How the descriptor bound is holding, for status and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdStats {
+    pub bound: usize,
+    pub open: usize,
+    pub evictions: u64,
+    pub reopens: u64,
+}
+
+impl FdPool {
+    fn reopen(&self, handle: &sys::FileHandle, ino: u64, kind: FileType) -> io::Result<OwnedFd> {
+        let fd = sys::open_handle(
+            self.mount.as_raw_fd(),
+            handle,
+            libc::O_PATH | libc::O_NOFOLLOW,
+        )?;
+        let st = sys::fstat(fd.as_raw_fd())?;
+        if st.st_dev != self.dev
+            || self.inos.to_fuse(st.st_ino) != ino
+            || file_type(st.st_mode) != kind
+        {
+            let detail = "file handle reopened a different object";
+            audit::integrity_failure("inode", ino, detail);
+            return Err(crate::confined::hostile(detail));
+        }
+        self.reopens.fetch_add(1, Ordering::Relaxed);
+        Ok(fd)
+    }
+
+    /// One more descriptor is open (held by `inode`): sweeps if that is one too many.
+    fn opened(&self, inode: Weak<Inode>) {
+        let open = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.bound == usize::MAX {
+            return;
+        }
+        let mut ring = self.ring.lock();
+        ring.push_back(inode);
+        if open > self.bound {
+            self.sweep(&mut ring);
+        } else if ring.len() > 2 * open + 64 {
+            // Forgotten inodes leave dead entries behind; drop them before they pile up.
+            ring.retain(|w| w.strong_count() > 0);
+        }
+    }
+
+    fn sweep(&self, ring: &mut VecDeque<Weak<Inode>>) {
+        // Twice round the ring at most: the first pass may only clear `used` bits.
+        let mut budget = 2 * ring.len() + 1;
+        while self.open.load(Ordering::SeqCst) > self.bound && budget > 0 {
+            budget -= 1;
+            let Some(weak) = ring.pop_front() else {
+                break;
+            };
+            let Some(inode) = weak.upgrade() else {
+                continue;
+            };
+            if inode.used.swap(false, Ordering::Relaxed) {
+                ring.push_back(weak);
+                continue;
+            }
+            match inode.try_evict() {
+                Eviction::Done | Eviction::Never => {}
+                Eviction::Busy => ring.push_back(weak),
+            }
+        }
+    }
+
+    fn no_handles(&self, e: &io::Error) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "backing store gives no file handles ({e}): descriptors of its inodes stay open, \
+                 so more than {} may be open",
+                self.bound
+            );
+        }
+    }
+
+    fn stats(&self) -> FdStats {
+        FdStats {
+            bound: self.bound,
+            open: self.open.load(Ordering::SeqCst),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            reopens: self.reopens.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -70,6 +314,31 @@ impl InoMap {
 pub struct InodeTable {
     map: DashMap<u64, Arc<Inode>>,
     pub inos: InoMap,
+    pool: Arc<FdPool>,
+    /// Entries now, and how many were dropped since memory was last given back.
+    live: AtomicUsize,
+    freed: AtomicUsize,
+}
+
+/// Below this many cached inodes the memory to give back is not worth a malloc_trim.
+const TRIM_AFTER: usize = 4096;
+
+impl Inode {
+    fn new(ino: u64, kind: FileType, fd: OwnedFd, lookups: u64, pool: Arc<FdPool>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Inode {
+            ino,
+            kind,
+            slot: parking_lot::Mutex::new(Slot::Open(Arc::new(fd))),
+            used: AtomicBool::new(true),
+            opens: AtomicU32::new(0),
+            pool,
+            me: me.clone(),
+            lookups: AtomicU64::new(lookups),
+            dir_id: OnceLock::new(),
+            content: parking_lot::Mutex::new(None),
+            stamp: parking_lot::Mutex::new(None),
+        })
+    }
 }
 
 pub fn file_type(mode: u32) -> FileType {
@@ -126,26 +395,54 @@ pub fn attr_from_stat(ino: u64, st: &libc::stat, size: u64) -> FileAttr {
 }
 
 impl InodeTable {
-    pub fn new(root_fd: OwnedFd, root_dir_id: [u8; 16]) -> std::io::Result<Self> {
+    /// `bound`: how many descriptors of inodes may stay open (the root's always is).
+    pub fn new(root_fd: OwnedFd, root_dir_id: [u8; 16], bound: usize) -> io::Result<Self> {
         let st = sys::fstat(root_fd.as_raw_fd())?;
-        let root = Inode {
-            ino: ROOT,
-            kind: FileType::Directory,
-            fd: root_fd,
-            // The kernel never forgets the root.
-            lookups: AtomicU64::new(1),
-            dir_id: OnceLock::from(root_dir_id),
-            content: parking_lot::Mutex::new(None),
-            stamp: parking_lot::Mutex::new(None),
+        let inos = InoMap {
+            root_backing: st.st_ino,
         };
+        let mount = sys::reopen(root_fd.as_raw_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+        // Without file handles (a filesystem that has none, or no CAP_DAC_READ_SEARCH) nothing
+        // closed could be reopened: then every descriptor stays open, as the log says.
+        let handles = sys::handle_of(root_fd.as_raw_fd())
+            .and_then(|h| sys::open_handle(mount.as_raw_fd(), &h, libc::O_PATH));
+        let bound = match handles {
+            Ok(_) => bound.max(1),
+            Err(e) => {
+                tracing::warn!(
+                    "backing store cannot be reopened by file handle ({e}): the daemon keeps one \
+                     descriptor per inode the kernel caches, with no bound"
+                );
+                usize::MAX
+            }
+        };
+        let pool = Arc::new(FdPool {
+            mount,
+            dev: st.st_dev,
+            inos,
+            bound,
+            open: AtomicUsize::new(1),
+            ring: parking_lot::Mutex::new(VecDeque::new()),
+            evictions: AtomicU64::new(0),
+            reopens: AtomicU64::new(0),
+            warned: AtomicBool::new(false),
+        });
+        // The kernel never forgets the root, and the root never joins the ring.
+        let root = Inode::new(ROOT, FileType::Directory, root_fd, 1, pool.clone());
+        let _ = root.dir_id.set(root_dir_id);
         let map = DashMap::new();
-        map.insert(ROOT, Arc::new(root));
+        map.insert(ROOT, root);
         Ok(Self {
             map,
-            inos: InoMap {
-                root_backing: st.st_ino,
-            },
+            inos,
+            pool,
+            live: AtomicUsize::new(1),
+            freed: AtomicUsize::new(0),
         })
+    }
+
+    pub fn fd_stats(&self) -> FdStats {
+        self.pool.stats()
     }
 
     pub fn get(&self, ino: u64) -> Option<Arc<Inode>> {
@@ -153,22 +450,41 @@ impl InodeTable {
     }
 
     /// Registers one more kernel reference to the object behind `fd` (a fresh O_PATH fd) and
-    /// returns its inode; an inode already known keeps its descriptor and `fd` is dropped.
-    pub fn remember(&self, fd: OwnedFd, st: &libc::stat) -> Arc<Inode> {
+    /// returns its inode; an inode already known keeps its descriptor and `fd` is dropped (or
+    /// becomes its descriptor, if the sweep had closed it and `fd` is the same object).
+    pub fn remember(&self, fd: OwnedFd, st: &libc::stat) -> Result<Arc<Inode>, fuser::Errno> {
         let ino = self.inos.to_fuse(st.st_ino);
-        let entry = self.map.entry(ino).or_insert_with(|| {
-            Arc::new(Inode {
-                ino,
-                kind: file_type(st.st_mode),
-                fd,
-                lookups: AtomicU64::new(0),
-                dir_id: OnceLock::new(),
-                content: parking_lot::Mutex::new(None),
-                stamp: parking_lot::Mutex::new(None),
-            })
-        });
-        entry.lookups.fetch_add(1, Ordering::SeqCst);
-        Arc::clone(&entry)
+        let (inode, opened) = match self.map.entry(ino) {
+            dashmap::Entry::Occupied(e) => {
+                let inode = Arc::clone(e.get());
+                let adopted = inode.adopt(fd, st)?;
+                inode.lookups.fetch_add(1, Ordering::SeqCst);
+                (inode, adopted)
+            }
+            dashmap::Entry::Vacant(e) => {
+                let inode = Inode::new(ino, file_type(st.st_mode), fd, 1, self.pool.clone());
+                e.insert(Arc::clone(&inode));
+                self.grew();
+                (inode, true)
+            }
+        };
+        // Outside the map's entry lock, which need not be held while sweeping.
+        if opened {
+            self.pool.opened(Arc::downgrade(&inode));
+        }
+        Ok(inode)
+    }
+
+    /// Makes sure the object `st` describes, if the kernel knows it, stays alive while the
+    /// returned descriptor is held and afterwards: it is about to be unlinked through this mount,
+    /// and a freed inode number could be reused by the next object created, which the table
+    /// would take for the old one. An unlinked inode is never swept, so it lives until forgotten.
+    pub fn keep_alive(&self, st: &libc::stat) -> Option<PathFd> {
+        let inode = self.get(self.inos.to_fuse(st.st_ino))?;
+        if inode.kind != file_type(st.st_mode) {
+            return None;
+        }
+        inode.fd().ok()
     }
 
     /// One more kernel reference to an inode already in the table, if it is (then the
@@ -189,13 +505,43 @@ impl InodeTable {
         if ino == ROOT {
             return;
         }
-        self.map.remove_if(&ino, |_, inode| {
+        let removed = self.map.remove_if(&ino, |_, inode| {
             let before = inode.lookups.fetch_sub(
                 n.min(inode.lookups.load(Ordering::SeqCst)),
                 Ordering::SeqCst,
             );
             before <= n
         });
+        if let Some((_, inode)) = removed {
+            drop(inode);
+            self.shrank();
+        }
+    }
+
+    /// One inode fewer. Once as many inodes were dropped since the last time as are left (and
+    /// a few thousand at least), the allocator is asked to give the freed memory back: glibc
+    /// keeps it in its arenas otherwise, and a daemon that once cached a million inodes would
+    /// stay that large after the kernel forgot them.
+    fn shrank(&self) {
+        let now = self.live.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        let freed = self.freed.fetch_add(1, Ordering::Relaxed) + 1;
+        if freed >= TRIM_AFTER.max(now)
+            && self
+                .freed
+                .compare_exchange(freed, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.map.shrink_to_fit();
+            #[cfg(target_env = "gnu")]
+            // SAFETY: malloc_trim only returns free memory to the system.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    }
+
+    fn grew(&self) {
+        self.live.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn len(&self) -> usize {
@@ -231,12 +577,12 @@ mod tests {
             )
             .unwrap()
         };
-        let table = InodeTable::new(open(dir.path()), [0; 16]).unwrap();
+        let table = InodeTable::new(open(dir.path()), [0; 16], 8).unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, b"x").unwrap();
         let st = sys::fstat(open(&file).as_raw_fd()).unwrap();
-        let a = table.remember(open(&file), &st);
-        let b = table.remember(open(&file), &st);
+        let a = table.remember(open(&file), &st).unwrap();
+        let b = table.remember(open(&file), &st).unwrap();
         assert_eq!(a.ino, b.ino);
         table.forget(a.ino, 1);
         assert!(table.get(a.ino).is_some());
@@ -244,5 +590,119 @@ mod tests {
         assert!(table.get(a.ino).is_none());
         table.forget(ROOT, 10);
         assert!(table.get(ROOT).is_some());
+    }
+
+    fn path_fd(p: &std::path::Path) -> OwnedFd {
+        let name = sys::cstring(p.as_os_str().as_encoded_bytes()).unwrap();
+        sys::openat(libc::AT_FDCWD, &name, libc::O_PATH | libc::O_NOFOLLOW, 0).unwrap()
+    }
+
+    #[test]
+    fn descriptors_stay_within_the_bound_and_evicted_inodes_reopen_as_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = InodeTable::new(path_fd(dir.path()), [0; 16], 8).unwrap();
+        let mut inodes = Vec::new();
+        for i in 0..100 {
+            let file = dir.path().join(format!("f{i}"));
+            std::fs::write(&file, i.to_string()).unwrap();
+            let fd = path_fd(&file);
+            let st = sys::fstat(fd.as_raw_fd()).unwrap();
+            inodes.push((table.remember(fd, &st).unwrap(), st.st_ino));
+            assert!(table.fd_stats().open <= 8, "{:?}", table.fd_stats());
+        }
+        assert!(table.fd_stats().evictions >= 92, "{:?}", table.fd_stats());
+        // Renamed behind the table's back: the handle still finds it.
+        std::fs::rename(dir.path().join("f3"), dir.path().join("moved")).unwrap();
+        for (i, (inode, backing_ino)) in inodes.iter().enumerate() {
+            let fd = inode.fd().unwrap();
+            assert_eq!(sys::fstat(fd.raw()).unwrap().st_ino, *backing_ino);
+            let rd = sys::reopen(fd.raw(), libc::O_RDONLY).unwrap();
+            let mut buf = [0u8; 8];
+            let n = unsafe { libc::read(rd.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+            assert_eq!(&buf[..n as usize], i.to_string().as_bytes());
+            drop(fd);
+            assert!(table.fd_stats().open <= 8, "{:?}", table.fd_stats());
+        }
+        assert!(table.fd_stats().reopens >= 92, "{:?}", table.fd_stats());
+        // Forgotten inodes give their descriptors back.
+        for (inode, _) in &inodes {
+            table.forget(inode.ino, 1);
+        }
+        let open_now = table.fd_stats().open;
+        drop(inodes);
+        assert!(table.fd_stats().open < open_now || open_now == 1);
+        assert_eq!(
+            table.fd_stats().open,
+            1,
+            "only the root's descriptor is left"
+        );
+    }
+
+    #[test]
+    fn an_inode_with_open_handles_or_no_links_keeps_its_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = InodeTable::new(path_fd(dir.path()), [0; 16], 16).unwrap();
+        let keep = dir.path().join("open");
+        std::fs::write(&keep, b"x").unwrap();
+        let fd = path_fd(&keep);
+        let st = sys::fstat(fd.as_raw_fd()).unwrap();
+        let open = table.remember(fd, &st).unwrap();
+        open.opened();
+        let gone = dir.path().join("unlinked");
+        std::fs::write(&gone, b"y").unwrap();
+        let fd = path_fd(&gone);
+        let st = sys::fstat(fd.as_raw_fd()).unwrap();
+        let unlinked = table.remember(fd, &st).unwrap();
+        let alive = table.keep_alive(&st).unwrap();
+        std::fs::remove_file(&gone).unwrap();
+        drop(alive);
+        for i in 0..200 {
+            let file = dir.path().join(format!("f{i}"));
+            std::fs::write(&file, b"").unwrap();
+            let fd = path_fd(&file);
+            let st = sys::fstat(fd.as_raw_fd()).unwrap();
+            table.remember(fd, &st).unwrap();
+        }
+        assert!(matches!(&*open.slot.lock(), Slot::Open(_)));
+        assert!(matches!(&*unlinked.slot.lock(), Slot::Open(_)));
+        assert_eq!(
+            sys::fstat(unlinked.fd().unwrap().raw()).unwrap().st_nlink,
+            0
+        );
+        open.closed();
+    }
+
+    #[test]
+    fn a_reused_number_is_refused_not_taken_for_the_old_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = InodeTable::new(path_fd(dir.path()), [0; 16], 16).unwrap();
+        let a = dir.path().join("a");
+        std::fs::write(&a, b"a").unwrap();
+        let fd = path_fd(&a);
+        let st_a = sys::fstat(fd.as_raw_fd()).unwrap();
+        let inode = table.remember(fd, &st_a).unwrap();
+        for i in 0..100 {
+            let file = dir.path().join(format!("f{i}"));
+            std::fs::write(&file, b"").unwrap();
+            let fd = path_fd(&file);
+            let st = sys::fstat(fd.as_raw_fd()).unwrap();
+            table.remember(fd, &st).unwrap();
+        }
+        assert!(
+            matches!(&*inode.slot.lock(), Slot::Closed(_)),
+            "a was swept"
+        );
+        // Another object arriving under a's number (as after a reuse) is not a.
+        let b = dir.path().join("b");
+        std::fs::write(&b, b"b").unwrap();
+        assert_eq!(
+            table.remember(path_fd(&b), &st_a).err(),
+            Some(fuser::Errno::EIO)
+        );
+        // a itself is adopted back without a reopen.
+        let reopens = table.fd_stats().reopens;
+        table.remember(path_fd(&a), &st_a).unwrap();
+        assert!(matches!(&*inode.slot.lock(), Slot::Open(_)));
+        assert_eq!(table.fd_stats().reopens, reopens);
     }
 }

@@ -38,6 +38,8 @@ pub struct FsOptions {
     /// How long the kernel may cache attributes and names.
     pub ttl: Duration,
     pub writeback_cache: bool,
+    /// How many backing descriptors of inodes the daemon keeps open at most (`max-fds=`).
+    pub max_fds: usize,
     /// How contents and names are stored: always `Encrypted` outside benchmark builds.
     pub codec: Codec,
 }
@@ -48,6 +50,7 @@ impl Default for FsOptions {
             read_only: false,
             ttl: Duration::from_secs(1),
             writeback_cache: false,
+            max_fds: inodes::DEFAULT_FD_BOUND,
             codec: Codec::default(),
         }
     }
@@ -81,6 +84,25 @@ enum Handle {
     },
 }
 
+impl Handle {
+    fn inode(&self) -> &Inode {
+        match self {
+            Handle::File { inode, .. } | Handle::Dir { inode, .. } => inode,
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Handle::File { io, inode, .. } = self {
+            // The backing descriptor and this handle's share of the content state go first.
+            io.take();
+            inode.release_content();
+        }
+        self.inode().closed();
+    }
+}
+
 pub struct SecretFs {
     inodes: InodeTable,
     keys: KeyRing,
@@ -104,7 +126,7 @@ impl SecretFs {
         let root = sys::openat(libc::AT_FDCWD, &path, libc::O_PATH | libc::O_DIRECTORY, 0)?;
         let names = opts.codec.name_cipher(&keys);
         Ok(Self {
-            inodes: InodeTable::new(root, root_dir_id)?,
+            inodes: InodeTable::new(root, root_dir_id, opts.max_fds)?,
             keys,
             names,
             handles: DashMap::new(),
@@ -114,6 +136,7 @@ impl SecretFs {
     }
 
     fn add_handle(&self, handle: Handle) -> FileHandle {
+        handle.inode().opened();
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.insert(fh, Arc::new(handle));
         FileHandle(fh)
@@ -165,7 +188,7 @@ impl SecretFs {
     /// block writes must read the block first, even through an O_WRONLY handle.
     fn open_backing(&self, inode: &Inode, flags: i32) -> Result<OwnedFd, Errno> {
         let sync = flags & (libc::O_SYNC | libc::O_DSYNC);
-        sys::reopen(inode.raw(), self.backing_access() | sync).map_err(io)
+        sys::reopen(inode.fd()?.raw(), self.backing_access() | sync).map_err(io)
     }
 
     fn backing_access(&self) -> i32 {
@@ -193,7 +216,7 @@ impl SecretFs {
         // The kernel may keep the pages it has when the file is as we left it at the last
         // release: every change through this mount went through the same kernel inode (and
         // its page cache), so only a change behind our back could make them stale.
-        if let Ok(st) = sys::fstat(inode.raw()) {
+        if let Ok(st) = sys::fstat(inode.fd()?.raw()) {
             if *inode.stamp.lock() == Some(Stamp::of(&st)) {
                 fopen |= FopenFlags::FOPEN_KEEP_CACHE;
             }
@@ -224,11 +247,11 @@ impl SecretFs {
             kill_privs,
         } = change;
         if uid.is_some() || gid.is_some() {
-            sys::chown_fd(inode.raw(), uid, gid).map_err(io)?;
+            sys::chown_fd(inode.fd()?.raw(), uid, gid).map_err(io)?;
         }
         if let Some(mode) = mode {
             if inode.kind != FileType::Symlink {
-                sys::chmod_fd(inode.raw(), mode & 0o7777).map_err(io)?;
+                sys::chmod_fd(inode.fd()?.raw(), mode & 0o7777).map_err(io)?;
             }
         }
         if let Some(size) = size {
@@ -264,7 +287,8 @@ impl SecretFs {
         }
         if atime.is_some() || mtime.is_some() {
             let times = [timespec(atime), timespec(mtime)];
-            sys::utimens_fd(inode.raw(), &times, inode.kind == FileType::Symlink).map_err(io)?;
+            sys::utimens_fd(inode.fd()?.raw(), &times, inode.kind == FileType::Symlink)
+                .map_err(io)?;
         }
         self.attr_of(inode)
     }
@@ -273,13 +297,13 @@ impl SecretFs {
     /// truncate by an unprivileged caller must (we asked for FUSE_HANDLE_KILLPRIV_V2).
     fn kill_suid_sgid(&self, ino: INodeNo) -> Result<(), Errno> {
         let inode = self.inode(ino.0)?;
-        let mode = sys::fstat(inode.raw()).map_err(io)?.st_mode;
+        let mode = sys::fstat(inode.fd()?.raw()).map_err(io)?.st_mode;
         let mut kill = mode & libc::S_ISUID;
         if mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
             kill |= libc::S_ISGID;
         }
         if kill != 0 {
-            sys::chmod_fd(inode.raw(), mode & 0o7777 & !kill).map_err(io)?;
+            sys::chmod_fd(inode.fd()?.raw(), mode & 0o7777 & !kill).map_err(io)?;
         }
         Ok(())
     }
@@ -428,7 +452,7 @@ impl Filesystem for SecretFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let result = self.inode(ino.0).and_then(|inode| {
-            let stored = symlinks::read(inode.raw()).map_err(|e| {
+            let stored = symlinks::read(inode.fd()?.raw()).map_err(|e| {
                 if crate::confined::is_hostile(&e) {
                     crate::audit::integrity_failure("symlink", inode.ino, &e.to_string());
                     Errno::EIO
@@ -557,7 +581,7 @@ impl Filesystem for SecretFs {
             let stored = self.stored_name(&np, newname)?;
             let backing = sys::cstring(stored.backing_name().as_bytes()).map_err(io)?;
             self.prepare_name(&np, &stored)?;
-            if let Err(e) = sys::link_fd(inode.raw(), np.raw(), &backing) {
+            if let Err(e) = sys::link_fd(inode.fd()?.raw(), np.fd()?.raw(), &backing) {
                 self.forget_name(&np, &stored);
                 return Err(io(e));
             }
@@ -650,7 +674,8 @@ impl Filesystem for SecretFs {
         if let Some((_, handle)) = self.handles.remove(&fh.0) {
             if let Handle::File { inode, .. } = &*handle {
                 // What the next open compares against to let the kernel keep its cache.
-                *inode.stamp.lock() = sys::fstat(inode.raw()).ok().map(|st| Stamp::of(&st));
+                let st = inode.fd().ok().and_then(|fd| sys::fstat(fd.raw()).ok());
+                *inode.stamp.lock() = st.map(|st| Stamp::of(&st));
             }
         }
         reply.ok()
@@ -783,7 +808,8 @@ impl Filesystem for SecretFs {
         reply: ReplyEmpty,
     ) {
         let result = self.inode(ino.0).and_then(|inode| {
-            let fd = sys::reopen(inode.raw(), libc::O_RDONLY | libc::O_DIRECTORY).map_err(io)?;
+            let fd =
+                sys::reopen(inode.fd()?.raw(), libc::O_RDONLY | libc::O_DIRECTORY).map_err(io)?;
             sys::fsync(fd.as_raw_fd(), datasync).map_err(io)
         });
         reply_empty(reply, result)
@@ -792,7 +818,7 @@ impl Filesystem for SecretFs {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         match self
             .inode(inodes::ROOT)
-            .and_then(|r| sys::fstatvfs(r.raw()).map_err(io))
+            .and_then(|r| sys::fstatvfs(r.fd()?.raw()).map_err(io))
         {
             Ok(st) => reply.statfs(
                 st.f_blocks,

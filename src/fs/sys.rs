@@ -360,3 +360,73 @@ pub fn removexattr(fd: RawFd, name: &CStr) -> io::Result<()> {
 pub fn os(name: &OsStr) -> &[u8] {
     name.as_bytes()
 }
+
+/// The kernel's MAX_HANDLE_SZ: no filesystem's file handle is longer.
+const MAX_HANDLE_LEN: usize = 128;
+
+/// `struct file_handle` with room for the longest handle.
+#[repr(C)]
+struct HandleBuf {
+    handle_bytes: libc::c_uint,
+    handle_type: libc::c_int,
+    f_handle: [u8; MAX_HANDLE_LEN],
+}
+
+/// A backing object's file handle: names the object itself (not a path) on its filesystem, and
+/// stops working once the object is deleted, even if its inode number is reused.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct FileHandle {
+    kind: libc::c_int,
+    bytes: Box<[u8]>,
+}
+
+/// `name_to_handle_at(fd, "", AT_EMPTY_PATH)`: the handle of the object `fd` refers to.
+pub fn handle_of(fd: RawFd) -> io::Result<FileHandle> {
+    let mut buf = HandleBuf {
+        handle_bytes: MAX_HANDLE_LEN as libc::c_uint,
+        handle_type: 0,
+        f_handle: [0; MAX_HANDLE_LEN],
+    };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: buf is a file_handle with handle_bytes of room after its header; mount_id is an
+    // out parameter.
+    cvt(unsafe {
+        libc::name_to_handle_at(
+            fd,
+            empty_path().as_ptr(),
+            (&mut buf as *mut HandleBuf).cast::<libc::file_handle>(),
+            &mut mount_id,
+            libc::AT_EMPTY_PATH,
+        )
+    })?;
+    let len = (buf.handle_bytes as usize).min(MAX_HANDLE_LEN);
+    Ok(FileHandle {
+        kind: buf.handle_type,
+        bytes: buf.f_handle[..len].into(),
+    })
+}
+
+/// `open_by_handle_at`: opens the object `handle` names on the filesystem of `mount_fd` (which
+/// must not be an O_PATH descriptor). Needs CAP_DAC_READ_SEARCH; ESTALE once the object is gone.
+pub fn open_handle(
+    mount_fd: RawFd,
+    handle: &FileHandle,
+    flags: libc::c_int,
+) -> io::Result<OwnedFd> {
+    let mut buf = HandleBuf {
+        handle_bytes: handle.bytes.len() as libc::c_uint,
+        handle_type: handle.kind,
+        f_handle: [0; MAX_HANDLE_LEN],
+    };
+    buf.f_handle[..handle.bytes.len()].copy_from_slice(&handle.bytes);
+    // SAFETY: buf is a valid file_handle; the returned fd is owned by the caller.
+    let fd = cvt(unsafe {
+        libc::open_by_handle_at(
+            mount_fd,
+            (&mut buf as *mut HandleBuf).cast::<libc::file_handle>(),
+            flags | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fd was just returned by open_by_handle_at and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

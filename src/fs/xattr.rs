@@ -49,7 +49,7 @@ impl SecretFs {
         let stored = self.stored_xattr(inode, name, Errno::NO_XATTR)?;
         let mut buf = vec![0u8; MAX_STORED_VALUE];
         let n = sys::getxattr(
-            inode.raw(),
+            inode.fd()?.raw(),
             &sys::cstring(stored.as_bytes()).map_err(io)?,
             &mut buf,
         )
@@ -77,7 +77,7 @@ impl SecretFs {
         let stored = self.stored_xattr(inode, name, unsupported)?;
         let sealed = self.names.seal_xattr_value(&stored, value);
         sys::setxattr(
-            inode.raw(),
+            inode.fd()?.raw(),
             &sys::cstring(stored.as_bytes()).map_err(io)?,
             &sealed,
             flags,
@@ -89,7 +89,7 @@ impl SecretFs {
         if inode.kind == FileType::Symlink {
             return sized(Vec::new(), size);
         }
-        let raw = sys::listxattr(inode.raw()).map_err(io)?;
+        let raw = sys::listxattr(inode.fd()?.raw()).map_err(io)?;
         let mut out = Vec::new();
         for stored in raw
             .split(|b| *b == 0)
@@ -108,6 +108,10 @@ impl SecretFs {
 
     pub(super) fn remove_xattr(&self, inode: &Inode, name: &[u8]) -> Result<(), Errno> {
         let stored = self.stored_xattr(inode, name, Errno::NO_XATTR)?;
-        sys::removexattr(inode.raw(), &sys::cstring(stored.as_bytes()).map_err(io)?).map_err(io)
+        sys::removexattr(
+            inode.fd()?.raw(),
+            &sys::cstring(stored.as_bytes()).map_err(io)?,
+        )
+        .map_err(io)
     }
 }

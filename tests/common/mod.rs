@@ -105,9 +105,13 @@ impl Fs {
 
     /// Mounts with the daemon started under this soft/hard open-file limit, as fstab mounts
     /// under systemd (soft 1024) and login shells start it.
-    pub fn mount_with_nofile(&mut self, soft: u64, hard: u64) {
+    /// `extra`: more mount options, comma-separated (or empty).
+    pub fn mount_with_nofile(&mut self, soft: u64, hard: u64, extra: &str) {
         use std::os::unix::process::CommandExt;
-        let opts = format!("allow_other,log={}", self.log.display());
+        let mut opts = format!("allow_other,log={}", self.log.display());
+        if !extra.is_empty() {
+            opts = format!("{opts},{extra}");
+        }
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_secretfs"));
         cmd.args([
             "mount",
