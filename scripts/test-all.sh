@@ -61,13 +61,16 @@ bench_smoke() {
         "$out/secretfs" bench --quick --out "$out/host" >/dev/null &&
         grep -q '| create small files (s) |' "$out/host/results.md" &&
         grep -q '<svg' "$out/host/chart.svg" &&
+        "$out/secretfs" bench --scale --quick --scale-files 1000 --dir-entries 1000 \
+            --out "$out/scale" >/dev/null &&
+        grep -q '^| secretfs | 1000 |' "$out/scale/scale.md" &&
         SECRETFS_BIN=$out/secretfs bash benches/vm.sh --smoke --out "$out/vm" >/dev/null &&
         grep -q '"block"' "$out/vm/results.json"
     local rc=$?
     rm -rf "$out"
     return $rc
 }
-step "comparison benchmark smoke (--quick on the host, --smoke in the VM)" bench_smoke
+step "comparison benchmark smoke (--quick and --scale on the host, --smoke in the VM)" bench_smoke
 
 echo "test-all: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -3,6 +3,7 @@
 
 pub mod chart;
 pub mod report;
+pub mod scale;
 pub mod systems;
 pub mod workloads;
 
@@ -69,7 +70,7 @@ extern "C" fn on_interrupt(_: libc::c_int) {
 }
 
 /// Ctrl-C stops the run between two measurements, so every mount is torn down on the way out.
-fn catch_interrupts() {
+pub(super) fn catch_interrupts() {
     let handler = on_interrupt as extern "C" fn(libc::c_int);
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
@@ -78,7 +79,7 @@ fn catch_interrupts() {
     }
 }
 
-fn check_interrupt() -> Result<(), BenchError> {
+pub(super) fn check_interrupt() -> Result<(), BenchError> {
     if INTERRUPTED.load(Ordering::SeqCst) {
         Err(BenchError::Interrupted)
     } else {
@@ -86,25 +87,25 @@ fn check_interrupt() -> Result<(), BenchError> {
     }
 }
 
-fn io(what: String) -> impl FnOnce(std::io::Error) -> BenchError {
+pub(super) fn io(what: String) -> impl FnOnce(std::io::Error) -> BenchError {
     move |source| BenchError::Io { what, source }
 }
 
 /// A scratch directory that removes itself (after unmounting anything on top of its parts).
-struct Scratch {
+pub(super) struct Scratch {
     path: PathBuf,
     tmpfs: Option<PathBuf>,
 }
 
 impl Scratch {
-    fn new(parent: &Path, name: &str) -> Result<Self, BenchError> {
+    pub(super) fn new(parent: &Path, name: &str) -> Result<Self, BenchError> {
         let path = parent.join(format!("{name}-{}", std::process::id()));
         fs::create_dir_all(&path).map_err(io(format!("cannot create {}", path.display())))?;
         Ok(Self { path, tmpfs: None })
     }
 
     /// Mounts a fresh tmpfs (default size: half the RAM) at `self.path/store`.
-    fn mount_tmpfs(&mut self) -> Result<PathBuf, BenchError> {
+    pub(super) fn mount_tmpfs(&mut self) -> Result<PathBuf, BenchError> {
         let at = self.path.join("store");
         fs::create_dir_all(&at).map_err(io(format!("cannot create {}", at.display())))?;
         let status = Command::new("mount")

@@ -2,6 +2,7 @@
 //! and where the JSON, Markdown and SVG results are written.
 
 use super::{exit, parse_bytes, CliError};
+use crate::bench::scale::ScaleOptions;
 use crate::bench::systems::System;
 use crate::bench::workloads::{Sizes, GIB, MIB};
 use crate::bench::{self, chart, report, BenchError, Options, Store};
@@ -46,6 +47,18 @@ pub struct BenchArgs {
     /// Directory for results.json, results.md and chart.svg.
     #[arg(long, default_value = "bench-results", value_name = "DIR")]
     pub out: PathBuf,
+    /// Run the scale benchmark instead: trees of 1,000 to --scale-files files created, stat'ed
+    /// and removed, one directory of --dir-entries entries listed and looked up (tmpfs;
+    /// secretfs, gocryptfs and plain unless --systems says otherwise). Writes scale.json and
+    /// scale.md.
+    #[arg(long)]
+    pub scale: bool,
+    /// Largest tree of the scale benchmark [default: 1000000; quick 10000].
+    #[arg(long, value_name = "N")]
+    pub scale_files: Option<u64>,
+    /// Entries of the scale benchmark's one directory [default: 100000; quick 10000].
+    #[arg(long, value_name = "N")]
+    pub dir_entries: Option<u64>,
     /// Only render results.md and chart.svg again from an earlier results.json.
     #[arg(long, value_name = "JSON")]
     pub render: Option<PathBuf>,
@@ -135,14 +148,40 @@ fn write(path: &Path, text: &str) -> Result<(), CliError> {
     })
 }
 
-/// Writes results.json (unless rendering from it), results.md and chart.svg into `out`.
-fn save(out: &Path, report: &report::Report, json: bool) -> Result<String, CliError> {
+fn create_out(out: &Path) -> Result<(), CliError> {
     std::fs::create_dir_all(out).map_err(|e| {
         CliError::new(
             exit::FAILURE,
             format!("cannot create {}: {e}", out.display()),
         )
-    })?;
+    })
+}
+
+/// The scale benchmark's sizes and systems (those of the comparison that have a daemon, and
+/// plain for reference, unless `--systems` names others).
+fn scale_options(args: &BenchArgs) -> ScaleOptions {
+    let q = args.quick;
+    let mut systems = args
+        .systems
+        .clone()
+        .unwrap_or_else(|| vec![System::Plain, System::Secretfs, System::Gocryptfs]);
+    systems.sort();
+    systems.dedup();
+    ScaleOptions {
+        max_files: args
+            .scale_files
+            .unwrap_or(if q { 10_000 } else { 1_000_000 }),
+        dir_entries: args
+            .dir_entries
+            .unwrap_or(if q { 10_000 } else { 100_000 })
+            .max(1),
+        systems,
+    }
+}
+
+/// Writes results.json (unless rendering from it), results.md and chart.svg into `out`.
+fn save(out: &Path, report: &report::Report, json: bool) -> Result<String, CliError> {
+    create_out(out)?;
     if json {
         let text = serde_json::to_string_pretty(report)
             .map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?;
@@ -168,6 +207,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         return Ok(());
     }
     let opts = options(args)?;
+    let scale = args.scale.then(|| scale_options(args));
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(CliError::new(exit::MOUNT, "the benchmark needs root").hint(
@@ -186,13 +226,26 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             writeln!(err, "{line}")
         };
     };
-    let report = bench::run(&opts, &mut progress).map_err(|e| {
+    let failed = |e: BenchError| {
         let code = match e {
             BenchError::Interrupted => 130,
             _ => exit::FAILURE,
         };
         CliError::new(code, format!("benchmark failed: {e}"))
-    })?;
+    };
+    if let Some(scale) = scale {
+        let report = bench::scale::run(&scale, &opts.bin, &mut progress).map_err(failed)?;
+        create_out(&args.out)?;
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?;
+        write(&args.out.join("scale.json"), &text)?;
+        let md = bench::scale::markdown(&report);
+        write(&args.out.join("scale.md"), &md)?;
+        print!("{md}");
+        eprintln!("results: {0}/scale.json, {0}/scale.md", args.out.display());
+        return Ok(());
+    }
+    let report = bench::run(&opts, &mut progress).map_err(failed)?;
     if tty {
         eprintln!();
     }
