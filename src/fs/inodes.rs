@@ -31,6 +31,12 @@ pub struct Inode {
     /// Open file and directory handles: an inode with any keeps its descriptor, because an
     /// unlinked object lives only as long as someone holds it open.
     opens: AtomicU32,
+    /// Unlinked (or about to be) through this mount: closing the last descriptor could free
+    /// it, so it is not swept while it has no link left.
+    kept: AtomicBool,
+    /// On another filesystem than the store root (a mount inside the store), where its file
+    /// handle would not resolve: never swept.
+    foreign: bool,
     pool: Arc<FdPool>,
     me: Weak<Inode>,
     lookups: AtomicU64,
@@ -146,17 +152,15 @@ impl Inode {
         if Arc::strong_count(fd) > 1 {
             return Eviction::Busy;
         }
-        let Ok(st) = sys::fstat(fd.as_raw_fd()) else {
-            return Eviction::Busy;
-        };
-        if st.st_dev != self.pool.dev {
-            // Handles resolve on the backing root's filesystem only: a mount inside the
-            // store keeps its descriptors.
+        if self.foreign {
             return Eviction::Never;
         }
-        if st.st_nlink == 0 {
-            // Unlinked: closing the last descriptor would free it.
-            return Eviction::Busy;
+        if self.kept.load(Ordering::Relaxed) {
+            // Unlinked through this mount: swept again only if another link still holds it.
+            match sys::fstat(fd.as_raw_fd()) {
+                Ok(st) if st.st_nlink > 0 => self.kept.store(false, Ordering::Relaxed),
+                _ => return Eviction::Busy,
+            }
         }
         match sys::handle_of(fd.as_raw_fd()) {
             Ok(handle) => {
@@ -324,13 +328,16 @@ pub struct InodeTable {
 const TRIM_AFTER: usize = 4096;
 
 impl Inode {
-    fn new(ino: u64, kind: FileType, fd: OwnedFd, lookups: u64, pool: Arc<FdPool>) -> Arc<Self> {
+    fn new(ino: u64, st: &libc::stat, fd: OwnedFd, lookups: u64, pool: Arc<FdPool>) -> Arc<Self> {
+        let kind = file_type(st.st_mode);
         Arc::new_cyclic(|me| Inode {
             ino,
             kind,
             slot: parking_lot::Mutex::new(Slot::Open(Arc::new(fd))),
             used: AtomicBool::new(true),
             opens: AtomicU32::new(0),
+            kept: AtomicBool::new(false),
+            foreign: st.st_dev != pool.dev,
             pool,
             me: me.clone(),
             lookups: AtomicU64::new(lookups),
@@ -428,7 +435,7 @@ impl InodeTable {
             warned: AtomicBool::new(false),
         });
         // The kernel never forgets the root, and the root never joins the ring.
-        let root = Inode::new(ROOT, FileType::Directory, root_fd, 1, pool.clone());
+        let root = Inode::new(ROOT, &st, root_fd, 1, pool.clone());
         let _ = root.dir_id.set(root_dir_id);
         let map = DashMap::new();
         map.insert(ROOT, root);
@@ -462,7 +469,7 @@ impl InodeTable {
                 (inode, adopted)
             }
             dashmap::Entry::Vacant(e) => {
-                let inode = Inode::new(ino, file_type(st.st_mode), fd, 1, self.pool.clone());
+                let inode = Inode::new(ino, st, fd, 1, self.pool.clone());
                 e.insert(Arc::clone(&inode));
                 self.grew();
                 (inode, true)
@@ -478,12 +485,15 @@ impl InodeTable {
     /// Makes sure the object `st` describes, if the kernel knows it, stays alive while the
     /// returned descriptor is held and afterwards: it is about to be unlinked through this mount,
     /// and a freed inode number could be reused by the next object created, which the table
-    /// would take for the old one. An unlinked inode is never swept, so it lives until forgotten.
+    /// would take for the old one. Such an inode is not swept while it has no link left, so it
+    /// lives until forgotten.
     pub fn keep_alive(&self, st: &libc::stat) -> Option<PathFd> {
         let inode = self.get(self.inos.to_fuse(st.st_ino))?;
         if inode.kind != file_type(st.st_mode) {
             return None;
         }
+        // Before the descriptor is taken, so that no sweep closes it in between.
+        inode.kept.store(true, Ordering::Relaxed);
         inode.fd().ok()
     }
 
