@@ -19,12 +19,19 @@ fn cpath(p: &Path) -> CString {
 
 #[test]
 fn random_writes_and_truncates_match_an_in_memory_model() {
-    random_writes_and_truncates_match_a_model(&Fs::new());
+    let mut fs = Fs::new();
+    // The fixed seed replays the same run everywhere; a fresh one each run finds new cases.
+    for seed in [7, common::fresh_seed("model")] {
+        random_writes_and_truncates_match_a_model(&mut fs, seed, true);
+    }
 }
 
-/// Seeded random writes and truncates, each followed by a full read checked against a Vec.
-fn random_writes_and_truncates_match_a_model(fs: &Fs) {
-    let path = fs.p("model.bin");
+/// Seeded random writes and truncates over files up to ~400 KiB (requests past 128 KiB are
+/// split across cores), each followed by a full read checked against a Vec; every 25 steps
+/// through a fresh descriptor too, and at the end after a remount (unless the filesystem is
+/// ephemeral, where a remount starts empty).
+fn random_writes_and_truncates_match_a_model(fs: &mut Fs, seed: u64, remount: bool) {
+    let path = fs.p(&format!("model-{seed}.bin"));
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -33,15 +40,19 @@ fn random_writes_and_truncates_match_a_model(fs: &Fs) {
         .open(&path)
         .unwrap();
     let mut model: Vec<u8> = Vec::new();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for step in 0..400 {
         if rng.gen_ratio(1, 6) {
-            let len = rng.gen_range(0..40_000usize);
+            let len = rng.gen_range(0..400_000usize);
             file.set_len(len as u64).unwrap();
             model.resize(len, 0);
         } else {
-            let off = rng.gen_range(0..36_000usize);
-            let len = rng.gen_range(1..9_000usize);
+            let off = rng.gen_range(0..360_000usize);
+            let len = if rng.gen_ratio(1, 5) {
+                rng.gen_range(128 << 10..200 << 10)
+            } else {
+                rng.gen_range(1..9_000usize)
+            };
             let data: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
             file.write_all_at(&data, off as u64).unwrap();
             if model.len() < off + len {
@@ -52,11 +63,28 @@ fn random_writes_and_truncates_match_a_model(fs: &Fs) {
         assert_eq!(
             file.metadata().unwrap().len(),
             model.len() as u64,
-            "size after step {step}"
+            "seed {seed}: size after step {step}"
         );
         let mut back = vec![0u8; model.len()];
         file.read_exact_at(&mut back, 0).unwrap();
-        assert!(back == model, "content differs after step {step}");
+        assert!(
+            back == model,
+            "seed {seed}: content differs after step {step}"
+        );
+        if step % 25 == 24 {
+            assert!(
+                fs::read(&path).unwrap() == model,
+                "seed {seed}: a new descriptor reads other content after step {step}"
+            );
+        }
+    }
+    drop(file);
+    if remount {
+        fs.remount();
+        assert!(
+            fs::read(&path).unwrap() == model,
+            "seed {seed}: content differs after a remount"
+        );
     }
 }
 
@@ -976,7 +1004,7 @@ mod passthrough_control {
             .unwrap();
         assert_eq!(clear(stored), b"colour");
 
-        random_writes_and_truncates_match_a_model(&fs);
+        random_writes_and_truncates_match_a_model(&mut fs, 7, false);
     }
 
     #[test]

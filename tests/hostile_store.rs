@@ -496,25 +496,10 @@ fn the_state_directory_is_root_owned_and_not_world_writable() {
     assert_eq!(m.mode() & 0o7777, 0o755);
 }
 
-/// A seed printed so any failure replays: `SECRETFS_TEST_SEED=N` fixes it, CI takes a new one.
-fn seed() -> u64 {
-    let seed = std::env::var("SECRETFS_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("hostile mutation seed: SECRETFS_TEST_SEED={seed}");
-    seed
-}
-
 #[test]
 fn random_plants_while_clients_work_never_reach_outside_nor_stop_the_daemon() {
     use rand::{Rng, SeedableRng};
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(common::fresh_seed("hostile mutation"));
     let decoy = Decoy::new();
     let fs = Fs::new();
     fs::write(fs.p("control"), b"still fine").unwrap();

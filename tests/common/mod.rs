@@ -269,3 +269,20 @@ pub fn forget_pins_under(dir: &Path) {
         }
     }
 }
+
+/// A seed printed so any failure replays: `SECRETFS_TEST_SEED=N` fixes it, otherwise every run
+/// (CI included) takes a new one, next to the fixed seeds the tests also run.
+#[allow(dead_code)]
+pub fn fresh_seed(what: &str) -> u64 {
+    let seed = std::env::var("SECRETFS_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("{what} seed: SECRETFS_TEST_SEED={seed}");
+    seed
+}
