@@ -27,6 +27,17 @@ const SYMLINK_AD: &[u8] = b"secretfs/v1/symlink";
 const XATTR_NAME_AD: &[u8] = b"secretfs/v1/xattr-name";
 pub const XATTR_USER_PREFIX: &str = "user.";
 
+/// The namespaces stored besides `user.*`, all under the backing file's `user.*` (the kernel
+/// itself checks who may set them: CAP_SYS_ADMIN for trusted, CAP_SETFCAP for capabilities).
+/// `system.*` (POSIX ACLs) is not among them.
+pub const OTHER_XATTR_PREFIXES: [&str; 2] = ["security.", "trusted."];
+
+pub fn is_other_xattr_namespace(name: &[u8]) -> bool {
+    OTHER_XATTR_PREFIXES
+        .iter()
+        .any(|p| name.starts_with(p.as_bytes()) && name.len() > p.len())
+}
+
 /// How an encrypted name is laid out in the backing directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoredName {
@@ -204,20 +215,30 @@ impl NameCipher {
 
     /// `user.NAME` → `user.<encrypted NAME>`; other namespaces are not stored encrypted.
     pub fn encrypt_xattr_name(&self, name: &[u8]) -> Option<String> {
-        let rest = name.strip_prefix(XATTR_USER_PREFIX.as_bytes())?;
-        Some(format!(
-            "{XATTR_USER_PREFIX}{}",
-            self.seal(XATTR_NAME_AD, rest)
-        ))
+        // A user name is sealed without its prefix; the other namespaces whole, behind a NUL
+        // (which no attribute name contains), so the two can never be taken for each other.
+        let sealed = match name.strip_prefix(XATTR_USER_PREFIX.as_bytes()) {
+            Some(rest) => self.seal(XATTR_NAME_AD, rest),
+            None if is_other_xattr_namespace(name) => {
+                self.seal(XATTR_NAME_AD, &[&[0u8][..], name].concat())
+            }
+            None => return None,
+        };
+        Some(format!("{XATTR_USER_PREFIX}{sealed}"))
     }
 
     pub fn decrypt_xattr_name(&self, stored: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let rest = stored
             .strip_prefix(XATTR_USER_PREFIX.as_bytes())
             .ok_or(CryptoError::Malformed("xattr outside the user namespace"))?;
-        let mut name = XATTR_USER_PREFIX.as_bytes().to_vec();
-        name.extend(self.open(XATTR_NAME_AD, rest)?);
-        Ok(name)
+        let plain = self.open(XATTR_NAME_AD, rest)?;
+        match plain.split_first() {
+            Some((0, full)) if is_other_xattr_namespace(full) && !full.contains(&0) => {
+                Ok(full.to_vec())
+            }
+            Some((0, _)) => Err(CryptoError::Malformed("xattr of an unknown namespace")),
+            _ => Ok([XATTR_USER_PREFIX.as_bytes(), &plain].concat()),
+        }
     }
 
     /// xattr values: nonce ‖ AES-256-GCM(value) ‖ tag, bound to the encrypted attribute name.
@@ -362,7 +383,24 @@ mod tests {
         let n = c.encrypt_xattr_name(b"user.mime").unwrap();
         assert!(n.starts_with("user.") && !n.contains("mime"));
         assert_eq!(c.decrypt_xattr_name(n.as_bytes()).unwrap(), b"user.mime");
-        assert!(c.encrypt_xattr_name(b"security.selinux").is_none());
+        for other in [&b"security.capability"[..], b"trusted.overlay.opaque"] {
+            let n = c.encrypt_xattr_name(other).unwrap();
+            assert!(n.starts_with("user.") && !n.contains("capab") && !n.contains("overlay"));
+            assert_eq!(c.decrypt_xattr_name(n.as_bytes()).unwrap(), other);
+        }
+        // "user.\0security.x" cannot be written, and its sealed form is not security.x's.
+        assert_ne!(
+            c.encrypt_xattr_name(b"security.capability"),
+            c.encrypt_xattr_name(b"user.security.capability")
+        );
+        for refused in [
+            &b"system.posix_acl_access"[..],
+            b"security.",
+            b"other.x",
+            b"trusted",
+        ] {
+            assert!(c.encrypt_xattr_name(refused).is_none(), "{refused:?}");
+        }
         let v = c.seal_xattr_value(&n, b"text/plain");
         assert_eq!(c.open_xattr_value(&n, &v).unwrap(), b"text/plain");
         assert_eq!(c.open_xattr_value("user.other", &v), Err(CryptoError::Auth));
@@ -467,7 +505,7 @@ mod identity_tests {
         );
         assert_eq!(clear(n.strip_prefix("user.").unwrap()), b"mime");
         assert_eq!(id.decrypt_xattr_name(n.as_bytes()).unwrap(), b"user.mime");
-        assert!(id.encrypt_xattr_name(b"security.selinux").is_none());
+        assert!(id.encrypt_xattr_name(b"system.posix_acl_access").is_none());
         let v = id.seal_xattr_value(&n, b"text/plain");
         assert_eq!(v, [&[0u8; 12][..], b"text/plain", &[0u8; 16]].concat());
         assert_eq!(v.len(), real.seal_xattr_value(&n, b"text/plain").len());

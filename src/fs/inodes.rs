@@ -9,7 +9,7 @@ use fuser::{FileAttr, FileType, INodeNo};
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,7 +46,14 @@ pub struct Inode {
     pub content: parking_lot::Mutex<Option<Arc<Content>>>,
     /// Regular files only: the backing file as the last release of a handle left it.
     pub stamp: parking_lot::Mutex<Option<Stamp>>,
+    /// Regular files only: whether the backing file may hold a `security.capability`, which
+    /// every write, truncate and fallocate must remove (CAPS_UNKNOWN until first checked).
+    pub caps: AtomicU8,
 }
+
+pub const CAPS_UNKNOWN: u8 = 0;
+pub const CAPS_NONE: u8 = 1;
+pub const CAPS_MAYBE: u8 = 2;
 
 enum Slot {
     Open(Arc<OwnedFd>),
@@ -344,6 +351,7 @@ impl Inode {
             dir_id: OnceLock::new(),
             content: parking_lot::Mutex::new(None),
             stamp: parking_lot::Mutex::new(None),
+            caps: AtomicU8::new(CAPS_UNKNOWN),
         })
     }
 }

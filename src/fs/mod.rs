@@ -248,6 +248,9 @@ impl SecretFs {
         } = change;
         if uid.is_some() || gid.is_some() {
             sys::chown_fd(inode.fd()?.raw(), uid, gid).map_err(io)?;
+            // The kernel asks for this itself on chown; done here too, it costs nothing once
+            // the file is known to have no capabilities.
+            self.kill_caps(inode)?;
         }
         if let Some(mode) = mode {
             if inode.kind != FileType::Symlink {
@@ -268,6 +271,7 @@ impl SecretFs {
             if kill_privs {
                 self.kill_suid_sgid(INodeNo(inode.ino))?;
             }
+            self.kill_caps(inode)?;
             // ftruncate comes with the handle; truncate(2) by path has none.
             let open_file =
                 fh.filter(|fh| matches!(self.handle(*fh).as_deref(), Ok(Handle::File { .. })));
@@ -641,6 +645,9 @@ impl Filesystem for SecretFs {
             if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
                 self.kill_suid_sgid(ino)?;
             }
+            // Whoever writes: a changed binary keeps no file capabilities (as the kernel's
+            // file_remove_privs).
+            self.kill_caps(&*self.inode(ino.0)?)?;
             content.write(fd, offset, data)
         });
         match result {
@@ -919,6 +926,8 @@ impl Filesystem for SecretFs {
                 )?);
                 Ok(())
             })?;
+            // A new backing file has no attributes: writes need not look for capabilities.
+            inode.caps.store(inodes::CAPS_NONE, Ordering::SeqCst);
             let (fh, fopen) = self.open_file(&inode, flags, created)?;
             Ok((attr, fh, fopen))
         });
@@ -940,6 +949,7 @@ impl Filesystem for SecretFs {
     ) {
         let result = self.with_file(fh, |fd, content| {
             content.fallocate(fd, offset, length, mode)?;
+            self.kill_caps(&*self.inode(ino.0)?)?;
             // As ext4 (file_modified): a change by a caller without CAP_FSETID drops setuid and
             // setgid. The kernel leaves this to us under HANDLE_KILLPRIV_V2 and passes no flag
             // for fallocate, so "unprivileged" is approximated by uid != 0, as for truncate.

@@ -1,12 +1,16 @@
-//! Extended attributes: `user.*` names and values are stored encrypted; other namespaces
-//! (security, trusted, system ACLs) are not offered, so nothing is ever stored in clear.
+//! Extended attributes: `user.*`, `security.*` and `trusted.*` names and values are stored
+//! encrypted (as the backing file's `user.*`); POSIX ACLs (`system.*`) are not offered.
 
 use super::dirs::io;
-use super::inodes::Inode;
+use super::inodes::{Inode, CAPS_MAYBE, CAPS_NONE};
 use super::sys;
 use super::SecretFs;
 use crate::audit;
-use crate::crypto::names::XATTR_USER_PREFIX;
+use crate::crypto::names::{is_other_xattr_namespace, XATTR_USER_PREFIX};
+use std::sync::atomic::Ordering;
+
+/// File capabilities: the kernel reads them at exec (on a mount with `suid`).
+const CAPABILITY: &[u8] = b"security.capability";
 use fuser::{Errno, FileType};
 
 /// Linux's limit on one xattr value, plus our nonce and tag.
@@ -29,9 +33,11 @@ fn sized(value: Vec<u8>, size: u32) -> Result<XattrReply, Errno> {
 }
 
 impl SecretFs {
-    /// The stored name of a user attribute, or the errno Linux gives for the others.
+    /// The stored name of an attribute, or the errno Linux gives for those not offered.
     fn stored_xattr(&self, inode: &Inode, name: &[u8], missing: Errno) -> Result<String, Errno> {
-        if !name.starts_with(XATTR_USER_PREFIX.as_bytes()) || inode.kind == FileType::Symlink {
+        let offered =
+            name.starts_with(XATTR_USER_PREFIX.as_bytes()) || is_other_xattr_namespace(name);
+        if !offered || inode.kind == FileType::Symlink {
             return Err(missing);
         }
         if name.len() > 255 {
@@ -75,6 +81,10 @@ impl SecretFs {
             Errno::EOPNOTSUPP
         };
         let stored = self.stored_xattr(inode, name, unsupported)?;
+        if name == CAPABILITY {
+            // Before the attribute exists, so a concurrent write cannot miss it.
+            inode.caps.store(CAPS_MAYBE, Ordering::SeqCst);
+        }
         let sealed = self.names.seal_xattr_value(&stored, value);
         sys::setxattr(
             inode.fd()?.raw(),
@@ -82,7 +92,12 @@ impl SecretFs {
             &sealed,
             flags,
         )
-        .map_err(io)
+        .map_err(io)?;
+        if name == CAPABILITY {
+            // And after: a write that removed nothing meanwhile must not leave it marked none.
+            inode.caps.store(CAPS_MAYBE, Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     pub(super) fn list_xattr(&self, inode: &Inode, size: u32) -> Result<XattrReply, Errno> {
@@ -113,5 +128,25 @@ impl SecretFs {
             &sys::cstring(stored.as_bytes()).map_err(io)?,
         )
         .map_err(io)
+    }
+
+    /// Removes the file's capabilities, as any write, truncate or fallocate must (the kernel
+    /// leaves it to us under FUSE_HANDLE_KILLPRIV_V2). Free once the file is known to have none.
+    pub(super) fn kill_caps(&self, inode: &Inode) -> Result<(), Errno> {
+        if inode.kind != FileType::RegularFile || inode.caps.load(Ordering::SeqCst) == CAPS_NONE {
+            return Ok(());
+        }
+        let stored = self.stored_xattr(inode, CAPABILITY, Errno::NO_XATTR)?;
+        match sys::removexattr(
+            inode.fd()?.raw(),
+            &sys::cstring(stored.as_bytes()).map_err(io)?,
+        ) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
+            Err(e) => return Err(io(e)),
+        }
+        // A set that finishes after this marks the file again (set_xattr stores MAYBE last).
+        inode.caps.store(CAPS_NONE, Ordering::SeqCst);
+        Ok(())
     }
 }
