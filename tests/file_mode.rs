@@ -279,6 +279,87 @@ fn file_capabilities_work_at_exec_and_are_dropped_by_writes_trusted_xattrs_for_r
 }
 
 #[test]
+fn rename_whiteout_and_overlayfs_with_its_upper_layer_on_secretfs() {
+    let mut fs = Fs::new();
+    // RENAME_WHITEOUT: the source becomes a 0/0 character device, the target has the data.
+    fs::write(fs.p("src"), b"moved").unwrap();
+    let (src, dst) = (cpath(&fs.p("src")), cpath(&fs.p("dst")));
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            src.as_ptr(),
+            libc::AT_FDCWD,
+            dst.as_ptr(),
+            libc::RENAME_WHITEOUT,
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    let white = fs::symlink_metadata(fs.p("src")).unwrap();
+    assert_eq!(
+        (white.mode() & libc::S_IFMT, white.rdev()),
+        (libc::S_IFCHR, 0)
+    );
+    assert_eq!(fs::read(fs.p("dst")).unwrap(), b"moved");
+
+    // overlayfs needs RENAME_WHITEOUT and trusted.* xattrs of its upper layer.
+    let lower = fs.dir.path().join("lower");
+    let merged = fs.dir.path().join("merged");
+    for d in [&lower, &lower.join("dir"), &merged] {
+        fs::create_dir(d).unwrap();
+    }
+    fs::write(lower.join("kept"), b"lower").unwrap();
+    fs::write(lower.join("gone"), b"lower").unwrap();
+    fs::write(lower.join("dir/inside"), b"lower").unwrap();
+    fs::create_dir(fs.p("upper")).unwrap();
+    fs::create_dir(fs.p("work")).unwrap();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        fs.p("upper").display(),
+        fs.p("work").display()
+    );
+    let overlay = || {
+        let out = run(
+            "mount",
+            &[
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                &opts,
+                merged.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "overlay mount: {out:?}");
+    };
+    overlay();
+    fs::write(merged.join("kept"), b"changed").unwrap();
+    fs::remove_file(merged.join("gone")).unwrap();
+    fs::remove_dir_all(merged.join("dir")).unwrap();
+    fs::create_dir(merged.join("dir")).unwrap();
+    fs::write(merged.join("new"), b"upper").unwrap();
+    assert!(run("umount", &[merged.to_str().unwrap()]).status.success());
+    // The lower layer is untouched; the upper one, remounted, gives the same merged view.
+    assert_eq!(fs::read(lower.join("kept")).unwrap(), b"lower");
+    assert!(lower.join("gone").exists() && lower.join("dir/inside").exists());
+    fs.remount();
+    overlay();
+    let mut names: Vec<String> = fs::read_dir(&merged)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["dir", "kept", "new"]);
+    assert_eq!(fs::read(merged.join("kept")).unwrap(), b"changed");
+    assert_eq!(
+        fs::read_dir(merged.join("dir")).unwrap().count(),
+        0,
+        "opaque dir"
+    );
+    assert!(run("umount", &[merged.to_str().unwrap()]).status.success());
+}
+
+#[test]
 fn sizes_names_and_listing() {
     let fs = Fs::new();
     for (name, len) in [

@@ -376,11 +376,16 @@ impl SecretFs {
         new_name: &OsStr,
         flags: u32,
     ) -> Result<(), Errno> {
-        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0
-            || flags == (libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE)
+        // RENAME_WHITEOUT (overlayfs upper directories) leaves a 0/0 character device under
+        // the source name: the backing rename makes it under the encrypted name, which is
+        // exactly that. EXCHANGE combines with nothing.
+        let known = libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE | libc::RENAME_WHITEOUT;
+        if flags & !known != 0
+            || (flags & libc::RENAME_EXCHANGE != 0 && flags != libc::RENAME_EXCHANGE)
         {
             return Err(Errno::EINVAL);
         }
+        let replacing = flags & (libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) == 0;
         let src = self.stored_name(parent, name)?;
         let dst = self.stored_name(new_parent, new_name)?;
         let src_c = sys::cstring(src.backing_name().as_bytes()).map_err(io)?;
@@ -390,7 +395,7 @@ impl SecretFs {
         let new_dir = new_parent.fd()?;
         let target = sys::fstatat(new_dir.raw(), &dst_c)
             .ok()
-            .filter(|_| flags == 0);
+            .filter(|_| replacing);
         let replaced = match &target {
             Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
                 Some(EmptiedDir::empty(new_dir.raw(), &dst_c)?)
@@ -410,7 +415,8 @@ impl SecretFs {
             }
             return Err(e);
         }
-        if flags & libc::RENAME_EXCHANGE == 0 {
+        // The source name is gone, unless swapped or left as a whiteout.
+        if flags & (libc::RENAME_EXCHANGE | libc::RENAME_WHITEOUT) == 0 {
             self.forget_name(parent, &src);
         }
         Ok(())
