@@ -965,15 +965,37 @@ fn read_only_mount_refuses_writes() {
 }
 
 #[test]
-fn status_reports_the_mount() {
-    let fs = Fs::new();
-    let out = secretfs(&["status", fs.mnt.to_str().unwrap(), "--json"]);
-    assert!(out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["mounted"], true);
-    assert_eq!(v["mode"], "file");
-    assert_eq!(v["cipher"], "AES-256-GCM-4096/AES-256-SIV");
-    assert!(v["key_source"].as_str().unwrap().starts_with("keyfile"));
+fn status_reports_every_field_of_the_mount_from_either_side() {
+    let mut fs = Fs::new();
+    let status = |path: &Path| -> serde_json::Value {
+        let out = secretfs(&["status", path.to_str().unwrap(), "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(fs.backing.join("secretfs.conf")).unwrap()).unwrap();
+    let (mnt, backing) = (
+        fs::canonicalize(&fs.mnt).unwrap(),
+        fs::canonicalize(&fs.backing).unwrap(),
+    );
+    for (asked, v) in [(&mnt, status(&fs.mnt)), (&backing, status(&fs.backing))] {
+        assert_eq!(v["path"], asked.to_str().unwrap());
+        assert_eq!(v["mounted"], true);
+        assert_eq!(v["mode"], "file");
+        assert_eq!(v["mountpoint"], mnt.to_str().unwrap());
+        assert_eq!(v["backing"], backing.to_str().unwrap());
+        assert_eq!(v["fs_id"], config["fs_id"]);
+        assert_eq!(v["cipher"], "AES-256-GCM-4096/AES-256-SIV");
+        assert!(v["key_source"].as_str().unwrap().starts_with("keyfile"));
+        let pid = v["daemon_pid"].as_u64().unwrap();
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        assert!(String::from_utf8_lossy(&cmdline).contains("secretfs"));
+    }
+    fs.umount();
+    let v = status(&fs.backing);
+    assert_eq!(v["mounted"], false);
+    assert!(v["mountpoint"].is_null() && v["daemon_pid"].is_null());
+    assert_eq!(v["fs_id"], config["fs_id"]);
     let out = secretfs(&["status", fs.dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(6));
 }
