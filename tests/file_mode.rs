@@ -101,18 +101,13 @@ fn nothing_plaintext_reaches_the_backing_store() {
     fs::write(&file, &content).unwrap();
     std::os::unix::fs::symlink(format!("target-{marker}"), fs.p(&format!("link-{marker}")))
         .unwrap();
-    let name = CString::new(format!("user.{marker}")).unwrap();
-    let rc = unsafe {
-        libc::setxattr(
-            cpath(&file).as_ptr(),
-            name.as_ptr(),
-            MARKER.as_ptr().cast(),
-            MARKER.len(),
-            0,
-        )
-    };
-    assert_eq!(rc, 0, "setxattr");
+    // Attributes in every stored namespace, on the file and on its directory.
+    for (on, ns) in [(&file, "user"), (&file, "trusted"), (&file, "security")] {
+        set_marker_xattr(on, ns, &marker);
+    }
+    set_marker_xattr(&fs.p(&format!("dir-{marker}")), "user", &marker);
     assert_eq!(fs::read(&file).unwrap(), content);
+    let mut stored_xattrs = 0;
 
     for p in fs.backing_files() {
         let name = p.file_name().unwrap().as_bytes();
@@ -128,30 +123,92 @@ fn nothing_plaintext_reaches_the_backing_store() {
                 !contains(target.as_os_str().as_bytes(), b"MARKER"),
                 "plaintext symlink target"
             );
-        } else if meta.is_file() {
-            assert!(
-                !contains(&fs::read(&p).unwrap(), MARKER),
-                "plaintext in {}",
-                p.display()
-            );
+        } else {
+            if meta.is_file() {
+                assert!(
+                    !contains(&fs::read(&p).unwrap(), MARKER),
+                    "plaintext in {}",
+                    p.display()
+                );
+            }
             let names = xattr_names(&p);
             assert!(
-                !contains(&names, b"MARKER"),
+                !contains(&names, MARKER),
                 "plaintext xattr name on {}",
                 p.display()
             );
+            for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+                let value = xattr_value(&p, name);
+                assert!(
+                    !contains(&value, MARKER),
+                    "plaintext xattr value on {}",
+                    p.display()
+                );
+                stored_xattrs += 1;
+            }
         }
     }
+    assert_eq!(
+        stored_xattrs, 4,
+        "the four attributes were not all found in the backing store"
+    );
+}
+
+fn set_marker_xattr(on: &Path, namespace: &str, marker: &str) {
+    let name = CString::new(format!("{namespace}.{marker}")).unwrap();
+    let rc = unsafe {
+        libc::setxattr(
+            cpath(on).as_ptr(),
+            name.as_ptr(),
+            MARKER.as_ptr().cast(),
+            MARKER.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setxattr {namespace}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+fn xattr_value(p: &Path, name: &[u8]) -> Vec<u8> {
+    let name = CString::new(name).unwrap();
+    let mut buf = vec![0u8; 70_000];
+    let n = unsafe {
+        libc::getxattr(
+            cpath(p).as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert!(
+        n >= 0,
+        "getxattr on {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
+    buf.truncate(n as usize);
+    buf
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// The attribute names of `p` (which must exist and allow xattrs).
 fn xattr_names(p: &Path) -> Vec<u8> {
     let mut buf = vec![0u8; 4096];
     let n = unsafe { libc::listxattr(cpath(p).as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    buf.truncate(n.max(0) as usize);
+    assert!(
+        n >= 0,
+        "listxattr on {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
+    buf.truncate(n as usize);
     buf
 }
 
@@ -467,7 +524,11 @@ fn rename_across_directories_and_flags() {
     assert_eq!(fs::read(fs.p("x")).unwrap(), b"y");
     assert_eq!(fs::read(fs.p("y")).unwrap(), b"x");
     assert_eq!(
-        renameat2(&fs.p("x"), &fs.p("z"), libc::RENAME_WHITEOUT),
+        renameat2(
+            &fs.p("x"),
+            &fs.p("z"),
+            libc::RENAME_WHITEOUT | libc::RENAME_EXCHANGE
+        ),
         libc::EINVAL
     );
     assert_eq!(renameat2(&fs.p("x"), &fs.p("z"), 1 << 7), libc::EINVAL);
