@@ -1012,16 +1012,67 @@ fn wrong_key_fails_clearly_and_mounts_nothing() {
 }
 
 #[test]
-fn read_only_mount_refuses_writes() {
+fn read_only_mount_refuses_every_change_and_leaves_the_store_as_it_was() {
     let mut fs = Fs::new();
     fs::write(fs.p("keep"), b"kept").unwrap();
+    fs::create_dir(fs.p("d")).unwrap();
+    fs::create_dir(fs.p("empty")).unwrap();
+    fs::write(fs.p("d/inner"), b"in").unwrap();
     fs.umount();
     let out = fs.try_mount(&["-o", "ro"]);
     assert!(out.status.success());
     assert_eq!(fs::read(fs.p("keep")).unwrap(), b"kept");
-    assert_eq!(
-        errno_of(&fs::write(fs.p("new"), b"").unwrap_err()),
-        libc::EROFS
+    let before = common::snapshot(&fs.backing);
+    let rofs = |what: &str, r: std::io::Result<()>| {
+        assert_eq!(r.map_err(|e| errno_of(&e)), Err(libc::EROFS), "{what}");
+    };
+    rofs("create", fs::write(fs.p("new"), b""));
+    rofs(
+        "open for writing",
+        OpenOptions::new().write(true).open(fs.p("keep")).map(drop),
+    );
+    let rc = unsafe { libc::truncate(cpath(&fs.p("keep")).as_ptr(), 0) };
+    rofs(
+        "truncate",
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        },
+    );
+    rofs("unlink", fs::remove_file(fs.p("d/inner")));
+    rofs("rmdir", fs::remove_dir(fs.p("empty")));
+    rofs("mkdir", fs::create_dir(fs.p("dir2")));
+    rofs("rename", fs::rename(fs.p("keep"), fs.p("renamed")));
+    rofs("link", fs::hard_link(fs.p("keep"), fs.p("link")));
+    rofs("symlink", std::os::unix::fs::symlink("keep", fs.p("sym")));
+    use std::os::unix::fs::PermissionsExt;
+    rofs(
+        "chmod",
+        fs::set_permissions(fs.p("keep"), fs::Permissions::from_mode(0o600)),
+    );
+    let name = CString::new("user.x").unwrap();
+    let rc = unsafe {
+        libc::setxattr(
+            cpath(&fs.p("keep")).as_ptr(),
+            name.as_ptr(),
+            b"1".as_ptr().cast(),
+            1,
+            0,
+        )
+    };
+    rofs(
+        "setxattr",
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        },
+    );
+    assert_eq!(fs::read(fs.p("d/inner")).unwrap(), b"in");
+    assert!(
+        common::snapshot(&fs.backing) == before,
+        "the read-only mount changed the store"
     );
 }
 
