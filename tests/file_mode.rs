@@ -1472,3 +1472,89 @@ fn writes_and_truncates_past_the_largest_file_give_efbig() {
     );
     assert_eq!(f.metadata().unwrap().len(), 0);
 }
+
+/// Polls `done` every 20 ms for up to 10 s: the daemon's exit and the kernel's unmount are
+/// asynchronous to the caller.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[test]
+fn mount_lifecycle_second_mount_busy_umount_sigterm_and_allow_other() {
+    let mut fs = Fs::new();
+    // One daemon per backing store.
+    let other = fs.dir.path().join("other-mnt");
+    fs::create_dir(&other).unwrap();
+    let out = secretfs(&[
+        "mount",
+        fs.backing.to_str().unwrap(),
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("one backing store can be served by one daemon at a time"));
+
+    // A busy mount is not unmounted, says why and what to do, and keeps working.
+    fs::write(fs.p("open"), b"data").unwrap();
+    let held = fs::File::open(fs.p("open")).unwrap();
+    let out = secretfs(&["umount", fs.mnt.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("files are open under it") && err.contains("--lazy"),
+        "{err}"
+    );
+    assert!(fs.is_mounted());
+    assert_eq!(fs::read(fs.p("open")).unwrap(), b"data");
+    drop(held);
+
+    // Renaming a directory into its own subtree is refused.
+    fs::create_dir_all(fs.p("top/sub")).unwrap();
+    assert_eq!(
+        errno_of(&fs::rename(fs.p("top"), fs.p("top/sub/top")).unwrap_err()),
+        libc::EINVAL
+    );
+
+    // SIGTERM to the daemon unmounts cleanly; the data is there at the next mount.
+    let pid = fs.daemon_pid();
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    wait_until("the daemon exits", || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    wait_until("the mount is gone", || !fs.is_mounted());
+    fs.mark_mounted(false);
+
+    // Without allow_other, only root reaches the mount, whatever the modes say.
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(fs.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let out = secretfs(&[
+        "mount",
+        fs.backing.to_str().unwrap(),
+        fs.mnt.to_str().unwrap(),
+        "-o",
+        &format!("log={}", fs.log.display()),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    fs.mark_mounted(true);
+    fs::set_permissions(&fs.mnt, fs::Permissions::from_mode(0o755)).unwrap();
+    let list_as_nobody = |fs: &Fs| {
+        run(
+            "runuser",
+            &["-u", "nobody", "--", "ls", fs.mnt.to_str().unwrap()],
+        )
+    };
+    assert!(!list_as_nobody(&fs).status.success());
+    assert_eq!(fs::read(fs.p("open")).unwrap(), b"data");
+    fs.umount();
+    fs.mount(); // the test helper mounts with allow_other
+    fs::set_permissions(&fs.mnt, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = list_as_nobody(&fs);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("open"));
+}

@@ -177,6 +177,13 @@ impl Fs {
         self.mnt.join(rel)
     }
 
+    /// For mounts made, or ended (daemon killed, SIGTERM), by the test itself, so that drop
+    /// knows whether to unmount.
+    #[allow(dead_code)]
+    pub fn mark_mounted(&mut self, mounted: bool) {
+        self.mounted = mounted;
+    }
+
     pub fn is_mounted(&self) -> bool {
         std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap()
