@@ -379,10 +379,12 @@ fn reply_xattr(reply: ReplyXattr, result: Result<XattrReply, Errno>) {
 
 impl Filesystem for SecretFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // No FUSE_ASYNC_DIO: with it the kernel completes an asynchronous O_DIRECT write
+        // without dropping the pages that buffered readers cached meanwhile, and they read
+        // stale data (xfstests generic/451). Synchronous DIO invalidates after each write.
         let mut wanted = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_ASYNC_DIO
             // We clear setuid/setgid ourselves (write flag, truncate): in exchange the kernel
             // stops asking for security.capability before every single write, which doubled
             // the requests of small writes.
