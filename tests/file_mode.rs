@@ -812,6 +812,50 @@ fn seek_data_and_seek_hole_answer_as_ext4_at_every_offset() {
 }
 
 #[test]
+fn seek_data_and_seek_hole_agree_on_preallocated_space() {
+    // xfstests generic/436: fallocate 4 MiB, write 56 KiB at 0. Every offset is data or a
+    // hole, never neither (the answers a copy tool loops on), and the answers do not move
+    // from one call to the next.
+    let fs = Fs::new();
+    use std::os::fd::AsRawFd;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(fs.p("prealloc"))
+        .unwrap();
+    let size: i64 = 4 << 20;
+    assert_eq!(unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, size) }, 0);
+    f.write_all_at(&vec![0x33; 56 << 10], 0).unwrap();
+    let h0 = lseek_errno(&f, 0, libc::SEEK_HOLE).unwrap();
+    assert!(h0 == 56 << 10 || h0 == size, "SEEK_HOLE gave {h0}");
+    for o in [1, 4096, 57343] {
+        assert_eq!(
+            lseek_errno(&f, o, libc::SEEK_HOLE),
+            Ok(h0),
+            "SEEK_HOLE from {o}"
+        );
+    }
+    for o in (0..size).step_by(4096).chain([57343, 57345, size - 1]) {
+        let data = lseek_errno(&f, o, libc::SEEK_DATA);
+        let hole = lseek_errno(&f, o, libc::SEEK_HOLE);
+        assert!(
+            data == Ok(o) || hole == Ok(o),
+            "offset {o} is neither data ({data:?}) nor a hole ({hole:?})"
+        );
+    }
+    assert_eq!(
+        lseek_errno(&f, 0, libc::SEEK_HOLE),
+        Ok(h0),
+        "SEEK_HOLE moved"
+    );
+    let back = fs::read(fs.p("prealloc")).unwrap();
+    assert!(back[..56 << 10].iter().all(|b| *b == 0x33));
+    assert!(back[56 << 10..].iter().all(|b| *b == 0));
+}
+
+#[test]
 fn holes_sparse_files_and_seek_data() {
     let fs = Fs::new();
     let path = fs.p("sparse");

@@ -15,7 +15,7 @@ use fuser::Errno;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::cell::RefCell;
 use std::ops::Range;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -655,6 +655,37 @@ impl Content {
         Ok(stored.bytes.iter().all(|x| *x == 0))
     }
 
+    /// As `stored_block_is_zero`, read through `direct` (the backing file opened O_DIRECT)
+    /// when there is one: a buffered read caches the block's pages, and ext4 then reports the
+    /// preallocated (unwritten) ranges among them as data, so the next SEEK_HOLE would answer
+    /// differently from this one (xfstests generic/436).
+    fn block_is_zero_uncached(
+        &self,
+        direct: Option<&OwnedFd>,
+        fd: RawFd,
+        b: u64,
+        size: u64,
+    ) -> Result<bool, Errno> {
+        let Some(direct) = direct else {
+            return self.stored_block_is_zero(fd, b, size);
+        };
+        const PAGE: u64 = 4096;
+        let start = block_offset(b);
+        let end = start + (Self::block_len(size, b) + BLOCK_OVERHEAD) as u64;
+        let (from, to) = (start / PAGE * PAGE, end.div_ceil(PAGE) * PAGE);
+        // An aligned window inside a slightly larger buffer: O_DIRECT wants both aligned.
+        let mut buf = vec![0u8; (to - from + PAGE) as usize];
+        let skew = buf.as_ptr().align_offset(PAGE as usize);
+        let window = &mut buf[skew..skew + (to - from) as usize];
+        match sys::pread(direct.as_raw_fd(), window, from) {
+            Ok(n) if n as u64 >= end - from => Ok(window
+                [(start - from) as usize..(end - from) as usize]
+                .iter()
+                .all(|x| *x == 0)),
+            _ => self.stored_block_is_zero(fd, b, size),
+        }
+    }
+
     /// SEEK_DATA / SEEK_HOLE in plaintext offsets. A plaintext block is a hole exactly when its
     /// stored bytes are all zeros (the hole rule of the format); the backing file's own
     /// SEEK_DATA / SEEK_HOLE only say where to look next, since stored blocks are not aligned
@@ -669,6 +700,9 @@ impl Content {
         let last = block_count(size) - 1;
         let first = offset / BS;
         let at = |b: u64| (b * BS).max(offset);
+        // Without O_DIRECT (a backing filesystem that refuses it) the buffered read is used.
+        let direct = sys::reopen(fd, libc::O_RDONLY | libc::O_DIRECT).ok();
+        let is_zero = |b: u64| self.block_is_zero_uncached(direct.as_ref(), fd, b, size);
         match whence {
             libc::SEEK_DATA => {
                 let mut b = first;
@@ -682,7 +716,7 @@ impl Content {
                     if k > last {
                         break;
                     }
-                    if k == last || !self.stored_block_is_zero(fd, k, size)? {
+                    if k == last || !is_zero(k)? {
                         return Ok(at(k));
                     }
                     b = k + 1;
@@ -698,10 +732,10 @@ impl Content {
                         break;
                     }
                     // The backing hole starts in block k: k, or else k+1, may be all zeros.
-                    if self.stored_block_is_zero(fd, k, size)? {
+                    if is_zero(k)? {
                         return Ok(at(k));
                     }
-                    if k + 1 < last && self.stored_block_is_zero(fd, k + 1, size)? {
+                    if k + 1 < last && is_zero(k + 1)? {
                         return Ok(at(k + 1));
                     }
                     b = k + 2;
