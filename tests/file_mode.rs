@@ -13,6 +13,17 @@ use std::path::Path;
 
 const MARKER: &[u8] = b"PLAINTEXT-MARKER-7f3a";
 
+/// A new (or emptied) file open for reading and writing.
+fn new_rw(path: impl AsRef<Path>) -> fs::File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .unwrap()
+}
+
 fn cpath(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
 }
@@ -32,13 +43,7 @@ fn random_writes_and_truncates_match_an_in_memory_model() {
 /// ephemeral, where a remount starts empty).
 fn random_writes_and_truncates_match_a_model(fs: &mut Fs, seed: u64, remount: bool) {
     let path = fs.p(&format!("model-{seed}.bin"));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
+    let file = new_rw(&path);
     let mut model: Vec<u8> = Vec::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for step in 0..400 {
@@ -574,13 +579,7 @@ fn a_directory_renamed_onto_an_empty_one_replaces_it_and_never_a_full_one() {
 #[test]
 fn open_then_unlinked_file_stays_usable() {
     let fs = Fs::new();
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(fs.p("tmp"))
-        .unwrap();
+    let mut f = new_rw(fs.p("tmp"));
     f.write_all(b"before unlink").unwrap();
     fs::remove_file(fs.p("tmp")).unwrap();
     assert!(!fs.p("tmp").exists());
@@ -596,13 +595,7 @@ fn open_then_unlinked_file_stays_usable() {
 #[test]
 fn shared_writable_mmap() {
     let fs = Fs::new();
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(fs.p("mapped"))
-        .unwrap();
+    let f = new_rw(fs.p("mapped"));
     let len = 3 * 4096 + 100;
     f.set_len(len as u64).unwrap();
     unsafe {
@@ -633,15 +626,7 @@ fn shared_writable_mmap() {
 fn concurrent_writers_to_distinct_regions_of_one_file() {
     let fs = Fs::new();
     let path = fs.p("shared");
-    let f = std::sync::Arc::new(
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap(),
-    );
+    let f = std::sync::Arc::new(new_rw(&path));
     const REGION: usize = 64 * 1024 + 123;
     f.set_len((REGION * 4) as u64).unwrap();
     let threads: Vec<_> = (0..4u8)
@@ -680,13 +665,7 @@ fn concurrent_writers_to_distinct_regions_of_one_file() {
 fn large_unaligned_writes_split_across_cores_read_back_exactly() {
     let mut fs = Fs::new();
     let path = fs.p("large");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
+    let f = new_rw(&path);
     let mut model: Vec<u8> = (0..3 * 1024 * 1024 + 123)
         .map(|i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 1)
         .collect();
@@ -712,13 +691,7 @@ fn large_unaligned_writes_split_across_cores_read_back_exactly() {
 
 /// Writes 4 bytes at 0 and at 10 MiB, and checks the gap reads as zeros.
 fn write_sparse_file(path: &std::path::Path) -> std::fs::File {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .unwrap();
+    let f = new_rw(path);
     f.write_all_at(b"head", 0).unwrap();
     f.write_all_at(b"tail", 10 << 20).unwrap();
     assert_eq!(f.metadata().unwrap().len(), (10 << 20) + 4);
@@ -744,13 +717,7 @@ fn seek_data_and_seek_hole_answer_as_ext4_at_every_offset() {
     const B: i64 = 4096;
     // Data in blocks 0, 10-11 and 30 (the last); holes in 1-9 and 12-29.
     let data_blocks = [0i64, 10, 11, 30];
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(fs.p("holes"))
-        .unwrap();
+    let f = new_rw(fs.p("holes"));
     for b in data_blocks {
         f.write_all_at(&vec![0x5a; B as usize], (b * B) as u64)
             .unwrap();
@@ -818,13 +785,7 @@ fn seek_data_and_seek_hole_agree_on_preallocated_space() {
     // from one call to the next.
     let fs = Fs::new();
     use std::os::fd::AsRawFd;
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(fs.p("prealloc"))
-        .unwrap();
+    let f = new_rw(fs.p("prealloc"));
     let size: i64 = 4 << 20;
     assert_eq!(unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, size) }, 0);
     f.write_all_at(&vec![0x33; 56 << 10], 0).unwrap();
@@ -870,13 +831,7 @@ fn holes_sparse_files_and_seek_data() {
     let data = unsafe { libc::lseek(f.as_raw_fd(), hole, libc::SEEK_DATA) };
     assert!(data >= hole && data <= 10 << 20, "SEEK_DATA gave {data}");
     // One hole block between data blocks: SEEK_HOLE must land on it, never on data.
-    let g = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(fs.p("gap"))
-        .unwrap();
+    let g = new_rw(fs.p("gap"));
     g.write_all_at(&vec![1u8; 291 * 4096], 0).unwrap();
     g.write_all_at(&vec![2u8; 9 * 4096], 292 * 4096).unwrap();
     let hole = unsafe { libc::lseek(g.as_raw_fd(), 0, libc::SEEK_HOLE) };
@@ -1472,13 +1427,7 @@ fn setuid_and_setgid_are_cleared_by_unprivileged_direct_writes_and_fallocate() {
 fn writes_and_truncates_past_the_largest_file_give_efbig() {
     use std::os::fd::AsRawFd;
     let fs = Fs::new();
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(fs.p("big"))
-        .unwrap();
+    let f = new_rw(fs.p("big"));
     // Past what the stored form can address: the plaintext offset is legal, its ciphertext
     // offset would pass 2^63.
     let off = i64::MAX - (1 << 40);
