@@ -1266,7 +1266,7 @@ mod passthrough_control {
 
     #[test]
     fn identity_codec_keeps_the_layout_and_stores_plaintext() {
-        let fs = control_fs();
+        let mut fs = control_fs();
         let out = secretfs(&["status", fs.mnt.to_str().unwrap(), "--json"]);
         let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(status["cipher"], "none (passthrough control)");

@@ -556,7 +556,24 @@ fn xattrs() {
         names.decrypt_xattr_name(stored_name.as_bytes()).unwrap(),
         XATTR_NAME
     );
-    assert!(names.encrypt_xattr_name(b"trusted.x").is_none());
+    // security.* and trusted.*: the whole name behind a NUL byte, sealed the same way.
+    let other = names.encrypt_xattr_name(b"security.capability").unwrap();
+    let independent = format!(
+        "user.{}",
+        rc_siv(
+            keys.names_key().expose(),
+            b"secretfs/v1/xattr-name",
+            b"\0security.capability"
+        )
+    );
+    assert_eq!(other, independent);
+    assert_eq!(
+        names.decrypt_xattr_name(other.as_bytes()).unwrap(),
+        b"security.capability"
+    );
+    assert!(names
+        .encrypt_xattr_name(b"system.posix_acl_access")
+        .is_none());
 
     // Value: nonce ‖ AES-256-GCM(xattr key, AAD = stored name) ‖ tag. Frozen with RustCrypto and a
     // fixed nonce, opened by the library; the library's own (random-nonce) seal opens in RustCrypto.
