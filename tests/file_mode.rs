@@ -326,6 +326,18 @@ fn file_capabilities_work_at_exec_and_are_dropped_by_writes_trusted_xattrs_for_r
     use std::os::fd::AsRawFd;
     assert_eq!(unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, 1 << 20) }, 0);
     assert_eq!(caps_of(&with), "", "capabilities kept after a fallocate");
+    // SELinux labels are per mount, not per file: not stored, and ls -l's query costs nothing.
+    let label = run(
+        "setfattr",
+        &[
+            "-n",
+            "security.selinux",
+            "-v",
+            "x",
+            without.to_str().unwrap(),
+        ],
+    );
+    assert!(!label.status.success());
     // The namespace that stays refused: POSIX ACLs.
     let acl = run(
         "setfattr",

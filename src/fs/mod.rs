@@ -107,6 +107,8 @@ pub struct SecretFs {
     inodes: InodeTable,
     keys: KeyRing,
     names: NameCipher,
+    /// xattr::HOT_XATTRS with their stored names.
+    hot_xattrs: Vec<(&'static [u8], String)>,
     handles: DashMap<u64, Arc<Handle>>,
     next_fh: AtomicU64,
     opts: FsOptions,
@@ -125,10 +127,15 @@ impl SecretFs {
         let path = sys::cstring(backing.as_os_str().as_encoded_bytes())?;
         let root = sys::openat(libc::AT_FDCWD, &path, libc::O_PATH | libc::O_DIRECTORY, 0)?;
         let names = opts.codec.name_cipher(&keys);
+        let hot_xattrs = xattr::HOT_XATTRS
+            .iter()
+            .filter_map(|n| Some((*n, names.encrypt_xattr_name(n)?)))
+            .collect();
         Ok(Self {
             inodes: InodeTable::new(root, root_dir_id, opts.max_fds)?,
             keys,
             names,
+            hot_xattrs,
             handles: DashMap::new(),
             next_fh: AtomicU64::new(1),
             opts,

@@ -15,6 +15,16 @@ use fuser::{Errno, FileType};
 
 /// Linux's limit on one xattr value, plus our nonce and tag.
 const MAX_STORED_VALUE: usize = 65536 + 28;
+/// The first read's buffer: enough for nearly every value (capabilities are 24 bytes).
+const SMALL_STORED_VALUE: usize = 4096;
+
+/// Names the kernel asks about often (at exec, at a file's first write): their stored names
+/// are sealed once per mount instead of at every request.
+pub(super) const HOT_XATTRS: [&[u8]; 1] = [CAPABILITY];
+
+/// Not offered: SELinux labels FUSE mounts as a whole (genfs, `context=`), never per file,
+/// and `ls -l` asks every file for it; answering from here costs no backing system call.
+const SELINUX: &[u8] = b"security.selinux";
 
 /// The answer to a get/list request: the size only, or the bytes.
 pub enum XattrReply {
@@ -35,13 +45,16 @@ fn sized(value: Vec<u8>, size: u32) -> Result<XattrReply, Errno> {
 impl SecretFs {
     /// The stored name of an attribute, or the errno Linux gives for those not offered.
     fn stored_xattr(&self, inode: &Inode, name: &[u8], missing: Errno) -> Result<String, Errno> {
-        let offered =
-            name.starts_with(XATTR_USER_PREFIX.as_bytes()) || is_other_xattr_namespace(name);
+        let offered = name.starts_with(XATTR_USER_PREFIX.as_bytes())
+            || (is_other_xattr_namespace(name) && name != SELINUX);
         if !offered || inode.kind == FileType::Symlink {
             return Err(missing);
         }
         if name.len() > 255 {
             return Err(Errno::ERANGE);
+        }
+        if let Some((_, stored)) = self.hot_xattrs.iter().find(|(n, _)| *n == name) {
+            return Ok(stored.clone());
         }
         self.names.encrypt_xattr_name(name).ok_or(missing)
     }
@@ -53,12 +66,17 @@ impl SecretFs {
         size: u32,
     ) -> Result<XattrReply, Errno> {
         let stored = self.stored_xattr(inode, name, Errno::NO_XATTR)?;
-        let mut buf = vec![0u8; MAX_STORED_VALUE];
-        let n = sys::getxattr(
-            inode.fd()?.raw(),
-            &sys::cstring(stored.as_bytes()).map_err(io)?,
-            &mut buf,
-        )
+        let stored_c = sys::cstring(stored.as_bytes()).map_err(io)?;
+        let fd = inode.fd()?;
+        // Most values are small: the full 64 KiB buffer only when a value is that large.
+        let mut buf = vec![0u8; SMALL_STORED_VALUE];
+        let n = match sys::getxattr(fd.raw(), &stored_c, &mut buf) {
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {
+                buf.resize(MAX_STORED_VALUE, 0);
+                sys::getxattr(fd.raw(), &stored_c, &mut buf)
+            }
+            other => other,
+        }
         .map_err(io)?;
         buf.truncate(n);
         let value = self.names.open_xattr_value(&stored, &buf).map_err(|e| {
