@@ -10,6 +10,7 @@ use crate::crypto::names::{
     classify, long_name_side_file, BackingEntry, NameCipher, CONFIG_FILE, DIRID_FILE, DIR_ID_LEN,
     LONG_NAME_PREFIX, LONG_NAME_SIDE_SUFFIX, MAX_SIDE_FILE_LEN, TEMP_PREFIX, XATTR_USER_PREFIX,
 };
+use crate::fs::acl::{is_acl, Acl};
 use crate::fs::sys;
 use serde::Serialize;
 use std::ffi::CString;
@@ -430,14 +431,19 @@ impl Checker<'_> {
                 continue;
             }
             let name = String::from_utf8_lossy(&stored).into_owned();
-            if self.names.decrypt_xattr_name(&stored).is_err() {
+            let Ok(plain_name) = self.names.decrypt_xattr_name(&stored) else {
                 self.problem(plain.into(), path, "xattr-name", name, false);
                 continue;
-            }
-            let ok = get_xattr(fd, &stored)
-                .is_some_and(|v| self.names.open_xattr_value(&name, &v).is_ok());
-            if !ok {
-                self.problem(plain.into(), path, "xattr-value", name, false);
+            };
+            let value =
+                get_xattr(fd, &stored).and_then(|v| self.names.open_xattr_value(&name, &v).ok());
+            match value {
+                None => self.problem(plain.into(), path, "xattr-value", name, false),
+                // Authentic, but not an ACL the daemon could serve (it would refuse with EIO).
+                Some(v) if is_acl(&plain_name) && Acl::parse(&v).is_none() => {
+                    self.problem(plain.into(), path, "acl", name, false)
+                }
+                Some(_) => {}
             }
         }
     }

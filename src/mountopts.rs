@@ -18,6 +18,8 @@ pub struct MountOptions {
     /// `max-fds=`: how many backing descriptors of inodes the daemon keeps open at most.
     pub max_fds: Option<usize>,
     pub writeback: bool,
+    /// `noacl`: POSIX ACLs refused instead of stored and enforced.
+    pub noacl: bool,
     /// Where the daemon writes its log (default: syslog when in the background).
     pub log: Option<PathBuf>,
     /// `mode=file|block`.
@@ -61,6 +63,8 @@ pub const VALID: &[&str] = &[
     "rw",
     "allow_other",
     "writeback",
+    "acl",
+    "noacl",
     "nosuid",
     "suid",
     "nodev",
@@ -183,6 +187,8 @@ impl MountOptions {
                 "rw" => o.read_only = false,
                 "allow_other" => o.allow_other = true,
                 "writeback" => o.writeback = true,
+                "acl" => o.noacl = false,
+                "noacl" => o.noacl = true,
                 "nosuid" => o.suid = false,
                 "suid" => o.suid = true,
                 "nodev" => o.dev = false,
@@ -204,7 +210,14 @@ impl MountOptions {
             if value.is_some()
                 && matches!(
                     name,
-                    "ro" | "rw" | "allow_other" | "writeback" | "nosuid" | "nodev" | "noexec"
+                    "ro" | "rw"
+                        | "allow_other"
+                        | "writeback"
+                        | "acl"
+                        | "noacl"
+                        | "nosuid"
+                        | "nodev"
+                        | "noexec"
                 )
             {
                 return Err(OptionError::BadValue {

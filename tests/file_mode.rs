@@ -338,18 +338,18 @@ fn file_capabilities_work_at_exec_and_are_dropped_by_writes_trusted_xattrs_for_r
         ],
     );
     assert!(!label.status.success());
-    // The namespace that stays refused: POSIX ACLs.
-    let acl = run(
+    // Any other system.* name stays refused (POSIX ACLs have their own test).
+    let other = run(
         "setfattr",
         &[
             "-n",
-            "system.posix_acl_access",
+            "system.sockprotoname",
             "-v",
-            "0sAgAAAAEABgD/////AgAGAAAAAAAEAAQA/////xAABgD/////IAAEAP////8=",
+            "x",
             without.to_str().unwrap(),
         ],
     );
-    assert!(!acl.status.success());
+    assert!(!other.status.success());
 }
 
 #[test]
@@ -857,7 +857,7 @@ fn holes_sparse_files_and_seek_data() {
 }
 
 #[test]
-fn xattrs_round_trip_and_acls_are_refused() {
+fn xattrs_round_trip_and_other_system_names_are_refused() {
     let fs = Fs::new();
     let path = fs.p("x");
     fs::write(&path, b"").unwrap();
@@ -878,7 +878,7 @@ fn xattrs_round_trip_and_acls_are_refused() {
     };
     assert_eq!(&buf[..n as usize], b"blue");
     assert_eq!(xattr_names(&path), b"user.colour\0");
-    // An unknown namespace: the kernel refuses it before we see it; POSIX ACLs we refuse.
+    // A system.* name other than the two ACLs: refused.
     let other = CString::new("system.x").unwrap();
     assert_eq!(
         unsafe { libc::setxattr(c.as_ptr(), other.as_ptr(), b"1".as_ptr().cast(), 1, 0) },
@@ -890,6 +890,208 @@ fn xattrs_round_trip_and_acls_are_refused() {
     );
     assert_eq!(unsafe { libc::removexattr(c.as_ptr(), name.as_ptr()) }, 0);
     assert!(xattr_names(&path).is_empty());
+}
+
+fn setfacl(args: &[&str]) {
+    let out = run("setfacl", args);
+    assert!(
+        out.status.success(),
+        "setfacl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `getfacl` without its header (and with `-d`, the default ACL only).
+fn acl_text(path: &Path, default: bool) -> String {
+    let mut args = vec!["--omit-header", "--absolute-names"];
+    if default {
+        args.push("-d");
+    }
+    args.push(path.to_str().unwrap());
+    let out = run("getfacl", &args);
+    assert!(
+        out.status.success(),
+        "getfacl {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn mode_of(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().mode() & 0o7777
+}
+
+#[test]
+fn posix_acls_are_enforced_inherited_follow_chmod_and_survive_remount_and_fsck() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut fs = Fs::new();
+    let file = fs.p("report");
+    fs::write(&file, MARKER).unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    let read_as_nobody = |p: &Path| as_nobody(&["cat", p.to_str().unwrap()]);
+    assert!(!read_as_nobody(&file), "0600 and no ACL: nobody is out");
+
+    // A named entry: enforced by the kernel, the mask shown as the group bits.
+    setfacl(&["-m", "u:nobody:r", file.to_str().unwrap()]);
+    assert!(read_as_nobody(&file), "the ACL lets nobody read");
+    assert_eq!(mode_of(&file), 0o640, "group bits are the mask");
+    assert!(acl_text(&file, false).contains("user:nobody:r--"));
+
+    // chmod changes the mask, and so what the named entry gets.
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(acl_text(&file, false).contains("mask::---"));
+    assert!(!read_as_nobody(&file), "chmod 600 masks the entry out");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(read_as_nobody(&file));
+
+    // An ACL that says no more than the mode bits is a chmod, and nothing is stored.
+    let plain = fs.p("plain");
+    fs::write(&plain, b"x").unwrap();
+    setfacl(&["-m", "u::rwx,g::r,o::-", plain.to_str().unwrap()]);
+    assert_eq!(mode_of(&plain), 0o740);
+    assert!(xattr_names(&fs.backing_of(&plain)).is_empty());
+    // Removing an ACL that is not there succeeds, as on ext4.
+    setfacl(&["-b", plain.to_str().unwrap()]);
+
+    // Default ACLs: inherited by files (mode limited by the ACL, umask ignored) and by
+    // directories (which also get the default); without one the umask applies.
+    let dir = fs.p("shared");
+    fs::create_dir(&dir).unwrap();
+    setfacl(&["-d", "-m", "u:nobody:rwx", dir.to_str().unwrap()]);
+    let sh = |script: &str| {
+        let out = run("sh", &["-c", script]);
+        assert!(out.status.success(), "{script}: {out:?}");
+    };
+    let d = dir.to_str().unwrap();
+    sh(&format!(
+        "umask 077 && echo hi > {d}/new && mkdir {d}/sub && mknod {d}/fifo p"
+    ));
+    let new = dir.join("new");
+    assert_eq!(mode_of(&new), 0o664, "as ext4: the ACL, not the umask");
+    let inherited = acl_text(&new, false);
+    assert!(inherited.contains("user:nobody:rwx"), "{inherited}");
+    assert!(inherited.contains("mask::rw-"), "{inherited}");
+    assert!(read_as_nobody(&new));
+    assert_eq!(mode_of(&dir.join("sub")), 0o775);
+    assert_eq!(acl_text(&dir.join("sub"), true), acl_text(&dir, true));
+    // A FIFO takes the mode only (the backing store keeps no user.* attribute on one).
+    assert_eq!(mode_of(&dir.join("fifo")), 0o664);
+    sh(&format!(
+        "umask 077 && echo hi > {}",
+        fs.p("private").display()
+    ));
+    assert_eq!(
+        mode_of(&fs.p("private")),
+        0o600,
+        "no default ACL: the umask"
+    );
+
+    // Setting an ACL clears setgid when the caller is not in the file's group (generic/375).
+    let sgid = fs.p("sgid");
+    fs::write(&sgid, b"x").unwrap();
+    std::os::unix::fs::chown(&sgid, Some(65534), Some(0)).unwrap();
+    fs::set_permissions(&sgid, fs::Permissions::from_mode(0o2770)).unwrap();
+    assert!(as_nobody(&[
+        "setfacl",
+        "-m",
+        "o::r",
+        sgid.to_str().unwrap()
+    ]));
+    assert_eq!(mode_of(&sgid), 0o774, "setgid cleared");
+    fs::set_permissions(&sgid, fs::Permissions::from_mode(0o2774)).unwrap();
+    setfacl(&["-m", "o::-", sgid.to_str().unwrap()]);
+    assert_eq!(mode_of(&sgid), 0o2770, "root (CAP_FSETID) keeps it");
+
+    // Stored encrypted: the backing store holds only sealed user.* names, no ACL in clear.
+    for p in [&file, &new, &dir] {
+        let names = xattr_names(&fs.backing_of(p));
+        assert!(!names.is_empty(), "{}: the ACL is stored", p.display());
+        for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+            assert!(name.starts_with(b"user.") && !contains(name, b"posix_acl"));
+            let value = xattr_value(&fs.backing_of(p), name);
+            assert!(
+                !contains(&value, &65534u32.to_le_bytes()),
+                "nobody's uid in clear"
+            );
+        }
+    }
+
+    // After a remount everything is as it was, and fsck finds it sound.
+    let before = [
+        acl_text(&file, false),
+        acl_text(&new, false),
+        acl_text(&dir, true),
+    ];
+    fs.remount();
+    assert_eq!(
+        [
+            acl_text(&file, false),
+            acl_text(&new, false),
+            acl_text(&dir, true)
+        ],
+        before
+    );
+    assert!(read_as_nobody(&file));
+    setfacl(&["-x", "u:nobody", file.to_str().unwrap()]);
+    assert!(
+        !read_as_nobody(&file),
+        "the entry removed, nobody is out again"
+    );
+    setfacl(&["-m", "u:nobody:r", file.to_str().unwrap()]);
+    let backing_file = fs.backing_of(&file);
+    fs.umount();
+    let out = secretfs(&["fsck", fs.backing.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // A tampered ACL fails closed: nobody is refused, getfacl gets EIO, fsck reports it.
+    let names = xattr_names(&backing_file);
+    let name = names
+        .split(|b| *b == 0)
+        .find(|n| !n.is_empty())
+        .unwrap()
+        .to_vec();
+    let mut value = xattr_value(&backing_file, &name);
+    value[10] ^= 1;
+    let cname = CString::new(name).unwrap();
+    let rc = unsafe {
+        libc::setxattr(
+            cpath(&backing_file).as_ptr(),
+            cname.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(rc, 0);
+    let out = secretfs(&["fsck", fs.backing.to_str().unwrap(), "--json"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("xattr-value"));
+    fs.mount();
+    assert!(!read_as_nobody(&file), "a tampered ACL grants nothing");
+    let out = run("getfacl", &[file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        fs.log_text().contains("integrity"),
+        "the tampering is logged"
+    );
+
+    // noacl: ACLs refused and not enforced (the stored ones stay for an acl mount).
+    fs.umount();
+    let out = fs.try_mount(&["-o", "noacl"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = run("setfacl", &["-m", "u:nobody:r", plain.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported"));
+    assert!(
+        xattr_names(&dir).is_empty(),
+        "no ACL listed where none is served"
+    );
 }
 
 #[test]
@@ -1546,7 +1748,6 @@ fn mount_lifecycle_second_mount_busy_umount_sigterm_and_allow_other() {
         &format!("log={}", fs.log.display()),
     ]);
     assert!(out.status.success(), "{out:?}");
-    fs.mark_mounted(true);
     fs::set_permissions(&fs.mnt, fs::Permissions::from_mode(0o755)).unwrap();
     let list_as_nobody = |fs: &Fs| {
         run(

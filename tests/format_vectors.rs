@@ -571,9 +571,21 @@ fn xattrs() {
         names.decrypt_xattr_name(other.as_bytes()).unwrap(),
         b"security.capability"
     );
-    assert!(names
-        .encrypt_xattr_name(b"system.posix_acl_access")
-        .is_none());
+    // POSIX ACLs: the two system.* names that are stored, sealed the same way (FORMAT.md §8).
+    for acl in [&b"system.posix_acl_access"[..], b"system.posix_acl_default"] {
+        let stored = names.encrypt_xattr_name(acl).unwrap();
+        let independent = format!(
+            "user.{}",
+            rc_siv(
+                keys.names_key().expose(),
+                b"secretfs/v1/xattr-name",
+                &[&b"\0"[..], acl].concat()
+            )
+        );
+        assert_eq!(stored, independent);
+        assert_eq!(names.decrypt_xattr_name(stored.as_bytes()).unwrap(), acl);
+    }
+    assert!(names.encrypt_xattr_name(b"system.sockprotoname").is_none());
 
     // Value: nonce ‖ AES-256-GCM(xattr key, AAD = stored name) ‖ tag. Frozen with RustCrypto and a
     // fixed nonce, opened by the library; the library's own (random-nonce) seal opens in RustCrypto.

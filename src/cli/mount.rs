@@ -308,6 +308,7 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
         read_only: plan.opts.read_only,
         ttl: Duration::from_secs(1),
         writeback_cache: plan.opts.writeback,
+        acl: !plan.opts.noacl,
         max_fds: fd_bound(plan.opts.max_fds, soft_limit),
         codec: plan.codec,
     };

@@ -29,13 +29,20 @@ pub const XATTR_USER_PREFIX: &str = "user.";
 
 /// The namespaces stored besides `user.*`, all under the backing file's `user.*` (the kernel
 /// itself checks who may set them: CAP_SYS_ADMIN for trusted, CAP_SETFCAP for capabilities).
-/// `system.*` (POSIX ACLs) is not among them.
+/// Of `system.*`, only the two POSIX ACL names are stored (sealed the same way).
 pub const OTHER_XATTR_PREFIXES: [&str; 2] = ["security.", "trusted."];
+pub const ACL_ACCESS_XATTR: &[u8] = b"system.posix_acl_access";
+pub const ACL_DEFAULT_XATTR: &[u8] = b"system.posix_acl_default";
 
 pub fn is_other_xattr_namespace(name: &[u8]) -> bool {
     OTHER_XATTR_PREFIXES
         .iter()
         .any(|p| name.starts_with(p.as_bytes()) && name.len() > p.len())
+}
+
+/// Names sealed whole behind a NUL: every stored name that is not `user.*`.
+fn sealed_whole(name: &[u8]) -> bool {
+    is_other_xattr_namespace(name) || name == ACL_ACCESS_XATTR || name == ACL_DEFAULT_XATTR
 }
 
 /// How an encrypted name is laid out in the backing directory.
@@ -219,9 +226,7 @@ impl NameCipher {
         // (which no attribute name contains), so the two can never be taken for each other.
         let sealed = match name.strip_prefix(XATTR_USER_PREFIX.as_bytes()) {
             Some(rest) => self.seal(XATTR_NAME_AD, rest),
-            None if is_other_xattr_namespace(name) => {
-                self.seal(XATTR_NAME_AD, &[&[0u8][..], name].concat())
-            }
+            None if sealed_whole(name) => self.seal(XATTR_NAME_AD, &[&[0u8][..], name].concat()),
             None => return None,
         };
         Some(format!("{XATTR_USER_PREFIX}{sealed}"))
@@ -233,9 +238,7 @@ impl NameCipher {
             .ok_or(CryptoError::Malformed("xattr outside the user namespace"))?;
         let plain = self.open(XATTR_NAME_AD, rest)?;
         match plain.split_first() {
-            Some((0, full)) if is_other_xattr_namespace(full) && !full.contains(&0) => {
-                Ok(full.to_vec())
-            }
+            Some((0, full)) if sealed_whole(full) && !full.contains(&0) => Ok(full.to_vec()),
             Some((0, _)) => Err(CryptoError::Malformed("xattr of an unknown namespace")),
             _ => Ok([XATTR_USER_PREFIX.as_bytes(), &plain].concat()),
         }
@@ -383,7 +386,12 @@ mod tests {
         let n = c.encrypt_xattr_name(b"user.mime").unwrap();
         assert!(n.starts_with("user.") && !n.contains("mime"));
         assert_eq!(c.decrypt_xattr_name(n.as_bytes()).unwrap(), b"user.mime");
-        for other in [&b"security.capability"[..], b"trusted.overlay.opaque"] {
+        for other in [
+            &b"security.capability"[..],
+            b"trusted.overlay.opaque",
+            ACL_ACCESS_XATTR,
+            ACL_DEFAULT_XATTR,
+        ] {
             let n = c.encrypt_xattr_name(other).unwrap();
             assert!(n.starts_with("user.") && !n.contains("capab") && !n.contains("overlay"));
             assert_eq!(c.decrypt_xattr_name(n.as_bytes()).unwrap(), other);
@@ -394,7 +402,9 @@ mod tests {
             c.encrypt_xattr_name(b"user.security.capability")
         );
         for refused in [
-            &b"system.posix_acl_access"[..],
+            &b"system.posix_acl"[..],
+            b"system.posix_acl_access2",
+            b"system.sockprotoname",
             b"security.",
             b"other.x",
             b"trusted",
@@ -505,7 +515,7 @@ mod identity_tests {
         );
         assert_eq!(clear(n.strip_prefix("user.").unwrap()), b"mime");
         assert_eq!(id.decrypt_xattr_name(n.as_bytes()).unwrap(), b"user.mime");
-        assert!(id.encrypt_xattr_name(b"system.posix_acl_access").is_none());
+        assert!(id.encrypt_xattr_name(b"system.sockprotoname").is_none());
         let v = id.seal_xattr_value(&n, b"text/plain");
         assert_eq!(v, [&[0u8; 12][..], b"text/plain", &[0u8; 16]].concat());
         assert_eq!(v.len(), real.seal_xattr_value(&n, b"text/plain").len());

@@ -49,6 +49,8 @@ pub struct Inode {
     /// Regular files only: whether the backing file may hold a `security.capability`, which
     /// every write, truncate and fallocate must remove (CAPS_UNKNOWN until first checked).
     pub caps: AtomicU8,
+    /// Which ACLs the object is known not to have, and a change counter (`acl.rs`).
+    pub acls: AtomicU32,
 }
 
 pub const CAPS_UNKNOWN: u8 = 0;
@@ -352,6 +354,7 @@ impl Inode {
             content: parking_lot::Mutex::new(None),
             stamp: parking_lot::Mutex::new(None),
             caps: AtomicU8::new(CAPS_UNKNOWN),
+            acls: AtomicU32::new(0),
         })
     }
 }

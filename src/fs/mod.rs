@@ -1,6 +1,7 @@
 //! The FUSE frontend: `SecretFs` implements `fuser::Filesystem` as a thin layer that decodes each
 //! request, delegates to inodes/dirs/files/xattr and turns the result into a reply.
 
+pub(crate) mod acl;
 mod dirs;
 mod files;
 pub mod inodes;
@@ -40,6 +41,8 @@ pub struct FsOptions {
     pub writeback_cache: bool,
     /// How many backing descriptors of inodes the daemon keeps open at most (`max-fds=`).
     pub max_fds: usize,
+    /// POSIX ACLs, stored and enforced by the kernel (`noacl` turns them off).
+    pub acl: bool,
     /// How contents and names are stored: always `Encrypted` outside benchmark builds.
     pub codec: Codec,
 }
@@ -51,6 +54,7 @@ impl Default for FsOptions {
             ttl: Duration::from_secs(1),
             writeback_cache: false,
             max_fds: inodes::DEFAULT_FD_BOUND,
+            acl: true,
             codec: Codec::default(),
         }
     }
@@ -112,6 +116,8 @@ pub struct SecretFs {
     handles: DashMap<u64, Arc<Handle>>,
     next_fh: AtomicU64,
     opts: FsOptions,
+    /// ACLs asked for and granted by the kernel at FUSE init.
+    acl: bool,
 }
 
 const GEN: Generation = Generation(0);
@@ -139,7 +145,12 @@ impl SecretFs {
             handles: DashMap::new(),
             next_fh: AtomicU64::new(1),
             opts,
+            acl: false,
         })
+    }
+
+    fn acl_enabled(&self) -> bool {
+        self.acl
     }
 
     fn add_handle(&self, handle: Handle) -> FileHandle {
@@ -262,6 +273,7 @@ impl SecretFs {
         if let Some(mode) = mode {
             if inode.kind != FileType::Symlink {
                 sys::chmod_fd(inode.fd()?.raw(), mode & 0o7777).map_err(io)?;
+                self.chmod_acl(inode, mode)?;
             }
         }
         if let Some(size) = size {
@@ -399,6 +411,13 @@ impl Filesystem for SecretFs {
         if self.opts.writeback_cache {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
+        // The kernel enforces ACLs and asks us for them; it also stops applying the umask
+        // (DONT_MASK), because a directory's default ACL replaces it: both done in acl.rs.
+        let acl = InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK;
+        if self.opts.acl && config.capabilities().contains(acl) {
+            wanted |= acl;
+            self.acl = true;
+        }
         // Unsupported capabilities are simply not enabled: the kernel decides.
         let _ = config.add_capabilities(wanted & config.capabilities());
         let _ = config.set_max_write(1 << 20);
@@ -490,12 +509,13 @@ impl Filesystem for SecretFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
         let result = self.inode(parent.0).and_then(|p| {
-            self.create_entry(req, &p, name, |pfd, backing| {
+            let (mode, inherited) = self.creation_mode(&p, mode, umask, false)?;
+            let (inode, attr) = self.create_entry(req, &p, name, |pfd, backing| {
                 if mode & libc::S_IFMT == libc::S_IFREG {
                     sys::openat(
                         pfd,
@@ -507,7 +527,9 @@ impl Filesystem for SecretFs {
                 } else {
                     sys::mknodat(pfd, backing, mode, rdev as u64)
                 }
-            })
+            })?;
+            self.apply_inherited(&inode, inherited)?;
+            Ok((inode, attr))
         });
         reply_entry(reply, &self.opts.ttl, result)
     }
@@ -518,12 +540,15 @@ impl Filesystem for SecretFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        let result = self
-            .inode(parent.0)
-            .and_then(|p| self.make_dir(req, &p, name, mode));
+        let result = self.inode(parent.0).and_then(|p| {
+            let (mode, inherited) = self.creation_mode(&p, mode, umask, true)?;
+            let (inode, attr) = self.make_dir(req, &p, name, mode)?;
+            self.apply_inherited(&inode, inherited)?;
+            Ok((inode, attr))
+        });
         reply_entry(reply, &self.opts.ttl, result)
     }
 
@@ -852,7 +877,7 @@ impl Filesystem for SecretFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -860,9 +885,11 @@ impl Filesystem for SecretFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        // fuser does not pass the kernel's FUSE_SETXATTR_ACL_KILL_SGID: judged from /proc.
+        let keeps_sgid = |gid| sys::in_group_or_capable(req.pid(), req.gid(), gid);
         let result = self
             .inode(ino.0)
-            .and_then(|i| self.set_xattr(&i, sys::os(name), value, flags));
+            .and_then(|i| self.set_xattr(&i, sys::os(name), value, flags, keeps_sgid));
         reply_empty(reply, result)
     }
 
@@ -918,11 +945,12 @@ impl Filesystem for SecretFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
         let result = self.inode(parent.0).and_then(|p| {
+            let (mode, inherited) = self.creation_mode(&p, mode, umask, false)?;
             // Created read-write right away: the handle keeps this descriptor, no reopen.
             let mut created = None;
             let access = self.backing_access() | (flags & (libc::O_SYNC | libc::O_DSYNC));
@@ -937,6 +965,7 @@ impl Filesystem for SecretFs {
             })?;
             // A new backing file has no attributes: writes need not look for capabilities.
             inode.caps.store(inodes::CAPS_NONE, Ordering::SeqCst);
+            self.apply_inherited(&inode, inherited)?;
             let (fh, fopen) = self.open_file(&inode, flags, created)?;
             Ok((attr, fh, fopen))
         });

@@ -430,3 +430,53 @@ pub fn open_handle(
     // SAFETY: fd was just returned by open_by_handle_at and is owned by no one else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// Whether the process behind a request may keep a setgid bit on a file of group `gid`, by
+/// the kernel's rule (`in_group_or_capable`): `gid` among its groups, or CAP_FSETID. Read from
+/// `/proc/PID/status`; a caller we cannot see (pid 0: another pid namespace) may not.
+pub fn in_group_or_capable(pid: u32, fsgid: u32, gid: u32) -> bool {
+    if fsgid == gid {
+        return true;
+    }
+    if pid == 0 {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status_allows(&status, gid)
+}
+
+fn status_allows(status: &str, gid: u32) -> bool {
+    const CAP_FSETID: u32 = 4;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    let in_group =
+        field("Groups:").is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)));
+    let capable = field("CapEff:")
+        .and_then(|c| u64::from_str_radix(c, 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_FSETID) != 0);
+    in_group || capable
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::status_allows;
+
+    #[test]
+    fn groups_and_cap_fsetid_are_read_from_status() {
+        let plain = "Name:\tsh\nGroups:\t24 100 \nCapEff:\t0000000000000000\n";
+        assert!(status_allows(plain, 100));
+        assert!(!status_allows(plain, 10));
+        assert!(!status_allows(plain, 2), "no prefix match: 24 is not 2");
+        let root = "Groups:\t\nCapEff:\t000001ffffffffff\n";
+        assert!(status_allows(root, 10));
+        let fsetid_only = "Groups:\nCapEff:\t0000000000000010\n";
+        assert!(status_allows(fsetid_only, 10));
+        assert!(!status_allows("", 10));
+    }
+}

@@ -1,6 +1,7 @@
-//! Extended attributes: `user.*`, `security.*` and `trusted.*` names and values are stored
-//! encrypted (as the backing file's `user.*`); POSIX ACLs (`system.*`) are not offered.
+//! Extended attributes: `user.*`, `security.*`, `trusted.*` and the two POSIX ACL names and
+//! values are stored encrypted (as the backing file's `user.*`); no other `system.*` is offered.
 
+use super::acl::is_acl;
 use super::dirs::io;
 use super::inodes::{Inode, CAPS_MAYBE, CAPS_NONE};
 use super::sys;
@@ -46,7 +47,8 @@ impl SecretFs {
     /// The stored name of an attribute, or the errno Linux gives for those not offered.
     fn stored_xattr(&self, inode: &Inode, name: &[u8], missing: Errno) -> Result<String, Errno> {
         let offered = name.starts_with(XATTR_USER_PREFIX.as_bytes())
-            || (is_other_xattr_namespace(name) && name != SELINUX);
+            || (is_other_xattr_namespace(name) && name != SELINUX)
+            || (is_acl(name) && self.acl_enabled());
         if !offered || inode.kind == FileType::Symlink {
             return Err(missing);
         }
@@ -65,6 +67,21 @@ impl SecretFs {
         name: &[u8],
         size: u32,
     ) -> Result<XattrReply, Errno> {
+        let value = if is_acl(name) && self.acl_enabled() {
+            // Through the ACL layer, which knows when a file has none without asking.
+            self.read_acl(inode, name)?.map(|a| a.to_bytes())
+        } else {
+            self.stored_value(inode, name)?
+        };
+        sized(value.ok_or(Errno::NO_XATTR)?, size)
+    }
+
+    /// The decrypted value of an attribute, `None` when the object has none of that name.
+    pub(super) fn stored_value(
+        &self,
+        inode: &Inode,
+        name: &[u8],
+    ) -> Result<Option<Vec<u8>>, Errno> {
         let stored = self.stored_xattr(inode, name, Errno::NO_XATTR)?;
         let stored_c = sys::cstring(stored.as_bytes()).map_err(io)?;
         let fd = inode.fd()?;
@@ -76,33 +93,61 @@ impl SecretFs {
                 sys::getxattr(fd.raw(), &stored_c, &mut buf)
             }
             other => other,
-        }
-        .map_err(io)?;
+        };
+        let n = match n {
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
         buf.truncate(n);
         let value = self.names.open_xattr_value(&stored, &buf).map_err(|e| {
             audit::integrity_failure("xattr", inode.ino, &e.to_string());
             Errno::EIO
         })?;
-        sized(value, size)
+        Ok(Some(value))
     }
 
+    /// `keeps_sgid(gid)`: whether the caller is in group `gid` or has CAP_FSETID (asked
+    /// only when an ACL change would otherwise keep a setgid bit).
     pub(super) fn set_xattr(
         &self,
         inode: &Inode,
         name: &[u8],
         value: &[u8],
         flags: i32,
+        keeps_sgid: impl FnOnce(u32) -> bool,
     ) -> Result<(), Errno> {
         let unsupported = if inode.kind == FileType::Symlink {
             Errno::EPERM
         } else {
             Errno::EOPNOTSUPP
         };
-        let stored = self.stored_xattr(inode, name, unsupported)?;
+        // Checked first, so that a refused name is refused before an ACL value is parsed.
+        self.stored_xattr(inode, name, unsupported)?;
+        if is_acl(name) {
+            return self.set_acl(inode, name, value, keeps_sgid);
+        }
         if name == CAPABILITY {
             // Before the attribute exists, so a concurrent write cannot miss it.
             inode.caps.store(CAPS_MAYBE, Ordering::SeqCst);
         }
+        self.store_value(inode, name, value, flags)?;
+        if name == CAPABILITY {
+            // And after: a write that removed nothing meanwhile must not leave it marked none.
+            inode.caps.store(CAPS_MAYBE, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Encrypts and stores one attribute (`flags`: XATTR_CREATE / XATTR_REPLACE).
+    pub(super) fn store_value(
+        &self,
+        inode: &Inode,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+    ) -> Result<(), Errno> {
+        let stored = self.stored_xattr(inode, name, Errno::EOPNOTSUPP)?;
         let sealed = self.names.seal_xattr_value(&stored, value);
         sys::setxattr(
             inode.fd()?.raw(),
@@ -110,12 +155,7 @@ impl SecretFs {
             &sealed,
             flags,
         )
-        .map_err(io)?;
-        if name == CAPABILITY {
-            // And after: a write that removed nothing meanwhile must not leave it marked none.
-            inode.caps.store(CAPS_MAYBE, Ordering::SeqCst);
-        }
-        Ok(())
+        .map_err(io)
     }
 
     pub(super) fn list_xattr(&self, inode: &Inode, size: u32) -> Result<XattrReply, Errno> {
@@ -129,6 +169,8 @@ impl SecretFs {
             .filter(|n| n.starts_with(XATTR_USER_PREFIX.as_bytes()))
         {
             match self.names.decrypt_xattr_name(stored) {
+                // Stored by an earlier mount with ACLs; this one neither serves nor enforces them.
+                Ok(name) if is_acl(&name) && !self.acl_enabled() => {}
                 Ok(name) => {
                     out.extend_from_slice(&name);
                     out.push(0);
@@ -140,6 +182,13 @@ impl SecretFs {
     }
 
     pub(super) fn remove_xattr(&self, inode: &Inode, name: &[u8]) -> Result<(), Errno> {
+        if is_acl(name) && self.acl_enabled() {
+            return self.remove_acl(inode, name);
+        }
+        self.remove_value(inode, name)
+    }
+
+    pub(super) fn remove_value(&self, inode: &Inode, name: &[u8]) -> Result<(), Errno> {
         let stored = self.stored_xattr(inode, name, Errno::NO_XATTR)?;
         sys::removexattr(
             inode.fd()?.raw(),
