@@ -300,6 +300,10 @@ mod tests {
         let o = MountOptions::parse(["ro", "rw,threads=4"]).unwrap();
         assert!(!o.read_only);
         assert_eq!(o.threads, Some(4));
+        assert!(!MountOptions::parse(["acl"]).unwrap().noacl);
+        assert!(MountOptions::parse(["acl,noacl"]).unwrap().noacl);
+        assert!(!MountOptions::parse(["noacl", "acl"]).unwrap().noacl);
+        assert!(MountOptions::parse(["noacl=1"]).is_err());
     }
 
     #[test]
