@@ -345,6 +345,12 @@ impl Content {
                 if ws < we {
                     block[(ws - start) as usize..(we - start) as usize]
                         .copy_from_slice(&data[(ws - offset) as usize..(we - offset) as usize]);
+                } else if b != last && block[..len].iter().all(|x| *x == 0) {
+                    // An old final block of zeros (a file made longer by truncate) that is no
+                    // longer final: stored as a hole, so it stays one for SEEK_HOLE, as on ext4.
+                    dst.fill(0);
+                    pos += len + BLOCK_OVERHEAD;
+                    continue;
                 }
                 cipher.seal_block_with_nonce(b, b == last, &block[..len], nonces[k], dst);
             }
@@ -449,6 +455,7 @@ impl Content {
             None => old == 0 && b0 > 0,
         };
         let old_stored = stored_size(old);
+        let mut old_last_hole = false;
         let patch = Patch {
             old,
             new: end,
@@ -469,6 +476,7 @@ impl Content {
             }
             if let Some(l) = lone_old_last {
                 let n = self.seal_range(fd, l, l, patch, &mut out[pos..])?;
+                old_last_hole = out[pos..pos + n].iter().all(|x| *x == 0);
                 runs.push((block_offset(l), pos..pos + n));
                 pos += n;
             }
@@ -504,6 +512,15 @@ impl Content {
             }
             Ok(())
         })?;
+        if old_last_hole {
+            // Its zeros are written (the run stays one pwrite), then given back, so that the
+            // backing store reports a hole there too (best effort: the zeros alone are valid).
+            self.sparse.store(true, Ordering::Release);
+            if let Some(l) = lone_old_last {
+                let hole = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+                let _ = sys::fallocate(fd, hole, block_offset(l), STORED_BLOCK_SIZE as u64);
+            }
+        }
         if gap {
             self.sparse.store(true, Ordering::Release);
         }
@@ -686,10 +703,21 @@ impl Content {
         }
     }
 
+    /// The final block is always stored (it carries the file's end), so it is judged by its
+    /// plaintext: all zeros, as a file made longer by truncate leaves it, is a hole (as on
+    /// ext4). One that fails to open counts as data, and reading it reports the damage.
+    fn final_block_is_zero(&self, fd: RawFd, size: u64) -> Result<bool, Errno> {
+        let last = block_count(size) - 1;
+        let _guard = self.read_lock(last, last);
+        let mut plain = [0u8; BS as usize];
+        let plain = &mut plain[..Self::block_len(size, last)];
+        Ok(self.open_one(fd, last, size, plain).is_ok() && plain.iter().all(|x| *x == 0))
+    }
+
     /// SEEK_DATA / SEEK_HOLE in plaintext offsets. A plaintext block is a hole exactly when its
-    /// stored bytes are all zeros (the hole rule of the format); the backing file's own
-    /// SEEK_DATA / SEEK_HOLE only say where to look next, since stored blocks are not aligned
-    /// to its pages. The final block always holds data, so EOF is the last hole.
+    /// stored bytes are all zeros (the hole rule of the format), or when it is the final block
+    /// and its plaintext is all zeros; the backing file's own SEEK_DATA / SEEK_HOLE only say
+    /// where to look next, since stored blocks are not aligned to its pages.
     pub fn seek(&self, fd: RawFd, offset: u64, whence: i32) -> Result<u64, Errno> {
         let size = *self.size.read();
         if offset >= size {
@@ -716,7 +744,13 @@ impl Content {
                     if k > last {
                         break;
                     }
-                    if k == last || !is_zero(k)? {
+                    if k == last {
+                        if self.final_block_is_zero(fd, size)? {
+                            break;
+                        }
+                        return Ok(at(k));
+                    }
+                    if !is_zero(k)? {
                         return Ok(at(k));
                     }
                     b = k + 1;
@@ -739,6 +773,10 @@ impl Content {
                         return Ok(at(k + 1));
                     }
                     b = k + 2;
+                }
+                // No hole before the final block: it starts one if it holds only zeros.
+                if self.final_block_is_zero(fd, size)? {
+                    return Ok(at(last));
                 }
                 Ok(size)
             }
