@@ -1085,6 +1085,141 @@ fn xattrs_round_trip_and_other_system_names_are_refused() {
     assert!(xattr_names(&path).is_empty());
 }
 
+fn set_x(path: &Path, name: &str, value: &[u8], flags: i32, follow: bool) -> Result<(), i32> {
+    let (p, n) = (cpath(path), CString::new(name).unwrap());
+    let rc = unsafe {
+        if follow {
+            libc::setxattr(
+                p.as_ptr(),
+                n.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                flags,
+            )
+        } else {
+            libc::lsetxattr(
+                p.as_ptr(),
+                n.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                flags,
+            )
+        }
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
+
+/// getxattr into a buffer of `size` bytes (0: ask for the length).
+fn get_x(path: &Path, name: &str, size: usize, follow: bool) -> Result<Vec<u8>, i32> {
+    let (p, n) = (cpath(path), CString::new(name).unwrap());
+    let mut buf = vec![0u8; size];
+    let rc = unsafe {
+        let get = if follow {
+            libc::getxattr
+        } else {
+            libc::lgetxattr
+        };
+        get(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), size)
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    buf.truncate(if size == 0 { 0 } else { rc as usize });
+    if size == 0 {
+        buf = (rc as u64).to_le_bytes().to_vec();
+    }
+    Ok(buf)
+}
+
+#[test]
+fn xattr_flags_sizes_errors_symlinks_and_remount() {
+    let mut fs = Fs::new();
+    let f = fs.p("attrs");
+    fs::write(&f, b"x").unwrap();
+    let value = vec![0xa5u8; 3000];
+    // XATTR_CREATE / XATTR_REPLACE.
+    assert_eq!(
+        set_x(&f, "user.k", b"v1", libc::XATTR_REPLACE, true),
+        Err(libc::ENODATA)
+    );
+    assert_eq!(set_x(&f, "user.k", b"v1", libc::XATTR_CREATE, true), Ok(()));
+    assert_eq!(
+        set_x(&f, "user.k", b"v2", libc::XATTR_CREATE, true),
+        Err(libc::EEXIST)
+    );
+    assert_eq!(
+        set_x(&f, "user.k", b"v3", libc::XATTR_REPLACE, true),
+        Ok(())
+    );
+    assert_eq!(get_x(&f, "user.k", 64, true), Ok(b"v3".to_vec()));
+    // Sizes: the length query, a buffer too small, an empty value, a large one.
+    assert_eq!(set_x(&f, "user.big", &value, 0, true), Ok(()));
+    assert_eq!(
+        get_x(&f, "user.big", 0, true),
+        Ok(3000u64.to_le_bytes().to_vec())
+    );
+    assert_eq!(get_x(&f, "user.big", 2999, true), Err(libc::ERANGE));
+    assert_eq!(get_x(&f, "user.big", 3000, true), Ok(value.clone()));
+    assert_eq!(set_x(&f, "user.empty", b"", 0, true), Ok(()));
+    assert_eq!(get_x(&f, "user.empty", 16, true), Ok(Vec::new()));
+    // Past what the backing store takes (ext4 keeps ~4 KiB per file; no store takes a value
+    // that is 64 KiB once sealed): a clear error, and the file's other attributes intact.
+    let huge = vec![1u8; 65536];
+    let err = set_x(&f, "user.huge", &huge, 0, true).unwrap_err();
+    assert!([libc::E2BIG, libc::ENOSPC].contains(&err), "errno {err}");
+    assert_eq!(get_x(&f, "user.huge", 16, true), Err(libc::ENODATA));
+    assert_eq!(
+        set_x(&f, "user.huger", &vec![1u8; 65537], 0, true),
+        Err(libc::E2BIG)
+    );
+    // Missing ones, and listxattr's ERANGE.
+    assert_eq!(get_x(&f, "user.none", 16, true), Err(libc::ENODATA));
+    let none = CString::new("user.none").unwrap();
+    assert_eq!(
+        unsafe { libc::removexattr(cpath(&f).as_ptr(), none.as_ptr()) },
+        -1
+    );
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENODATA)
+    );
+    let mut small = [0u8; 8];
+    let n = unsafe { libc::listxattr(cpath(&f).as_ptr(), small.as_mut_ptr().cast(), 8) };
+    assert_eq!(
+        (n, std::io::Error::last_os_error().raw_os_error()),
+        (-1, Some(libc::ERANGE))
+    );
+    // Symlinks: user.* cannot be set on one (EPERM, as on ext4), has none, lists none; the
+    // calls that follow reach the target.
+    let link = fs.p("link");
+    std::os::unix::fs::symlink("attrs", &link).unwrap();
+    assert_eq!(set_x(&link, "user.l", b"1", 0, false), Err(libc::EPERM));
+    assert_eq!(get_x(&link, "user.k", 16, false), Err(libc::ENODATA));
+    assert_eq!(get_x(&link, "user.k", 16, true), Ok(b"v3".to_vec()));
+    let n = unsafe { libc::llistxattr(cpath(&link).as_ptr(), small.as_mut_ptr().cast(), 8) };
+    assert_eq!(n, 0);
+    // A directory carries them too, and everything is there after a remount.
+    let d = fs.p("dir");
+    fs::create_dir(&d).unwrap();
+    assert_eq!(set_x(&d, "user.d", b"dir", 0, true), Ok(()));
+    fs.remount();
+    assert_eq!(get_x(&f, "user.k", 64, true), Ok(b"v3".to_vec()));
+    assert_eq!(get_x(&f, "user.big", 4096, true), Ok(value));
+    assert_eq!(get_x(&f, "user.empty", 16, true), Ok(Vec::new()));
+    assert_eq!(get_x(&d, "user.d", 16, true), Ok(b"dir".to_vec()));
+    let mut names: Vec<Vec<u8>> = xattr_names(&f)
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    names.sort();
+    assert_eq!(names, [&b"user.big"[..], b"user.empty", b"user.k"]);
+}
+
 fn setfacl(args: &[&str]) {
     let out = run("setfacl", args);
     assert!(

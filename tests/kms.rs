@@ -117,8 +117,11 @@ impl Inst {
 impl Drop for Inst {
     fn drop(&mut self) {
         if self.mounted {
+            let pid = common::daemon_pid_of(&self.mnt);
             let _ = self.run(&["umount", "--lazy", self.mnt.to_str().unwrap()]);
-            std::thread::sleep(Duration::from_millis(50));
+            if let Some(pid) = pid {
+                common::wait_for_exit(pid);
+            }
         }
         common::forget_pins_under(self.dir.path());
     }

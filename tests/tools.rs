@@ -43,6 +43,11 @@ fn tar_and_cp_round_trip_a_source_tree() {
         ),
     );
     run(&fs.mnt, &format!("cp -a {}/src copied", src.display()));
+    // Owners and modes the daemon would not give on its own, so that keeping them shows.
+    run(
+        &fs.mnt,
+        "chown -R 65534:65534 src/fs && chmod 0640 src/lib.rs && cp -a src odd",
+    );
     fs.remount();
     run(
         &fs.mnt,
@@ -53,6 +58,43 @@ fn tar_and_cp_round_trip_a_source_tree() {
             src.display()
         ),
     );
+    // Type, mode, owner and modification time of every entry, as the originals had them,
+    // after the remount (cp -a keeps nanoseconds, tar whole seconds).
+    let meta = |dir: &Path, tree: &str| {
+        run(
+            dir,
+            &format!("cd {tree} && find . -printf '%P %y %m %U:%G %T@\\n' | sort"),
+        )
+    };
+    let original = meta(src, "src");
+    assert!(original.lines().count() > 20, "{original}");
+    assert_eq!(meta(&fs.mnt, "copied"), original, "cp -a");
+    // The same listings with the time cut to whole seconds.
+    let times = |listing: &str| -> Vec<String> {
+        listing
+            .lines()
+            .map(|l| {
+                let (rest, time) = l.rsplit_once(' ').unwrap();
+                let secs = time.split('.').next().unwrap();
+                format!("{rest} {secs}")
+            })
+            .collect()
+    };
+    let extracted = meta(&fs.mnt, "src");
+    let odd = meta(&fs.mnt, "odd");
+    assert_eq!(times(&odd), times(&extracted), "cp -a of the changed tree");
+    assert!(odd.contains("fs d 755 65534:65534"), "{odd}");
+    assert!(odd.contains("lib.rs f 640 0:0"), "{odd}");
+    // The tar copy differs from the source only in the owners and mode changed above.
+    let source = times(&original);
+    let restored: Vec<String> = times(&extracted)
+        .into_iter()
+        .map(|l| {
+            l.replace(" 65534:65534 ", " 0:0 ")
+                .replace("lib.rs f 640 ", "lib.rs f 644 ")
+        })
+        .collect();
+    assert_eq!(restored, source, "tar");
 }
 
 #[test]

@@ -144,9 +144,7 @@ impl Fs {
 
     /// The daemon's pid, from `secretfs status --json`.
     pub fn daemon_pid(&self) -> u32 {
-        let out = secretfs(&["status", self.mnt.to_str().unwrap(), "--json"]);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
-        v["daemon_pid"].as_u64().expect("status has a daemon pid") as u32
+        daemon_pid_of(&self.mnt).expect("status --json names the daemon's pid")
     }
 
     pub fn mount(&mut self) {
@@ -228,11 +226,40 @@ fn find_ino(dir: &Path, ino: u64) -> Option<PathBuf> {
 impl Drop for Fs {
     fn drop(&mut self) {
         if self.mounted {
+            let pid = daemon_pid_of(&self.mnt);
             let _ = secretfs(&["umount", "--lazy", self.mnt.to_str().unwrap()]);
-            std::thread::sleep(Duration::from_millis(50));
+            if let Some(pid) = pid {
+                wait_for_exit(pid);
+            }
         }
         forget_pins_under(self.dir.path());
     }
+}
+
+/// The pid of the daemon serving `mnt`, if `secretfs status` can tell.
+pub fn daemon_pid_of(mnt: &Path) -> Option<u32> {
+    let out = secretfs(&["status", mnt.to_str()?, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["daemon_pid"].as_u64().map(|p| p as u32)
+}
+
+/// Waits (up to 10 s) until process `pid` has exited: a lazily unmounted daemon finishes on
+/// its own, and the test directory it holds goes only after it.
+pub fn wait_for_exit(pid: u32) {
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+    };
+    for _ in 0..1000 {
+        if gone() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("daemon {pid} still running 10 s after a lazy unmount");
 }
 
 pub fn errno_of(e: &std::io::Error) -> i32 {
