@@ -698,7 +698,10 @@ fn overlapping_writes_land_whole_and_writes_racing_truncates_tear_no_block() {
     let back = fs::read(&path).unwrap();
     let region = &back[AT as usize..AT as usize + LEN];
     assert!(region.iter().all(|b| *b == region[0]), "a mixed record");
-    assert!([149, 249].contains(&region[0]), "the last record is a final one");
+    assert!(
+        [149, 249].contains(&region[0]),
+        "the last record is a final one"
+    );
     drop(f);
 
     // Writes and truncates racing on one file (separate descriptors): no EIO ever, and the

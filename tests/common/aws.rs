@@ -101,6 +101,20 @@ impl Admin {
             .unwrap();
     }
 
+    pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        self.rt.block_on(async {
+            let out = self
+                .s3
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            out.body.collect().await.unwrap().into_bytes().to_vec()
+        })
+    }
+
     pub fn put(&self, bucket: &str, key: &str, body: Vec<u8>) {
         self.rt
             .block_on(
