@@ -340,6 +340,7 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
     let _ = rayon::ThreadPoolBuilder::new()
         .thread_name(|i| format!("secretfs-aes-{i}"))
         .build_global();
+    let notifier = fs.notifier_slot();
     let session = match fuser::Session::from_fd(fs, device, acl, session_config(&plan)) {
         Ok(s) => s,
         Err(e) => {
@@ -347,6 +348,7 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
             return Err(mount_error(e, &plan.mountpoint));
         }
     };
+    let _ = notifier.set(session.notifier());
     // Best effort: a kernel or container without the bdi knob keeps the default readahead.
     if let Err(e) = kmount::set_readahead(&plan.mountpoint, 1024) {
         tracing::debug!("cannot raise the readahead: {e}");

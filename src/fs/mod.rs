@@ -118,6 +118,8 @@ pub struct SecretFs {
     opts: FsOptions,
     /// ACLs asked for and granted by the kernel at FUSE init.
     acl: bool,
+    /// How to tell the kernel a cached inode changed; set once the session exists.
+    notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
 const GEN: Generation = Generation(0);
@@ -146,7 +148,24 @@ impl SecretFs {
             next_fh: AtomicU64::new(1),
             opts,
             acl: false,
+            notifier: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// Where the mount puts the session's notifier (`Session::notifier`) once it has one.
+    pub fn notifier_slot(&self) -> Arc<OnceLock<fuser::Notifier>> {
+        Arc::clone(&self.notifier)
+    }
+
+    /// Drops the kernel's cached attributes of `ino` (not its pages): for changes it cannot
+    /// see in the reply, such as the mode bits a write or fallocate cleared. A `stat` asking
+    /// for the mode alone would otherwise be answered from the cache.
+    fn invalidate_attrs(&self, ino: INodeNo) {
+        if let Some(n) = self.notifier.get() {
+            if let Err(e) = n.inval_inode(ino, -1, 0) {
+                tracing::debug!("cannot invalidate inode {}: {e}", ino.0);
+            }
+        }
     }
 
     fn acl_enabled(&self) -> bool {
@@ -327,6 +346,7 @@ impl SecretFs {
         }
         if kill != 0 {
             sys::chmod_fd(inode.fd()?.raw(), mode & 0o7777 & !kill).map_err(io)?;
+            self.invalidate_attrs(ino);
         }
         Ok(())
     }
