@@ -8,10 +8,11 @@ use crate::crypto::content::{
 use crate::crypto::keys::KeyRing;
 use crate::crypto::names::{
     classify, long_name_side_file, BackingEntry, NameCipher, CONFIG_FILE, DIRID_FILE, DIR_ID_LEN,
-    LONG_NAME_PREFIX, LONG_NAME_SIDE_SUFFIX, MAX_SIDE_FILE_LEN, TEMP_PREFIX, XATTR_USER_PREFIX,
+    LONG_NAME_PREFIX, LONG_NAME_SIDE_SUFFIX, MAX_SIDE_FILE_LEN, TEMP_PREFIX,
 };
 use crate::fs::acl::{is_acl, Acl};
 use crate::fs::sys;
+use crate::fs::xattr::sealed_name;
 use serde::Serialize;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -260,8 +261,11 @@ impl Checker<'_> {
             },
             libc::S_IFLNK => {
                 self.report.symlinks += 1;
-                let target = sys::openat(dir.as_raw_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)
-                    .and_then(|fd| crate::fs::symlinks::read(fd.as_raw_fd()));
+                let fd = sys::openat(dir.as_raw_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0);
+                if let Ok(fd) = &fd {
+                    self.xattrs_of_special(fd, path, plain);
+                }
+                let target = fd.and_then(|fd| crate::fs::symlinks::read(fd.as_raw_fd()));
                 let result = target
                     .map_err(|e| e.to_string())
                     .and_then(|t| self.names.decrypt_symlink(&t).map_err(|e| e.to_string()));
@@ -288,7 +292,7 @@ impl Checker<'_> {
                 if let Ok(fd) =
                     sys::openat(dir.as_raw_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)
                 {
-                    self.xattrs(&fd, path, plain);
+                    self.xattrs_of_special(&fd, path, plain);
                 }
             }
         }
@@ -426,17 +430,26 @@ impl Checker<'_> {
     }
 
     fn xattrs(&mut self, fd: &OwnedFd, path: &Path, plain: &str) {
-        for stored in list_xattrs(fd) {
-            if !stored.starts_with(XATTR_USER_PREFIX.as_bytes()) {
+        self.check_xattrs(fd, path, plain, false)
+    }
+
+    /// Symlinks, FIFOs, sockets, devices: their attributes are kept under `trusted.*`.
+    fn xattrs_of_special(&mut self, fd: &OwnedFd, path: &Path, plain: &str) {
+        self.check_xattrs(fd, path, plain, true)
+    }
+
+    fn check_xattrs(&mut self, fd: &OwnedFd, path: &Path, plain: &str, special: bool) {
+        for backing in list_xattrs(fd) {
+            let Some(stored) = sealed_name(&backing, special) else {
                 continue;
-            }
+            };
             let name = String::from_utf8_lossy(&stored).into_owned();
             let Ok(plain_name) = self.names.decrypt_xattr_name(&stored) else {
                 self.problem(plain.into(), path, "xattr-name", name, false);
                 continue;
             };
             let value =
-                get_xattr(fd, &stored).and_then(|v| self.names.open_xattr_value(&name, &v).ok());
+                get_xattr(fd, &backing).and_then(|v| self.names.open_xattr_value(&name, &v).ok());
             match value {
                 None => self.problem(plain.into(), path, "xattr-value", name, false),
                 // Authentic, but not an ACL the daemon could serve (it would refuse with EIO).

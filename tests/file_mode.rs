@@ -1290,6 +1290,55 @@ fn xattr_flags_sizes_errors_symlinks_and_remount() {
     assert_eq!(get_x(&link, "user.k", 16, true), Ok(b"v3".to_vec()));
     let n = unsafe { libc::llistxattr(cpath(&link).as_ptr(), small.as_mut_ptr().cast(), 8) };
     assert_eq!(n, 0);
+    // trusted.* and security.* on a symlink, a FIFO and a device node, as on ext4 (xfstests
+    // generic/062): sealed under the backing object's trusted.*, never in clear.
+    let fifo = fs.p("fifo");
+    let dev = fs.p("null");
+    assert_eq!(unsafe { libc::mkfifo(cpath(&fifo).as_ptr(), 0o644) }, 0);
+    assert_eq!(
+        unsafe {
+            libc::mknod(
+                cpath(&dev).as_ptr(),
+                libc::S_IFCHR | 0o644,
+                libc::makedev(1, 3),
+            )
+        },
+        0
+    );
+    for p in [&link, &fifo, &dev] {
+        assert_eq!(
+            set_x(p, "trusted.name", &[0xba, 0xbe], 0, false),
+            Ok(()),
+            "{p:?}"
+        );
+        assert_eq!(set_x(p, "security.label", b"x", 0, false), Ok(()), "{p:?}");
+        assert_eq!(get_x(p, "trusted.name", 16, false), Ok(vec![0xba, 0xbe]));
+        let backing = fs.backing_of(p);
+        let n = unsafe { libc::llistxattr(cpath(&backing).as_ptr(), std::ptr::null_mut(), 0) };
+        let mut names = vec![0u8; n as usize];
+        let n = unsafe {
+            libc::llistxattr(
+                cpath(&backing).as_ptr(),
+                names.as_mut_ptr().cast(),
+                names.len(),
+            )
+        };
+        names.truncate(n as usize);
+        let stored: Vec<&[u8]> = names.split(|b| *b == 0).filter(|n| !n.is_empty()).collect();
+        assert_eq!(stored.len(), 2, "{p:?}: {names:?}");
+        for name in stored {
+            assert!(
+                name.starts_with(b"trusted.")
+                    && !contains(name, b"name")
+                    && !contains(name, b"label")
+            );
+        }
+    }
+    assert_eq!(
+        get_x(&link, "trusted.name", 16, true),
+        Err(libc::ENODATA),
+        "the target has none"
+    );
     // A directory carries them too, and everything is there after a remount.
     let d = fs.p("dir");
     fs::create_dir(&d).unwrap();
@@ -1299,6 +1348,27 @@ fn xattr_flags_sizes_errors_symlinks_and_remount() {
     assert_eq!(get_x(&f, "user.big", 4096, true), Ok(value));
     assert_eq!(get_x(&f, "user.empty", 16, true), Ok(Vec::new()));
     assert_eq!(get_x(&d, "user.d", 16, true), Ok(b"dir".to_vec()));
+    for p in [&link, &fifo, &dev] {
+        assert_eq!(
+            get_x(p, "trusted.name", 16, false),
+            Ok(vec![0xba, 0xbe]),
+            "{p:?}"
+        );
+        assert_eq!(
+            get_x(p, "security.label", 16, false),
+            Ok(b"x".to_vec()),
+            "{p:?}"
+        );
+    }
+    fs.umount();
+    let out = secretfs(&["fsck", fs.backing.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    fs.mount();
     let mut names: Vec<Vec<u8>> = xattr_names(&f)
         .split(|b| *b == 0)
         .filter(|n| !n.is_empty())
@@ -1391,8 +1461,9 @@ fn posix_acls_are_enforced_inherited_follow_chmod_and_survive_remount_and_fsck()
     assert!(read_as_nobody(&new));
     assert_eq!(mode_of(&dir.join("sub")), 0o775);
     assert_eq!(acl_text(&dir.join("sub"), true), acl_text(&dir, true));
-    // A FIFO takes the mode only (the backing store keeps no user.* attribute on one).
+    // A FIFO too (its attributes are kept under the backing object's trusted.*).
     assert_eq!(mode_of(&dir.join("fifo")), 0o664);
+    assert!(acl_text(&dir.join("fifo"), false).contains("user:nobody:rwx"));
     sh(&format!(
         "umask 077 && echo hi > {}",
         fs.p("private").display()

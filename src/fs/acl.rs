@@ -299,13 +299,9 @@ impl SecretFs {
         ))
     }
 
-    /// Stores what a new object inherited; it is known to have nothing else. FIFOs, sockets
-    /// and devices take only the mode: the backing store keeps no user.* attribute on them.
+    /// Stores what a new object inherited; it is known to have nothing else.
     pub(super) fn apply_inherited(&self, inode: &Inode, inherited: Inherited) -> Result<(), Errno> {
         inode.acls.store(BOTH_NONE, Ordering::SeqCst);
-        if !matches!(inode.kind, FileType::RegularFile | FileType::Directory) {
-            return Ok(());
-        }
         if let Some(acl) = &inherited.access {
             self.write_acl(inode, ACCESS, acl)?;
         }

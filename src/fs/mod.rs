@@ -8,7 +8,7 @@ pub mod inodes;
 pub mod kmount;
 pub(crate) mod symlinks;
 pub(crate) mod sys;
-mod xattr;
+pub(crate) mod xattr;
 
 use crate::crypto::keys::KeyRing;
 use crate::crypto::names::NameCipher;

@@ -8,6 +8,7 @@ use super::sys;
 use super::SecretFs;
 use crate::audit;
 use crate::crypto::names::{is_other_xattr_namespace, XATTR_USER_PREFIX};
+use std::ffi::CString;
 use std::sync::atomic::Ordering;
 
 /// File capabilities: the kernel reads them at exec (on a mount with `suid`).
@@ -43,13 +44,45 @@ fn sized(value: Vec<u8>, size: u32) -> Result<XattrReply, Errno> {
     }
 }
 
+/// Symlinks, FIFOs, sockets and devices: no filesystem keeps a `user.*` attribute on them, so
+/// their (sealed) attributes live under the backing object's `trusted.*` (FORMAT.md §8).
+fn keeps_no_user_xattrs(inode: &Inode) -> bool {
+    !matches!(inode.kind, FileType::RegularFile | FileType::Directory)
+}
+
+/// The backing attribute that holds the sealed attribute `stored` ("user.<sealed>").
+fn backing_name(inode: &Inode, stored: &str) -> Result<CString, Errno> {
+    let name = match stored.strip_prefix(XATTR_USER_PREFIX) {
+        Some(sealed) if keeps_no_user_xattrs(inode) => format!("{TRUSTED_PREFIX}{sealed}"),
+        _ => stored.to_string(),
+    };
+    sys::cstring(name.as_bytes()).map_err(io)
+}
+
+/// The sealed name ("user.<sealed>") behind a backing attribute name, if it is one of ours:
+/// on objects without user attributes, `trusted.<sealed>` (base64url has no '.', so the long
+/// symlink target's `trusted.secretfs.target` is never taken for one).
+pub(crate) fn sealed_name(backing: &[u8], no_user_xattrs: bool) -> Option<Vec<u8>> {
+    if !no_user_xattrs {
+        return backing
+            .starts_with(XATTR_USER_PREFIX.as_bytes())
+            .then(|| backing.to_vec());
+    }
+    let sealed = backing.strip_prefix(TRUSTED_PREFIX.as_bytes())?;
+    (!sealed.contains(&b'.')).then(|| [XATTR_USER_PREFIX.as_bytes(), sealed].concat())
+}
+
+const TRUSTED_PREFIX: &str = "trusted.";
+
 impl SecretFs {
     /// The stored name of an attribute, or the errno Linux gives for those not offered.
     fn stored_xattr(&self, inode: &Inode, name: &[u8], missing: Errno) -> Result<String, Errno> {
         let offered = name.starts_with(XATTR_USER_PREFIX.as_bytes())
             || (is_other_xattr_namespace(name) && name != SELINUX)
             || (is_acl(name) && self.acl_enabled());
-        if !offered || inode.kind == FileType::Symlink {
+        if !offered
+            || (keeps_no_user_xattrs(inode) && name.starts_with(XATTR_USER_PREFIX.as_bytes()))
+        {
             return Err(missing);
         }
         if name.len() > 255 {
@@ -83,7 +116,7 @@ impl SecretFs {
         name: &[u8],
     ) -> Result<Option<Vec<u8>>, Errno> {
         let stored = self.stored_xattr(inode, name, Errno::NO_XATTR)?;
-        let stored_c = sys::cstring(stored.as_bytes()).map_err(io)?;
+        let stored_c = backing_name(inode, &stored)?;
         let fd = inode.fd()?;
         // Most values are small: the full 64 KiB buffer only when a value is that large.
         let mut buf = vec![0u8; SMALL_STORED_VALUE];
@@ -151,7 +184,7 @@ impl SecretFs {
         let sealed = self.names.seal_xattr_value(&stored, value);
         sys::setxattr(
             inode.fd()?.raw(),
-            &sys::cstring(stored.as_bytes()).map_err(io)?,
+            &backing_name(inode, &stored)?,
             &sealed,
             flags,
         )
@@ -159,16 +192,14 @@ impl SecretFs {
     }
 
     pub(super) fn list_xattr(&self, inode: &Inode, size: u32) -> Result<XattrReply, Errno> {
-        if inode.kind == FileType::Symlink {
-            return sized(Vec::new(), size);
-        }
         let raw = sys::listxattr(inode.fd()?.raw()).map_err(io)?;
         let mut out = Vec::new();
+        let special = keeps_no_user_xattrs(inode);
         for stored in raw
             .split(|b| *b == 0)
-            .filter(|n| n.starts_with(XATTR_USER_PREFIX.as_bytes()))
+            .filter_map(|n| sealed_name(n, special))
         {
-            match self.names.decrypt_xattr_name(stored) {
+            match self.names.decrypt_xattr_name(&stored) {
                 // Stored by an earlier mount with ACLs; this one neither serves nor enforces them.
                 Ok(name) if is_acl(&name) && !self.acl_enabled() => {}
                 Ok(name) => {
@@ -190,11 +221,7 @@ impl SecretFs {
 
     pub(super) fn remove_value(&self, inode: &Inode, name: &[u8]) -> Result<(), Errno> {
         let stored = self.stored_xattr(inode, name, Errno::NO_XATTR)?;
-        sys::removexattr(
-            inode.fd()?.raw(),
-            &sys::cstring(stored.as_bytes()).map_err(io)?,
-        )
-        .map_err(io)
+        sys::removexattr(inode.fd()?.raw(), &backing_name(inode, &stored)?).map_err(io)
     }
 
     /// Removes the file's capabilities, as any write, truncate or fallocate must (the kernel
