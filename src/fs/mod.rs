@@ -69,8 +69,8 @@ struct SetAttr {
     atime: Option<TimeOrNow>,
     mtime: Option<TimeOrNow>,
     fh: Option<FileHandle>,
-    /// The caller may lack CAP_FSETID: a size change clears setuid/setgid.
-    kill_privs: bool,
+    /// The caller (pid, fsgid) may lack CAP_FSETID: a size change clears setuid/setgid.
+    kill_privs: Option<(u32, u32)>,
 }
 
 enum Handle {
@@ -306,8 +306,8 @@ impl SecretFs {
             // HANDLE_KILLPRIV_V2: truncation by an unprivileged caller drops setuid/setgid.
             // fuser does not pass the kernel's FATTR_KILL_SUIDGID, so "unprivileged" is
             // approximated by a non-root caller.
-            if kill_privs {
-                self.kill_suid_sgid(INodeNo(inode.ino))?;
+            if let Some((pid, fsgid)) = kill_privs {
+                self.kill_suid_sgid(INodeNo(inode.ino), pid, fsgid)?;
             }
             self.kill_caps(inode)?;
             // ftruncate comes with the handle; truncate(2) by path has none.
@@ -335,13 +335,18 @@ impl SecretFs {
         self.attr_of(inode)
     }
 
-    /// Clears setuid, and setgid when group-executable (the kernel's rule), as a write or
-    /// truncate by an unprivileged caller must (we asked for FUSE_HANDLE_KILLPRIV_V2).
-    fn kill_suid_sgid(&self, ino: INodeNo) -> Result<(), Errno> {
+    /// Clears setuid, and setgid when group-executable or when the caller (`pid`, `fsgid`) is
+    /// outside the file's group without CAP_FSETID (the kernel's `setattr_should_drop_sgid`),
+    /// as a write, truncate or fallocate by an unprivileged caller must (we asked for
+    /// FUSE_HANDLE_KILLPRIV_V2).
+    fn kill_suid_sgid(&self, ino: INodeNo, pid: u32, fsgid: u32) -> Result<(), Errno> {
         let inode = self.inode(ino.0)?;
-        let mode = sys::fstat(inode.fd()?.raw()).map_err(io)?.st_mode;
+        let st = sys::fstat(inode.fd()?.raw()).map_err(io)?;
+        let mode = st.st_mode;
         let mut kill = mode & libc::S_ISUID;
-        if mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
+        if mode & libc::S_ISGID != 0
+            && (mode & libc::S_IXGRP != 0 || !sys::in_group_or_capable(pid, fsgid, st.st_gid))
+        {
             kill |= libc::S_ISGID;
         }
         if kill != 0 {
@@ -492,7 +497,7 @@ impl Filesystem for SecretFs {
                     atime,
                     mtime,
                     fh,
-                    kill_privs: req.uid() != 0 && mode.is_none(),
+                    kill_privs: (req.uid() != 0 && mode.is_none()).then(|| (req.pid(), req.gid())),
                 },
             )
         });
@@ -685,7 +690,7 @@ impl Filesystem for SecretFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -697,7 +702,7 @@ impl Filesystem for SecretFs {
     ) {
         let result = self.with_file(fh, |fd, content| {
             if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
-                self.kill_suid_sgid(ino)?;
+                self.kill_suid_sgid(ino, req.pid(), req.gid())?;
             }
             // Whoever writes: a changed binary keeps no file capabilities (as the kernel's
             // file_remove_privs).
@@ -1012,7 +1017,7 @@ impl Filesystem for SecretFs {
             // setgid. The kernel leaves this to us under HANDLE_KILLPRIV_V2 and passes no flag
             // for fallocate, so "unprivileged" is approximated by uid != 0, as for truncate.
             if req.uid() != 0 {
-                self.kill_suid_sgid(ino)?;
+                self.kill_suid_sgid(ino, req.pid(), req.gid())?;
             }
             Ok(())
         });
