@@ -98,7 +98,13 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /run
 while read -r ko; do insmod "/modules/$ko" 2>/dev/null; done </modules/order
-sleep 1
+# Wait for what the tests need, not a fixed time: both virtio disks and device-mapper.
+i=0
+while [ "$i" -lt 200 ]; do
+    [ -b /dev/vda ] && [ -b /dev/vdb ] && grep -q device-mapper /proc/misc && break
+    sleep 0.05
+    i=$((i + 1))
+done
 /guest-tests.sh /dev/ttyS1
 echo o >/proc/sysrq-trigger
 poweroff -f
