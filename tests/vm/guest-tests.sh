@@ -100,6 +100,23 @@ t_busy_refused() {
     $S block close /mnt/a
     return $rc
 }
+t_close_busy_refused() {
+    grep -q " /mnt/a " /proc/mounts || $S block open /dev/vda /mnt/a --key keyfile:/key >/dev/null ||
+        return 1
+    echo held >/mnt/a/held && touch /tmp/hold
+    (exec 3</mnt/a/held; while [ -e /tmp/hold ]; do sleep 0.05; done) &
+    holder=$!
+    i=0
+    while [ ! -e "/proc/$holder/fd/3" ] && [ "$i" -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+    expect 5 "files are open under it" $S block close /mnt/a
+    rc=$?
+    # Refused, and nothing undone: still mounted, still mapped, still readable.
+    grep -q " /mnt/a ext4 " /proc/mounts && ls /dev/mapper | grep -q secretfs &&
+        [ "$(cat /mnt/a/held)" = held ] || rc=1
+    rm -f /tmp/hold && wait "$holder"
+    expect 0 "closed secretfs-" $S block close /mnt/a && no_mapping || rc=1
+    return $rc
+}
 t_cryptsetup_missing() {
     mv /sbin/cryptsetup /sbin/cryptsetup.hidden
     expect 5 "cryptsetup is not installed" $S block open /dev/vda /mnt/a --key keyfile:/key
@@ -205,7 +222,8 @@ head -c 32 /dev/urandom >/key && chmod 0400 /key
 cases=$(echo "${cases:-}" | tr ',' ' ')
 cases=${cases:-"open_blank_formats luks2_parameters status_shows_block_volume close
     reopen_keeps_data_formats_once default_key_from_token wrong_key_refused token_substitution_refused
-    foreign_ext4_refused foreign_luks_refused busy_refused cryptsetup_missing file_target_via_loop
+    foreign_ext4_refused foreign_luks_refused busy_refused close_busy_refused cryptsetup_missing
+    file_target_via_loop
     failure_undoes_everything ephemeral_starts_empty plain_cryptsetup_opens fstab_mount_umount
     file_mode_in_the_same_vm"}
 for c in $cases; do
