@@ -1,5 +1,5 @@
 //! Extended attributes: `user.*`, `security.*`, `trusted.*` and the two POSIX ACL names and
-//! values are stored encrypted (as the backing file's `user.*`); no other `system.*` is offered.
+//! values, stored encrypted as the backing object's `user.*` (`trusted.*` where it can have none).
 
 use super::acl::is_acl;
 use super::dirs::io;
