@@ -93,6 +93,177 @@ fn random_writes_and_truncates_match_a_model(fs: &mut Fs, seed: u64, remount: bo
     }
 }
 
+/// The namespace as the model keeps it: relative path → file contents, or `None` for a directory.
+type Tree = std::collections::BTreeMap<String, Option<Vec<u8>>>;
+
+fn tree_of(root: &Path) -> Tree {
+    let mut out = Tree::new();
+    fn walk(root: &Path, dir: &Path, out: &mut Tree) {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().to_str().unwrap().to_string();
+            if p.is_dir() {
+                out.insert(rel, None);
+                walk(root, &p, out);
+            } else {
+                out.insert(rel, Some(fs::read(&p).unwrap()));
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+/// What rename(2) with `flags` does to the model, or `None` if it must fail.
+fn model_rename(t: &Tree, src: &str, dst: &str, flags: u32) -> Option<Tree> {
+    let parent_ok = |p: &str| match p.rsplit_once('/') {
+        Some((parent, _)) => t.get(parent) == Some(&None),
+        None => true,
+    };
+    let under = |p: &str, dir: &str| {
+        p.len() > dir.len() && p.starts_with(dir) && p.as_bytes()[dir.len()] == b'/'
+    };
+    let src_node = t.get(src)?;
+    // Onto itself: nothing happens, and it succeeds (but NOREPLACE: the name exists).
+    if src == dst {
+        return (flags != libc::RENAME_NOREPLACE).then(|| t.clone());
+    }
+    if !parent_ok(dst) || under(dst, src) {
+        return None;
+    }
+    let dst_node = t.get(dst);
+    let subtree = |root: &str| -> Vec<(String, Option<Vec<u8>>)> {
+        t.iter()
+            .filter(|(p, _)| p.as_str() == root || under(p, root))
+            .map(|(p, n)| (p[root.len()..].to_string(), n.clone()))
+            .collect()
+    };
+    let mut out = t.clone();
+    let (moved, displaced) = (subtree(src), subtree(dst));
+    out.retain(|p, _| !(p == src || under(p, src) || p == dst || under(p, dst)));
+    match flags {
+        libc::RENAME_EXCHANGE => {
+            dst_node?;
+            if under(src, dst) {
+                return None;
+            }
+            for (rest, n) in displaced {
+                out.insert(format!("{src}{rest}"), n);
+            }
+        }
+        libc::RENAME_NOREPLACE if dst_node.is_some() => return None,
+        _ => match (src_node, dst_node) {
+            (_, None) => {}
+            (None, Some(None)) if displaced.len() == 1 => {}
+            (Some(_), Some(Some(_))) => {}
+            _ => return None,
+        },
+    }
+    for (rest, n) in moved {
+        out.insert(format!("{dst}{rest}"), n);
+    }
+    Some(out)
+}
+
+#[test]
+fn directory_and_file_renames_match_a_namespace_model_across_remounts() {
+    let mut fs = Fs::new();
+    let root = fs.p("ns");
+    fs::create_dir(&root).unwrap();
+    let names = ["a", "b", "c", "a/x", "a/y", "b/x", "c/z", "a/x/q", "b/x/q"];
+    for seed in [5, common::fresh_seed("namespace model")] {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut model = tree_of(&root);
+        for step in 0..300 {
+            let pick = |rng: &mut rand::rngs::StdRng| names[rng.gen_range(0..names.len())];
+            let (p, q) = (pick(&mut rng), pick(&mut rng));
+            let (path, other) = (root.join(p), root.join(q));
+            let parent_ok = |t: &Tree, p: &str| {
+                p.rsplit_once('/')
+                    .is_none_or(|(d, _)| t.get(d) == Some(&None))
+            };
+            let what;
+            let expect: Option<Tree> = match rng.gen_range(0..7) {
+                0 => {
+                    what = format!("mkdir {p}");
+                    let ok = fs::create_dir(&path).is_ok();
+                    let mut t = model.clone();
+                    let want = (!t.contains_key(p) && parent_ok(&t, p)).then(|| {
+                        t.insert(p.to_string(), None);
+                        t
+                    });
+                    assert_eq!(ok, want.is_some(), "seed {seed} step {step}: {what}");
+                    want
+                }
+                1 => {
+                    what = format!("create {p}");
+                    let body = format!("{seed}-{step}").into_bytes();
+                    let ok = OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&path)
+                        .and_then(|mut f| f.write_all(&body))
+                        .is_ok();
+                    let mut t = model.clone();
+                    let want = (!t.contains_key(p) && parent_ok(&t, p)).then(|| {
+                        t.insert(p.to_string(), Some(body));
+                        t
+                    });
+                    assert_eq!(ok, want.is_some(), "seed {seed} step {step}: {what}");
+                    want
+                }
+                2 => {
+                    what = format!("unlink {p}");
+                    let ok = fs::remove_file(&path).is_ok();
+                    let mut t = model.clone();
+                    let want = matches!(t.get(p), Some(Some(_))).then(|| {
+                        t.remove(p);
+                        t
+                    });
+                    assert_eq!(ok, want.is_some(), "seed {seed} step {step}: {what}");
+                    want
+                }
+                3 => {
+                    what = format!("rmdir {p}");
+                    let ok = fs::remove_dir(&path).is_ok();
+                    let empty = !model.keys().any(|k| k.starts_with(&format!("{p}/")));
+                    let mut t = model.clone();
+                    let want = (t.get(p) == Some(&None) && empty).then(|| {
+                        t.remove(p);
+                        t
+                    });
+                    assert_eq!(ok, want.is_some(), "seed {seed} step {step}: {what}");
+                    want
+                }
+                k => {
+                    let flags = [0, libc::RENAME_NOREPLACE, libc::RENAME_EXCHANGE][k - 4];
+                    what = format!("rename {p} {q} flags {flags}");
+                    let ok = renameat2(&path, &other, flags) == 0;
+                    let want = model_rename(&model, p, q, flags);
+                    assert_eq!(ok, want.is_some(), "seed {seed} step {step}: {what}");
+                    want
+                }
+            };
+            if let Some(t) = expect {
+                model = t;
+            }
+            assert_eq!(
+                tree_of(&root),
+                model,
+                "seed {seed} step {step}: after {what}"
+            );
+            if step % 100 == 99 {
+                fs.remount();
+                assert_eq!(
+                    tree_of(&root),
+                    model,
+                    "seed {seed} step {step}: after a remount"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn nothing_plaintext_reaches_the_backing_store() {
     let fs = Fs::new();
