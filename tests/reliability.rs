@@ -143,6 +143,23 @@ fn a_full_disk_gives_enospc_damages_nothing_and_recovers() {
     let stored =
         fs::read(mnt.join("big")).expect("the file written up to ENOSPC must stay readable");
     assert!(stored.len() >= written);
+    // Byte for byte: every chunk that was written, then at most a prefix of the one that
+    // failed; and of `small`, at most a prefix of what was asked.
+    let mut expected = Vec::with_capacity(written + 200_000);
+    while expected.len() < written {
+        expected.extend(pattern(expected.len() as u64, 200_000));
+    }
+    expected.extend(pattern(written as u64, 200_000));
+    assert!(
+        stored[..] == expected[..stored.len()],
+        "big differs from what was written"
+    );
+    if let Ok(partial) = fs::read(mnt.join("small")) {
+        assert!(
+            partial[..] == pattern(3, 300_000)[..partial.len()],
+            "small holds bytes that were never written"
+        );
+    }
     assert!(fs::read(mnt.join("keeper")).unwrap() == keeper);
     umount();
     assert_eq!(
