@@ -921,13 +921,7 @@ fn overlapping_writes_land_whole_and_writes_racing_truncates_tear_no_block() {
     fs.remount();
     assert_eq!(fs::read(&raced).unwrap().len() as u64, len);
     fs.umount();
-    let out = secretfs(&["fsck", fs.backing.to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_fsck_clean(&fs);
 }
 
 /// Large requests have their blocks sealed and opened in parts on several cores: unaligned
@@ -1532,13 +1526,7 @@ fn xattr_flags_sizes_errors_symlinks_and_remount() {
         );
     }
     fs.umount();
-    let out = secretfs(&["fsck", fs.backing.to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_fsck_clean(&fs);
     fs.mount();
     let mut names: Vec<Vec<u8>> = xattr_names(&f)
         .split(|b| *b == 0)
@@ -1547,6 +1535,17 @@ fn xattr_flags_sizes_errors_symlinks_and_remount() {
         .collect();
     names.sort();
     assert_eq!(names, [&b"user.big"[..], b"user.empty", b"user.k"]);
+}
+
+/// fsck of the (unmounted) store finds nothing to report.
+fn assert_fsck_clean(fs: &Fs) {
+    let out = secretfs(&["fsck", fs.backing.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 fn setfacl(args: &[&str]) {
@@ -1699,13 +1698,7 @@ fn posix_acls_are_enforced_inherited_follow_chmod_and_survive_remount_and_fsck()
     setfacl(&["-m", "u:nobody:r", file.to_str().unwrap()]);
     let backing_file = fs.backing_of(&file);
     fs.umount();
-    let out = secretfs(&["fsck", fs.backing.to_str().unwrap(), "--json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_fsck_clean(&fs);
 
     // A tampered ACL fails closed: nobody is refused, getfacl gets EIO, fsck reports it.
     let names = xattr_names(&backing_file);
@@ -1835,13 +1828,7 @@ fn symlink_targets_up_to_path_max_less_one_survive_remount_links_and_fsck() {
         .to_string_lossy()
         .starts_with("secretfs.tmp.")));
     fs.umount();
-    let out = secretfs(&["fsck", fs.backing.to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_fsck_clean(&fs);
 }
 
 #[test]
