@@ -74,6 +74,58 @@ impl Drop for LoopDisk {
     }
 }
 
+/// With `-o writeback` a write returns once the data is in the page cache: a full disk must
+/// then surface at fsync (or close), never be lost silently, and damage nothing.
+#[test]
+fn with_writeback_a_full_disk_surfaces_at_fsync_and_damages_nothing() {
+    common::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (img, disk) = (dir.path().join("disk.img"), dir.path().join("disk"));
+    fs::create_dir(&disk).unwrap();
+    sh(&format!(
+        "truncate -s 40M {0} && mkfs.ext4 -q -F -m 0 {0} && mount -o loop {0} {1}",
+        img.display(),
+        disk.display()
+    ));
+    let _guard = LoopDisk(disk.clone());
+    let (backing, mnt, key) = (
+        disk.join("backing"),
+        dir.path().join("mnt"),
+        dir.path().join("key"),
+    );
+    fs::create_dir(&mnt).unwrap();
+    let key_arg = format!("keyfile:{}", key.display());
+    let run = |args: &[&str]| assert!(secretfs(args).status.success(), "{args:?}");
+    run(&["init", backing.to_str().unwrap(), "--key", &key_arg]);
+    run(&[
+        "mount",
+        backing.to_str().unwrap(),
+        mnt.to_str().unwrap(),
+        "-o",
+        "writeback",
+    ]);
+    let keeper = pattern(1, 1 << 20);
+    fs::write(mnt.join("keeper"), &keeper).unwrap();
+    let outcome = (|| -> std::io::Result<()> {
+        let mut big = fs::File::create(mnt.join("big"))?;
+        for i in 0..60u64 {
+            big.write_all(&pattern(i, 1 << 20))?;
+        }
+        big.sync_all()
+    })();
+    let err = outcome.expect_err("60 MiB on a 40 MiB disk: write or fsync must fail");
+    assert_eq!(errno_of(&err), libc::ENOSPC, "got {err}");
+    // Nothing else was harmed, and the store is sound.
+    assert!(fs::read(mnt.join("keeper")).unwrap() == keeper);
+    fs::remove_file(mnt.join("big")).unwrap();
+    run(&["umount", mnt.to_str().unwrap()]);
+    assert_eq!(
+        fsck_problem_paths(&backing),
+        (0, vec![]),
+        "fsck after ENOSPC"
+    );
+}
+
 #[test]
 fn a_full_disk_gives_enospc_damages_nothing_and_recovers() {
     common::require_root();
