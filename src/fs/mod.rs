@@ -190,7 +190,7 @@ impl SecretFs {
     fn with_file<T>(
         &self,
         fh: FileHandle,
-        f: impl FnOnce(RawFd, &Content) -> Result<T, Errno>,
+        f: impl FnOnce(RawFd, &Content, &Inode) -> Result<T, Errno>,
     ) -> Result<T, Errno> {
         match &*self.handle(fh)? {
             Handle::File { inode, sync, io } => {
@@ -204,7 +204,7 @@ impl SecretFs {
                         io.get().ok_or(Errno::EIO)?
                     }
                 };
-                f(fd.as_raw_fd(), content)
+                f(fd.as_raw_fd(), content, inode)
             }
             Handle::Dir { .. } => Err(Errno::EISDIR),
         }
@@ -307,7 +307,7 @@ impl SecretFs {
             // fuser does not pass the kernel's FATTR_KILL_SUIDGID, so "unprivileged" is
             // approximated by a non-root caller.
             if let Some((pid, fsgid)) = kill_privs {
-                self.kill_suid_sgid(INodeNo(inode.ino), pid, fsgid)?;
+                self.kill_suid_sgid(inode, pid, fsgid)?;
             }
             self.kill_caps(inode)?;
             // ftruncate comes with the handle; truncate(2) by path has none.
@@ -315,7 +315,7 @@ impl SecretFs {
                 fh.filter(|fh| matches!(self.handle(*fh).as_deref(), Ok(Handle::File { .. })));
             match open_file {
                 Some(fh) => {
-                    self.with_file(fh, |fd, content| content.truncate(fd, size, &self.keys))?
+                    self.with_file(fh, |fd, content, _| content.truncate(fd, size, &self.keys))?
                 }
                 None => {
                     let fd = self.open_backing(inode, 0)?;
@@ -339,8 +339,7 @@ impl SecretFs {
     /// outside the file's group without CAP_FSETID (the kernel's `setattr_should_drop_sgid`),
     /// as a write, truncate or fallocate by an unprivileged caller must (we asked for
     /// FUSE_HANDLE_KILLPRIV_V2).
-    fn kill_suid_sgid(&self, ino: INodeNo, pid: u32, fsgid: u32) -> Result<(), Errno> {
-        let inode = self.inode(ino.0)?;
+    fn kill_suid_sgid(&self, inode: &Inode, pid: u32, fsgid: u32) -> Result<(), Errno> {
         let st = sys::fstat(inode.fd()?.raw()).map_err(io)?;
         let mode = st.st_mode;
         let mut kill = mode & libc::S_ISUID;
@@ -351,7 +350,7 @@ impl SecretFs {
         }
         if kill != 0 {
             sys::chmod_fd(inode.fd()?.raw(), mode & 0o7777 & !kill).map_err(io)?;
-            self.invalidate_attrs(ino);
+            self.invalidate_attrs(INodeNo(inode.ino));
         }
         Ok(())
     }
@@ -676,7 +675,7 @@ impl Filesystem for SecretFs {
     ) {
         // The plaintext lives in a per-thread buffer: reply from inside the read, no copy.
         let mut reply = Some(reply);
-        let result = self.with_file(fh, |fd, content| {
+        let result = self.with_file(fh, |fd, content, _| {
             content.read(fd, offset, size, |data| {
                 if let Some(r) = reply.take() {
                     r.data(data)
@@ -691,7 +690,7 @@ impl Filesystem for SecretFs {
     fn write(
         &self,
         req: &Request,
-        ino: INodeNo,
+        _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -700,13 +699,13 @@ impl Filesystem for SecretFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let result = self.with_file(fh, |fd, content| {
+        let result = self.with_file(fh, |fd, content, inode| {
             if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
-                self.kill_suid_sgid(ino, req.pid(), req.gid())?;
+                self.kill_suid_sgid(inode, req.pid(), req.gid())?;
             }
             // Whoever writes: a changed binary keeps no file capabilities (as the kernel's
             // file_remove_privs).
-            self.kill_caps(&*self.inode(ino.0)?)?;
+            self.kill_caps(inode)?;
             content.write(fd, offset, data)
         });
         match result {
@@ -755,7 +754,7 @@ impl Filesystem for SecretFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let result = self.with_file(fh, |fd, _| sys::fsync(fd, datasync).map_err(io));
+        let result = self.with_file(fh, |fd, _, _| sys::fsync(fd, datasync).map_err(io));
         reply_empty(reply, result)
     }
 
@@ -1003,21 +1002,21 @@ impl Filesystem for SecretFs {
     fn fallocate(
         &self,
         req: &Request,
-        ino: INodeNo,
+        _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let result = self.with_file(fh, |fd, content| {
+        let result = self.with_file(fh, |fd, content, inode| {
             content.fallocate(fd, offset, length, mode)?;
-            self.kill_caps(&*self.inode(ino.0)?)?;
+            self.kill_caps(inode)?;
             // As ext4 (file_modified): a change by a caller without CAP_FSETID drops setuid and
             // setgid. The kernel leaves this to us under HANDLE_KILLPRIV_V2 and passes no flag
             // for fallocate, so "unprivileged" is approximated by uid != 0, as for truncate.
             if req.uid() != 0 {
-                self.kill_suid_sgid(ino, req.pid(), req.gid())?;
+                self.kill_suid_sgid(inode, req.pid(), req.gid())?;
             }
             Ok(())
         });
@@ -1033,7 +1032,7 @@ impl Filesystem for SecretFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let result = self.with_file(fh, |fd, content| {
+        let result = self.with_file(fh, |fd, content, _| {
             // As ext4: a negative offset is past every hole and every byte of data.
             let offset = u64::try_from(offset).map_err(|_| Errno::ENXIO)?;
             content.seek(fd, offset, whence)
