@@ -150,7 +150,7 @@ impl Acl {
 const ACCESS_NONE: u32 = 1;
 const DEFAULT_NONE: u32 = 2;
 const VERSION_STEP: u32 = 4;
-pub const BOTH_NONE: u32 = ACCESS_NONE | DEFAULT_NONE;
+const BOTH_NONE: u32 = ACCESS_NONE | DEFAULT_NONE;
 
 fn none_bit(name: &[u8]) -> u32 {
     if name == DEFAULT {

@@ -1,7 +1,7 @@
 //! Extended attributes: `user.*`, `security.*`, `trusted.*` and the two POSIX ACL names and
 //! values, stored encrypted as the backing object's `user.*` (`trusted.*` where it can have none).
 
-use super::acl::is_acl;
+use super::acl::{self, is_acl};
 use super::dirs::io;
 use super::inodes::{Inode, CAPS_MAYBE, CAPS_NONE};
 use super::sys;
@@ -20,9 +20,10 @@ const MAX_STORED_VALUE: usize = 65536 + 28;
 /// The first read's buffer: enough for nearly every value (capabilities are 24 bytes).
 const SMALL_STORED_VALUE: usize = 4096;
 
-/// Names the kernel asks about often (at exec, at a file's first write): their stored names
-/// are sealed once per mount instead of at every request.
-pub(super) const HOT_XATTRS: [&[u8]; 1] = [CAPABILITY];
+/// Names the kernel asks about often (at exec, at a file's first write, its first permission
+/// check, every creation in a directory): their stored names are sealed once per mount
+/// instead of at every request.
+pub(super) const HOT_XATTRS: [&[u8]; 3] = [CAPABILITY, acl::ACCESS, acl::DEFAULT];
 
 /// Not offered: SELinux labels FUSE mounts as a whole (genfs, `context=`), never per file,
 /// and `ls -l` asks every file for it; answering from here costs no backing system call.
