@@ -251,7 +251,7 @@ impl Checker<'_> {
         match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => match confined::open_dir(dir.as_raw_fd(), name) {
                 Ok(child) => {
-                    self.xattrs(&child, path, plain);
+                    self.xattrs(&child, path, plain, false);
                     match self.child_dir_id(&child, path, plain) {
                         Some(id) => self.directory(&child, path, plain, id, false),
                         None => self.report.directories += 1,
@@ -263,7 +263,7 @@ impl Checker<'_> {
                 self.report.symlinks += 1;
                 let fd = sys::openat(dir.as_raw_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0);
                 if let Ok(fd) = &fd {
-                    self.xattrs_of_special(fd, path, plain);
+                    self.xattrs(fd, path, plain, true);
                 }
                 let target = fd.and_then(|fd| crate::fs::symlinks::read(fd.as_raw_fd()));
                 let result = target
@@ -277,7 +277,7 @@ impl Checker<'_> {
                 self.report.files += 1;
                 match confined::open_regular(dir.as_raw_fd(), name) {
                     Ok(fd) => {
-                        self.xattrs(&fd, path, plain);
+                        self.xattrs(&fd, path, plain, false);
                         self.content(std::fs::File::from(fd), path, plain, st.st_size as u64);
                     }
                     Err(e) => self.problem(plain.into(), path, "unreadable", e.to_string(), false),
@@ -292,7 +292,7 @@ impl Checker<'_> {
                 if let Ok(fd) =
                     sys::openat(dir.as_raw_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)
                 {
-                    self.xattrs_of_special(&fd, path, plain);
+                    self.xattrs(&fd, path, plain, true);
                 }
             }
         }
@@ -429,16 +429,9 @@ impl Checker<'_> {
         }
     }
 
-    fn xattrs(&mut self, fd: &OwnedFd, path: &Path, plain: &str) {
-        self.check_xattrs(fd, path, plain, false)
-    }
-
-    /// Symlinks, FIFOs, sockets, devices: their attributes are kept under `trusted.*`.
-    fn xattrs_of_special(&mut self, fd: &OwnedFd, path: &Path, plain: &str) {
-        self.check_xattrs(fd, path, plain, true)
-    }
-
-    fn check_xattrs(&mut self, fd: &OwnedFd, path: &Path, plain: &str, special: bool) {
+    /// `special`: a symlink, FIFO, socket or device, whose attributes are kept under
+    /// `trusted.*` (FORMAT.md §8).
+    fn xattrs(&mut self, fd: &OwnedFd, path: &Path, plain: &str, special: bool) {
         for backing in list_xattrs(fd) {
             let Some(stored) = sealed_name(&backing, special) else {
                 continue;
