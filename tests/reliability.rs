@@ -74,29 +74,51 @@ impl Drop for LoopDisk {
     }
 }
 
+/// A keyfile filesystem initialised (not mounted) on a 40 MiB ext4 loop disk, to fill up.
+struct SmallDisk {
+    backing: std::path::PathBuf,
+    mnt: std::path::PathBuf,
+    // Unmounted before the directory holding its image goes.
+    _disk: LoopDisk,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new() -> Self {
+        common::require_root();
+        let dir = tempfile::tempdir().unwrap();
+        let (img, disk) = (dir.path().join("disk.img"), dir.path().join("disk"));
+        fs::create_dir(&disk).unwrap();
+        sh(&format!(
+            "truncate -s 40M {0} && mkfs.ext4 -q -F -m 0 {0} && mount -o loop {0} {1}",
+            img.display(),
+            disk.display()
+        ));
+        let guard = LoopDisk(disk.clone());
+        let (backing, mnt) = (disk.join("backing"), dir.path().join("mnt"));
+        fs::create_dir(&mnt).unwrap();
+        let key = format!("keyfile:{}", dir.path().join("key").display());
+        assert!(
+            secretfs(&["init", backing.to_str().unwrap(), "--key", &key])
+                .status
+                .success()
+        );
+        SmallDisk {
+            backing,
+            mnt,
+            _disk: guard,
+            _dir: dir,
+        }
+    }
+}
+
 /// With `-o writeback` a write returns once the data is in the page cache: a full disk must
 /// then surface at fsync (or close), never be lost silently, and damage nothing.
 #[test]
 fn with_writeback_a_full_disk_surfaces_at_fsync_and_damages_nothing() {
-    common::require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let (img, disk) = (dir.path().join("disk.img"), dir.path().join("disk"));
-    fs::create_dir(&disk).unwrap();
-    sh(&format!(
-        "truncate -s 40M {0} && mkfs.ext4 -q -F -m 0 {0} && mount -o loop {0} {1}",
-        img.display(),
-        disk.display()
-    ));
-    let _guard = LoopDisk(disk.clone());
-    let (backing, mnt, key) = (
-        disk.join("backing"),
-        dir.path().join("mnt"),
-        dir.path().join("key"),
-    );
-    fs::create_dir(&mnt).unwrap();
-    let key_arg = format!("keyfile:{}", key.display());
+    let disk = SmallDisk::new();
+    let (backing, mnt) = (&disk.backing, &disk.mnt);
     let run = |args: &[&str]| assert!(secretfs(args).status.success(), "{args:?}");
-    run(&["init", backing.to_str().unwrap(), "--key", &key_arg]);
     run(&[
         "mount",
         backing.to_str().unwrap(),
@@ -120,7 +142,7 @@ fn with_writeback_a_full_disk_surfaces_at_fsync_and_damages_nothing() {
     fs::remove_file(mnt.join("big")).unwrap();
     run(&["umount", mnt.to_str().unwrap()]);
     assert_eq!(
-        fsck_problem_paths(&backing),
+        fsck_problem_paths(backing),
         (0, vec![]),
         "fsck after ENOSPC"
     );
@@ -128,30 +150,8 @@ fn with_writeback_a_full_disk_surfaces_at_fsync_and_damages_nothing() {
 
 #[test]
 fn a_full_disk_gives_enospc_damages_nothing_and_recovers() {
-    common::require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let (img, disk) = (dir.path().join("disk.img"), dir.path().join("disk"));
-    fs::create_dir(&disk).unwrap();
-    sh(&format!(
-        "truncate -s 40M {0} && mkfs.ext4 -q -F -m 0 {0} && mount -o loop {0} {1}",
-        img.display(),
-        disk.display()
-    ));
-    let _guard = LoopDisk(disk.clone());
-    let (backing, mnt, key) = (
-        disk.join("backing"),
-        dir.path().join("mnt"),
-        dir.path().join("key"),
-    );
-    fs::create_dir(&mnt).unwrap();
-    assert!(secretfs(&[
-        "init",
-        backing.to_str().unwrap(),
-        "--key",
-        &format!("keyfile:{}", key.display())
-    ])
-    .status
-    .success());
+    let disk = SmallDisk::new();
+    let (backing, mnt) = (&disk.backing, &disk.mnt);
     let mount = || {
         assert!(
             secretfs(&["mount", backing.to_str().unwrap(), mnt.to_str().unwrap()])
@@ -215,7 +215,7 @@ fn a_full_disk_gives_enospc_damages_nothing_and_recovers() {
     assert!(fs::read(mnt.join("keeper")).unwrap() == keeper);
     umount();
     assert_eq!(
-        fsck_problem_paths(&backing),
+        fsck_problem_paths(backing),
         (0, vec![]),
         "fsck after ENOSPC"
     );
