@@ -1,23 +1,19 @@
 //! The `kms` and `kms-password` key sources: envelope encryption of the master key with AWS KMS
 //! (GenerateDataKey / Decrypt / ReEncrypt bound to the fs id), and the classic recipe's password.
+//!
+//! Each flow (`*_with`) talks to KMS and S3 only through `Services`, so its rules (refuse before
+//! minting, prove before replacing) are unit-tested on fakes; the public functions connect the SDK.
 
-use super::aws::{split_sdk_error, Attempt, Aws, AwsError};
-use super::s3::{S3Uri, S3};
+use super::aws::kms::Kms;
+use super::aws::s3::S3;
+use super::aws::{Aws, AwsError};
+use super::services::{Context, S3Uri, Services};
 use super::{AwsKeyArgs, KeySourceError};
-use crate::audit;
 use crate::config::{KeySourceDescriptor, PasswordKdf};
-use crate::crypto::keys::{MasterKey, KEY_LEN, LABEL_PASSWORD};
-use aws_sdk_kms::error::ProvideErrorMetadata;
-use aws_sdk_kms::operation::decrypt::DecryptError;
-use aws_sdk_kms::operation::generate_data_key::GenerateDataKeyError;
-use aws_sdk_kms::operation::re_encrypt::ReEncryptError;
-use aws_sdk_kms::operation::RequestId;
-use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::DataKeySpec;
+use crate::crypto::keys::{MasterKey, LABEL_PASSWORD};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use std::collections::{BTreeMap, HashMap};
-use zeroize::Zeroizing;
+use std::collections::BTreeMap;
 
 /// The encryption-context pair that binds a wrapped key to one filesystem: KMS refuses to
 /// decrypt it under any other fs id, and IAM policies can grant access per filesystem.
@@ -27,8 +23,8 @@ pub const FS_ID_CONTEXT: &str = "secretfs:fs-id";
 const MAX_PASSWORD: usize = 4096;
 
 /// The full encryption context: the fs id plus the user's pairs.
-pub fn context(fs_id: &[u8; 16], user: &BTreeMap<String, String>) -> HashMap<String, String> {
-    let mut ctx: HashMap<String, String> = user.clone().into_iter().collect();
+pub fn context(fs_id: &[u8; 16], user: &BTreeMap<String, String>) -> Context {
+    let mut ctx: Context = user.clone().into_iter().collect();
     ctx.insert(
         FS_ID_CONTEXT.to_string(),
         uuid::Uuid::from_bytes(*fs_id).to_string(),
@@ -64,307 +60,6 @@ fn arn_region(key: &str) -> Option<&str> {
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some("arn"), Some(_), Some("kms"), Some(region)) if !region.is_empty() => Some(region),
         _ => None,
-    }
-}
-
-/// What a KMS service error means for the user, from the operation's modelled variants.
-enum Kind {
-    NotFound,
-    Disabled,
-    WrongBlob,
-    Transient,
-    Other,
-}
-
-fn decrypt_kind(e: &DecryptError) -> Kind {
-    match e {
-        DecryptError::NotFoundException(_) => Kind::NotFound,
-        DecryptError::DisabledException(_) | DecryptError::KmsInvalidStateException(_) => {
-            Kind::Disabled
-        }
-        DecryptError::InvalidCiphertextException(_) | DecryptError::IncorrectKeyException(_) => {
-            Kind::WrongBlob
-        }
-        DecryptError::KeyUnavailableException(_)
-        | DecryptError::DependencyTimeoutException(_)
-        | DecryptError::KmsInternalException(_) => Kind::Transient,
-        _ => Kind::Other,
-    }
-}
-
-fn generate_kind(e: &GenerateDataKeyError) -> Kind {
-    match e {
-        GenerateDataKeyError::NotFoundException(_) => Kind::NotFound,
-        GenerateDataKeyError::DisabledException(_)
-        | GenerateDataKeyError::KmsInvalidStateException(_) => Kind::Disabled,
-        GenerateDataKeyError::KeyUnavailableException(_)
-        | GenerateDataKeyError::DependencyTimeoutException(_)
-        | GenerateDataKeyError::KmsInternalException(_) => Kind::Transient,
-        _ => Kind::Other,
-    }
-}
-
-fn reencrypt_kind(e: &ReEncryptError) -> Kind {
-    match e {
-        ReEncryptError::NotFoundException(_) => Kind::NotFound,
-        ReEncryptError::DisabledException(_) | ReEncryptError::KmsInvalidStateException(_) => {
-            Kind::Disabled
-        }
-        ReEncryptError::InvalidCiphertextException(_)
-        | ReEncryptError::IncorrectKeyException(_) => Kind::WrongBlob,
-        ReEncryptError::KeyUnavailableException(_)
-        | ReEncryptError::DependencyTimeoutException(_)
-        | ReEncryptError::KmsInternalException(_) => Kind::Transient,
-        _ => Kind::Other,
-    }
-}
-
-fn kms_failure<E: ProvideErrorMetadata + std::fmt::Display>(
-    e: &E,
-    kind: Kind,
-    action: &'static str,
-    key: &str,
-) -> Attempt {
-    let detail = match (e.code(), e.message()) {
-        (Some(c), Some(m)) => format!("{c}: {m}"),
-        (Some(c), None) => c.to_string(),
-        _ => e.to_string(),
-    };
-    let key = if key.is_empty() {
-        "the key that made the blob".to_string()
-    } else {
-        key.to_string()
-    };
-    match kind {
-        Kind::NotFound => Attempt::Fail(AwsError::KeyNotFound { key }),
-        Kind::Disabled => Attempt::Fail(AwsError::KeyDisabled { key, detail }),
-        Kind::WrongBlob => Attempt::Fail(AwsError::WrongBlob {
-            key: format!(" (key {key})"),
-            detail,
-        }),
-        Kind::Transient => Attempt::Retry(AwsError::Other {
-            service: "KMS",
-            action,
-            detail,
-        }),
-        // Access denial is not a modelled KMS exception; its error code is the stable signal.
-        Kind::Other if e.code() == Some("AccessDeniedException") => {
-            Attempt::Fail(AwsError::AccessDenied {
-                action,
-                resource: format!("KMS key {key}"),
-                detail,
-            })
-        }
-        Kind::Other => Attempt::Fail(AwsError::Other {
-            service: "KMS",
-            action,
-            detail,
-        }),
-    }
-}
-
-/// A KMS client over one `Aws` session; every call is audited with its request id.
-pub struct Kms<'a> {
-    aws: &'a Aws,
-    client: aws_sdk_kms::Client,
-    endpoint: String,
-    fs_id: String,
-    /// Request id of the last failed call: errors are audited with it too.
-    failed_rid: std::cell::RefCell<Option<String>>,
-}
-
-/// The result of a KMS call that produced or consumed a wrapped key.
-pub struct Wrapped {
-    pub blob: Vec<u8>,
-    pub key_arn: String,
-}
-
-impl<'a> Kms<'a> {
-    pub fn new(aws: &'a Aws, fs_id: &[u8; 16]) -> Self {
-        Self {
-            aws,
-            client: aws_sdk_kms::Client::new(&aws.sdk),
-            endpoint: aws.endpoint("KMS"),
-            fs_id: uuid::Uuid::from_bytes(*fs_id).to_string(),
-            failed_rid: std::cell::RefCell::new(None),
-        }
-    }
-
-    fn audit<T>(&self, op: &str, key: &str, result: &Result<(T, Option<String>), AwsError>) {
-        match result {
-            Ok((_, rid)) => audit::kms_call(&self.fs_id, op, key, rid.as_deref(), "ok"),
-            Err(e) => {
-                let rid = self.failed_rid.borrow_mut().take();
-                audit::kms_call(&self.fs_id, op, key, rid.as_deref(), &e.to_string())
-            }
-        }
-    }
-
-    /// GenerateDataKey(AES_256): the plaintext goes straight into an mlocked `MasterKey`.
-    pub fn generate(
-        &self,
-        key_id: &str,
-        ctx: &HashMap<String, String>,
-    ) -> Result<(MasterKey, Wrapped), AwsError> {
-        let secs = self.aws.timeout_secs();
-        let result = self.aws.call("KMS", self.endpoint.clone(), || async move {
-            let out = self
-                .client
-                .generate_data_key()
-                .key_id(key_id)
-                .key_spec(DataKeySpec::Aes256)
-                .set_encryption_context(Some(ctx.clone()))
-                .send()
-                .await;
-            let mut out = match out {
-                Ok(o) => o,
-                Err(e) => {
-                    let e = split_sdk_error(e, "KMS", "kms:GenerateDataKey", &self.endpoint, secs)?;
-                    *self.failed_rid.borrow_mut() = e.request_id().map(str::to_string);
-                    return Err(kms_failure(
-                        &e,
-                        generate_kind(&e),
-                        "kms:GenerateDataKey",
-                        key_id,
-                    ));
-                }
-            };
-            let rid = out.request_id().map(str::to_string);
-            let plain = Zeroizing::new(
-                out.plaintext
-                    .take()
-                    .map(Blob::into_inner)
-                    .unwrap_or_default(),
-            );
-            let master = MasterKey::from_slice(&plain).ok_or_else(|| {
-                Attempt::Fail(AwsError::Other {
-                    service: "KMS",
-                    action: "kms:GenerateDataKey",
-                    detail: format!(
-                        "the data key has {} bytes instead of {KEY_LEN}",
-                        plain.len()
-                    ),
-                })
-            })?;
-            let blob = out
-                .ciphertext_blob
-                .take()
-                .map(Blob::into_inner)
-                .unwrap_or_default();
-            let key_arn = out.key_id.take().unwrap_or_else(|| key_id.to_string());
-            Ok(((master, Wrapped { blob, key_arn }), rid))
-        });
-        self.audit("GenerateDataKey", key_id, &result);
-        result.map(|(v, _)| v)
-    }
-
-    /// Decrypt: returns the plaintext in a buffer wiped on drop, and the key ARN KMS used.
-    /// With `pin`, KMS must use `key_hint` and refuses a blob made under any other key.
-    pub fn decrypt(
-        &self,
-        blob: &[u8],
-        ctx: &HashMap<String, String>,
-        key_hint: &str,
-        pin: bool,
-    ) -> Result<(Zeroizing<Vec<u8>>, String), AwsError> {
-        let secs = self.aws.timeout_secs();
-        let result = self.aws.call("KMS", self.endpoint.clone(), || async move {
-            let mut req = self.client.decrypt().ciphertext_blob(Blob::new(blob));
-            if pin {
-                req = req.key_id(key_hint);
-            }
-            if !ctx.is_empty() {
-                req = req.set_encryption_context(Some(ctx.clone()));
-            }
-            let mut out = match req.send().await {
-                Ok(o) => o,
-                Err(e) => {
-                    let e = split_sdk_error(e, "KMS", "kms:Decrypt", &self.endpoint, secs)?;
-                    *self.failed_rid.borrow_mut() = e.request_id().map(str::to_string);
-                    return Err(kms_failure(&e, decrypt_kind(&e), "kms:Decrypt", key_hint));
-                }
-            };
-            let rid = out.request_id().map(str::to_string);
-            let plain = Zeroizing::new(
-                out.plaintext
-                    .take()
-                    .map(Blob::into_inner)
-                    .unwrap_or_default(),
-            );
-            let key_arn = out.key_id.take().unwrap_or_else(|| key_hint.to_string());
-            // KMS enforces the KeyId itself; checked here too, so an endpoint that ignores it
-            // (or answers for another key) cannot make us accept a blob under a foreign key.
-            if pin && !same_key(key_hint, &key_arn) {
-                return Err(Attempt::Fail(AwsError::WrongBlob {
-                    key: format!(" with the pinned key {key_hint}"),
-                    detail: format!("Decrypt answered with key {key_arn}"),
-                }));
-            }
-            Ok(((plain, key_arn), rid))
-        });
-        let key = match &result {
-            Ok(((_, arn), _)) => arn.clone(),
-            Err(_) => key_hint.to_string(),
-        };
-        self.audit("Decrypt", &key, &result);
-        result.map(|(v, _)| v)
-    }
-
-    /// ReEncrypt under `new_key`, same context: KMS never hands out the plaintext.
-    pub fn reencrypt(
-        &self,
-        blob: &[u8],
-        ctx: &HashMap<String, String>,
-        new_key: &str,
-    ) -> Result<Wrapped, AwsError> {
-        let secs = self.aws.timeout_secs();
-        let result = self.aws.call("KMS", self.endpoint.clone(), || async move {
-            let ctx = (!ctx.is_empty()).then(|| ctx.clone());
-            let out = self
-                .client
-                .re_encrypt()
-                .ciphertext_blob(Blob::new(blob))
-                .set_source_encryption_context(ctx.clone())
-                .destination_key_id(new_key)
-                .set_destination_encryption_context(ctx)
-                .send()
-                .await;
-            let mut out = match out {
-                Ok(o) => o,
-                Err(e) => {
-                    let e = split_sdk_error(e, "KMS", "kms:ReEncrypt", &self.endpoint, secs)?;
-                    *self.failed_rid.borrow_mut() = e.request_id().map(str::to_string);
-                    return Err(kms_failure(
-                        &e,
-                        reencrypt_kind(&e),
-                        "kms:ReEncrypt",
-                        new_key,
-                    ));
-                }
-            };
-            let rid = out.request_id().map(str::to_string);
-            let blob = out
-                .ciphertext_blob
-                .take()
-                .map(Blob::into_inner)
-                .unwrap_or_default();
-            let key_arn = out.key_id.take().unwrap_or_else(|| new_key.to_string());
-            Ok((Wrapped { blob, key_arn }, rid))
-        });
-        self.audit("ReEncrypt", new_key, &result);
-        result.map(|(v, _)| v)
-    }
-}
-
-/// Whether the key ARN KMS reports is the one asked for: an ARN must match exactly, a bare key
-/// id must be that ARN's id; an alias cannot be compared here (KMS has checked it).
-fn same_key(asked: &str, used: &str) -> bool {
-    if asked.starts_with("arn:") && asked.contains(":key/") {
-        asked == used
-    } else if asked.starts_with("alias/") || asked.contains(":alias/") {
-        true
-    } else {
-        used == asked || used.ends_with(&format!(":key/{asked}"))
     }
 }
 
@@ -428,6 +123,22 @@ fn key_label(key_id: &str, key_arn: &Option<String>) -> String {
     key_arn.clone().unwrap_or_else(|| key_id.to_string())
 }
 
+/// Connects the SDK for one command (the region from `region_key` when it is an ARN and the
+/// chain finds none) and runs `flow` on its KMS and S3 clients.
+fn with_sdk<T>(
+    args: &AwsKeyArgs,
+    region_key: Option<&str>,
+    fs_id: &[u8; 16],
+    flow: impl FnOnce(&Services) -> Result<T, KeySourceError>,
+) -> Result<T, KeySourceError> {
+    let aws = Aws::connect(args.timeout, region_key.and_then(arn_region))?;
+    let (kms, s3) = (Kms::new(&aws, fs_id), S3::new(&aws));
+    flow(&Services {
+        kms: &kms,
+        blobs: &s3,
+    })
+}
+
 /// `init --key kms`: a new data key from KMS; its blob inline in the config and, if asked, in S3.
 pub fn init_kms(
     args: &AwsKeyArgs,
@@ -437,22 +148,33 @@ pub fn init_kms(
         .kms_key
         .as_deref()
         .ok_or(KeySourceError::KmsKeyMissing)?;
+    with_sdk(args, Some(key_id), fs_id, |svc| {
+        init_kms_with(svc, args, fs_id)
+    })
+}
+
+pub fn init_kms_with(
+    svc: &Services,
+    args: &AwsKeyArgs,
+    fs_id: &[u8; 16],
+) -> Result<(MasterKey, KeySourceDescriptor), KeySourceError> {
+    let key_id = args
+        .kms_key
+        .as_deref()
+        .ok_or(KeySourceError::KmsKeyMissing)?;
     let user_ctx = args.context.clone().unwrap_or_default();
-    let aws = Aws::connect(args.timeout, arn_region(key_id))?;
-    let s3 = S3::new(&aws);
     // Refuse an existing object before KMS mints a key that would then be thrown away.
     if let Some(uri) = &args.wrapped_key {
-        if !args.force && s3.exists(uri)? {
+        if !args.force && svc.blobs.exists(uri)? {
             return Err(AwsError::ObjectExists {
                 uri: uri.to_string(),
             }
             .into());
         }
     }
-    let kms = Kms::new(&aws, fs_id);
-    let (master, wrapped) = kms.generate(key_id, &context(fs_id, &user_ctx))?;
+    let (master, wrapped) = svc.kms.generate(key_id, &context(fs_id, &user_ctx))?;
     if let Some(uri) = &args.wrapped_key {
-        s3.put(uri, &wrapped.blob, args.force)?;
+        svc.blobs.put(uri, &wrapped.blob, args.force)?;
     }
     let descriptor = KeySourceDescriptor::Kms {
         key_id: key_id.to_string(),
@@ -469,13 +191,26 @@ pub fn init_kms_password(
     args: &AwsKeyArgs,
     fs_id: &[u8; 16],
 ) -> Result<(MasterKey, KeySourceDescriptor), KeySourceError> {
+    if args.wrapped_key.is_none() {
+        return Err(KeySourceError::WrappedKeyMissing);
+    }
+    with_sdk(args, args.kms_key.as_deref(), fs_id, |svc| {
+        init_kms_password_with(svc, args, fs_id)
+    })
+}
+
+pub fn init_kms_password_with(
+    svc: &Services,
+    args: &AwsKeyArgs,
+    fs_id: &[u8; 16],
+) -> Result<(MasterKey, KeySourceDescriptor), KeySourceError> {
     let uri = args
         .wrapped_key
         .as_ref()
         .ok_or(KeySourceError::WrappedKeyMissing)?;
     let user_ctx = args.context.clone().unwrap_or_default();
     let (master, key_arn) = unlock_password(
-        args,
+        svc,
         uri,
         &user_ctx,
         fs_id,
@@ -492,19 +227,19 @@ pub fn init_kms_password(
 }
 
 fn unlock_password(
-    args: &AwsKeyArgs,
+    svc: &Services,
     uri: &S3Uri,
     ctx: &BTreeMap<String, String>,
     fs_id: &[u8; 16],
     key_hint: Option<&str>,
     kdf: Option<&PasswordKdf>,
 ) -> Result<(MasterKey, String), KeySourceError> {
-    let aws = Aws::connect(args.timeout, key_hint.and_then(arn_region))?;
-    let object = S3::new(&aws).get(uri)?;
+    let object = svc.blobs.get(uri)?;
     let blob = password_blob(&object);
-    let ctx: HashMap<String, String> = ctx.clone().into_iter().collect();
+    let ctx: Context = ctx.clone().into_iter().collect();
     let (password, key_arn) =
-        Kms::new(&aws, fs_id).decrypt(&blob, &ctx, key_hint.unwrap_or(""), key_hint.is_some())?;
+        svc.kms
+            .decrypt(&blob, &ctx, key_hint.unwrap_or(""), key_hint.is_some())?;
     if password.is_empty() || password.len() > MAX_PASSWORD {
         return Err(damaged(
             "the decrypted password object is empty or too long",
@@ -516,7 +251,7 @@ fn unlock_password(
 /// Where the blob of a `kms` filesystem comes from at mount: `--wrapped-key` first, then the
 /// S3 object the config names (so a central rewrap or revocation takes effect), then inline.
 fn fetch_blob(
-    aws: &Aws,
+    svc: &Services,
     args: &AwsKeyArgs,
     s3_uri: &Option<String>,
     inline: &str,
@@ -527,7 +262,7 @@ fn fetch_blob(
         (None, None) => None,
     };
     match uri {
-        Some(uri) => Ok(S3::new(aws).get(&uri)?),
+        Some(uri) => Ok(svc.blobs.get(&uri)?),
         None => B64
             .decode(inline)
             .map_err(|_| damaged("the inline wrapped key is not base64")),
@@ -536,6 +271,27 @@ fn fetch_blob(
 
 /// Mount with `kms`: fetch the blob, Decrypt it under the fs-id context.
 pub fn resolve_kms(
+    args: &AwsKeyArgs,
+    stored: &KeySourceDescriptor,
+    fs_id: &[u8; 16],
+) -> Result<MasterKey, KeySourceError> {
+    let region_key = match (&args.kms_key, stored) {
+        (Some(k), _) => Some(k.clone()),
+        (
+            None,
+            KeySourceDescriptor::Kms {
+                key_id, key_arn, ..
+            },
+        ) => Some(key_label(key_id, key_arn)),
+        (None, _) => None,
+    };
+    with_sdk(args, region_key.as_deref(), fs_id, |svc| {
+        resolve_kms_with(svc, args, stored, fs_id)
+    })
+}
+
+pub fn resolve_kms_with(
+    svc: &Services,
     args: &AwsKeyArgs,
     stored: &KeySourceDescriptor,
     fs_id: &[u8; 16],
@@ -556,16 +312,27 @@ pub fn resolve_kms(
         .kms_key
         .clone()
         .unwrap_or_else(|| key_label(key_id, key_arn));
-    let aws = Aws::connect(args.timeout, arn_region(&label))?;
-    let blob = fetch_blob(&aws, args, s3_uri, wrapped_key)?;
+    let blob = fetch_blob(svc, args, s3_uri, wrapped_key)?;
     let user_ctx = args.context.as_ref().unwrap_or(stored_ctx);
-    let (plain, _) =
-        Kms::new(&aws, fs_id).decrypt(&blob, &context(fs_id, user_ctx), &label, pinned)?;
+    let (plain, _) = svc
+        .kms
+        .decrypt(&blob, &context(fs_id, user_ctx), &label, pinned)?;
     MasterKey::from_slice(&plain).ok_or_else(|| damaged("the KMS data key does not have 32 bytes"))
 }
 
 /// Mount with `kms-password`: the S3 object through Decrypt (no context unless given), then HKDF.
 pub fn resolve_kms_password(
+    args: &AwsKeyArgs,
+    stored: &KeySourceDescriptor,
+    fs_id: &[u8; 16],
+) -> Result<MasterKey, KeySourceError> {
+    with_sdk(args, args.kms_key.as_deref(), fs_id, |svc| {
+        resolve_kms_password_with(svc, args, stored, fs_id)
+    })
+}
+
+pub fn resolve_kms_password_with(
+    svc: &Services,
     args: &AwsKeyArgs,
     stored: &KeySourceDescriptor,
     fs_id: &[u8; 16],
@@ -587,7 +354,7 @@ pub fn resolve_kms_password(
     // The key to name comes from the caller (the user's --kms-key, or the pin's ARN that
     // `trusted_spec` put there), never from the descriptor, which may be the store's own.
     let hint = args.kms_key.as_deref();
-    unlock_password(args, &uri, ctx, fs_id, hint, kdf.as_ref()).map(|(master, _)| master)
+    unlock_password(svc, &uri, ctx, fs_id, hint, kdf.as_ref()).map(|(master, _)| master)
 }
 
 /// `rewrap`: ReEncrypt the blob to `new_key`, prove the new blob opens this filesystem
@@ -603,8 +370,23 @@ pub fn rewrap(
         .kms_key
         .as_deref()
         .ok_or(KeySourceError::KmsKeyMissing)?;
-    let aws = Aws::connect(args.timeout, arn_region(new_key))?;
-    let kms = Kms::new(&aws, fs_id);
+    with_sdk(args, Some(new_key), fs_id, |svc| {
+        rewrap_with(svc, args, stored, fs_id, opens)
+    })
+}
+
+pub fn rewrap_with(
+    svc: &Services,
+    args: &AwsKeyArgs,
+    stored: &KeySourceDescriptor,
+    fs_id: &[u8; 16],
+    opens: &dyn Fn(&MasterKey) -> bool,
+) -> Result<(MasterKey, KeySourceDescriptor), KeySourceError> {
+    let new_key = args
+        .kms_key
+        .as_deref()
+        .ok_or(KeySourceError::KmsKeyMissing)?;
+    let kms = svc.kms;
     match stored {
         KeySourceDescriptor::Kms {
             key_id,
@@ -614,7 +396,7 @@ pub fn rewrap(
             context: user_ctx,
         } => {
             let ctx = context(fs_id, user_ctx);
-            let old = fetch_blob(&aws, args, s3_uri, wrapped_key)?;
+            let old = fetch_blob(svc, args, s3_uri, wrapped_key)?;
             let (plain, _) = kms.decrypt(&old, &ctx, &key_label(key_id, key_arn), true)?;
             let old_master =
                 MasterKey::from_slice(&plain).ok_or_else(|| damaged("old data key length"))?;
@@ -630,7 +412,7 @@ pub fn rewrap(
             }
             if let Some(uri) = s3_uri {
                 let uri = S3Uri::parse(uri).map_err(KeySourceError::Damaged)?;
-                S3::new(&aws).put(&uri, &new.blob, true)?;
+                svc.blobs.put(&uri, &new.blob, true)?;
             }
             Ok((
                 master,
@@ -650,10 +432,9 @@ pub fn rewrap(
             kdf,
         } => {
             let uri = S3Uri::parse(s3_uri).map_err(KeySourceError::Damaged)?;
-            let s3 = S3::new(&aws);
-            let object = s3.get(&uri)?;
+            let object = svc.blobs.get(&uri)?;
             let old = password_blob(&object);
-            let ctx: HashMap<String, String> = user_ctx.clone().into_iter().collect();
+            let ctx: Context = user_ctx.clone().into_iter().collect();
             let (password, _) = kms.decrypt(
                 &old,
                 &ctx,
@@ -669,7 +450,7 @@ pub fn rewrap(
             if !opens(&master) {
                 return Err(KeySourceError::DoesNotOpen);
             }
-            s3.put(&uri, &new.blob, true)?;
+            svc.blobs.put(&uri, &new.blob, true)?;
             Ok((
                 master,
                 KeySourceDescriptor::KmsPassword {
@@ -727,22 +508,6 @@ mod tests {
     }
 
     #[test]
-    fn keys_kms_answers_with_must_be_the_pinned_ones() {
-        let arn = "arn:aws:kms:eu-west-1:111122223333:key/abcd";
-        assert!(same_key(arn, arn));
-        assert!(!same_key(
-            arn,
-            "arn:aws:kms:eu-west-1:111122223333:key/evil"
-        ));
-        assert!(same_key("abcd", arn));
-        assert!(!same_key(
-            "abcd",
-            "arn:aws:kms:eu-west-1:111122223333:key/xabcd"
-        ));
-        assert!(same_key("alias/secretfs", arn));
-    }
-
-    #[test]
     fn region_comes_from_arns_only() {
         assert_eq!(
             arn_region("arn:aws:kms:eu-west-1:111122223333:key/abcd"),
@@ -761,114 +526,293 @@ mod tests {
         assert_ne!(a.expose(), c.expose());
     }
 
-    fn class_of(a: Attempt) -> &'static str {
-        match a {
-            Attempt::Fail(AwsError::KeyDisabled { .. }) => "disabled",
-            Attempt::Fail(AwsError::KeyNotFound { .. }) => "not-found",
-            Attempt::Fail(AwsError::WrongBlob { .. }) => "wrong-blob",
-            Attempt::Fail(AwsError::AccessDenied { .. }) => "denied",
-            Attempt::Retry(_) => "retry",
-            Attempt::Fail(_) => "other",
-        }
-    }
-
-    /// moto does not enforce key states, so the mapping of the modelled exceptions is checked
-    /// here on the SDK's own error types.
-    #[test]
-    fn kms_exceptions_map_to_their_causes() {
-        use aws_sdk_kms::types::error::*;
-        let d = |e: DecryptError| class_of(kms_failure(&e, decrypt_kind(&e), "kms:Decrypt", "k"));
-        assert_eq!(
-            d(DecryptError::DisabledException(
-                DisabledException::builder().build()
-            )),
-            "disabled"
-        );
-        assert_eq!(
-            d(DecryptError::KmsInvalidStateException(
-                KmsInvalidStateException::builder()
-                    .message("pending deletion")
-                    .build()
-            )),
-            "disabled"
-        );
-        assert_eq!(
-            d(DecryptError::NotFoundException(
-                NotFoundException::builder().build()
-            )),
-            "not-found"
-        );
-        assert_eq!(
-            d(DecryptError::InvalidCiphertextException(
-                InvalidCiphertextException::builder().build()
-            )),
-            "wrong-blob"
-        );
-        assert_eq!(
-            d(DecryptError::IncorrectKeyException(
-                IncorrectKeyException::builder().build()
-            )),
-            "wrong-blob"
-        );
-        assert_eq!(
-            d(DecryptError::KeyUnavailableException(
-                KeyUnavailableException::builder().build()
-            )),
-            "retry"
-        );
-        let denied = aws_sdk_kms::error::ErrorMetadata::builder()
-            .code("AccessDeniedException")
-            .message(
-                "User: arn:aws:sts::1:assumed-role/r/i-1 is not authorized to perform: kms:Decrypt",
-            )
-            .build();
-        let e = DecryptError::generic(denied);
-        let a = kms_failure(&e, decrypt_kind(&e), "kms:Decrypt", "k");
-        match a {
-            Attempt::Fail(err @ AwsError::AccessDenied { .. }) => {
-                let msg = err.to_string();
-                assert!(
-                    msg.contains("kms:Decrypt") && msg.contains("assumed-role/r"),
-                    "{msg}"
-                );
-            }
-            _ => panic!("not access denied"),
-        }
-        let g = |e: GenerateDataKeyError| {
-            class_of(kms_failure(
-                &e,
-                generate_kind(&e),
-                "kms:GenerateDataKey",
-                "k",
-            ))
-        };
-        assert_eq!(
-            g(GenerateDataKeyError::DisabledException(
-                DisabledException::builder().build()
-            )),
-            "disabled"
-        );
-        let r =
-            |e: ReEncryptError| class_of(kms_failure(&e, reencrypt_kind(&e), "kms:ReEncrypt", "k"));
-        assert_eq!(
-            r(ReEncryptError::DisabledException(
-                DisabledException::builder().build()
-            )),
-            "disabled"
-        );
-        assert_eq!(
-            r(ReEncryptError::InvalidCiphertextException(
-                InvalidCiphertextException::builder().build()
-            )),
-            "wrong-blob"
-        );
-    }
-
     #[test]
     fn password_objects_may_be_raw_or_base64() {
         let raw = vec![1u8, 2, 2, 0, 0xff, 0x80];
         assert_eq!(password_blob(&raw), raw);
         let text = format!("{}\n", B64.encode(&raw));
         assert_eq!(password_blob(text.as_bytes()), raw);
+    }
+
+    /// The key flows on the fakes: every failure mode of init, mount and rewrap, and the rule
+    /// that a rewrap replaces nothing before the new blob is proven to open the filesystem.
+    mod flows {
+        use super::super::*;
+        use crate::keysource::aws::ErrorClass;
+        use crate::keysource::fake::{denied, unreachable, FakeKms, FakeS3, Faulty};
+        use crate::keysource::services::{BlobStore, KeyService, Services};
+        use std::cell::Cell;
+
+        const FS: [u8; 16] = [7; 16];
+
+        fn uri() -> S3Uri {
+            S3Uri::parse("s3://keys-bucket/fs/7.bin").unwrap()
+        }
+
+        fn args(kms_key: Option<&str>, s3: bool) -> AwsKeyArgs {
+            AwsKeyArgs {
+                kms_key: kms_key.map(str::to_string),
+                wrapped_key: s3.then(uri),
+                ..AwsKeyArgs::default()
+            }
+        }
+
+        fn svc<'a>(kms: &'a dyn KeyService, blobs: &'a dyn BlobStore) -> Services<'a> {
+            Services { kms, blobs }
+        }
+
+        fn aws_class(e: &KeySourceError) -> Option<ErrorClass> {
+            match e {
+                KeySourceError::Aws(a) => Some(a.class()),
+                _ => None,
+            }
+        }
+
+        /// A filesystem made with `init --key kms --kms-key k1 --wrapped-key s3://…`.
+        fn made(kms: &dyn KeyService, s3: &dyn BlobStore) -> (MasterKey, KeySourceDescriptor) {
+            init_kms_with(&svc(kms, s3), &args(Some("k1"), true), &FS).unwrap()
+        }
+
+        #[test]
+        fn init_refuses_an_existing_object_before_kms_mints_a_key() {
+            let (kms, s3) = (FakeKms::with_keys(&["k1"]), FakeS3::default());
+            s3.set(&uri(), b"another filesystem's blob");
+            let err = init_kms_with(&svc(&kms, &s3), &args(Some("k1"), true), &FS).err();
+            assert!(matches!(
+                err,
+                Some(KeySourceError::Aws(AwsError::ObjectExists { .. }))
+            ));
+            assert!(kms.calls().is_empty(), "{:?}", kms.calls());
+            assert_eq!(s3.object(&uri()).unwrap(), b"another filesystem's blob");
+
+            let forced = AwsKeyArgs {
+                force: true,
+                ..args(Some("k1"), true)
+            };
+            let (master, desc) = init_kms_with(&svc(&kms, &s3), &forced, &FS).unwrap();
+            assert_ne!(s3.object(&uri()).unwrap(), b"another filesystem's blob");
+            let back = resolve_kms_with(&svc(&kms, &s3), &args(None, false), &desc, &FS).unwrap();
+            assert_eq!(back.expose(), master.expose());
+        }
+
+        #[test]
+        fn init_fails_whole_when_kms_or_s3_fails() {
+            let s3 = FakeS3::default();
+            let kms = Faulty::new(FakeKms::with_keys(&["k1"])).fail("GenerateDataKey", 0, denied);
+            let err = init_kms_with(&svc(&kms, &s3), &args(Some("k1"), true), &FS).unwrap_err();
+            assert_eq!(aws_class(&err), Some(ErrorClass::Permanent), "{err}");
+            assert!(
+                s3.object(&uri()).is_none(),
+                "nothing stored for a key never made"
+            );
+
+            let kms = FakeKms::with_keys(&["k1"]);
+            let s3 = Faulty::new(FakeS3::default()).fail("PutObject", 0, unreachable);
+            let err = init_kms_with(&svc(&kms, &s3), &args(Some("k1"), true), &FS).unwrap_err();
+            assert_eq!(aws_class(&err), Some(ErrorClass::Transient), "{err}");
+
+            let err = init_kms_with(&svc(&kms, &s3), &args(Some("nope"), false), &FS).unwrap_err();
+            assert!(
+                matches!(err, KeySourceError::Aws(AwsError::KeyNotFound { .. })),
+                "{err}"
+            );
+            let err = init_kms_with(&svc(&kms, &s3), &args(None, false), &FS).unwrap_err();
+            assert!(matches!(err, KeySourceError::KmsKeyMissing));
+        }
+
+        #[test]
+        fn mount_reads_the_s3_object_first_and_never_falls_back_to_the_inline_blob() {
+            let (kms, s3) = (FakeKms::with_keys(&["k1"]), FakeS3::default());
+            let (master, desc) = made(&kms, &s3);
+            let back = resolve_kms_with(&svc(&kms, &s3), &args(None, false), &desc, &FS).unwrap();
+            assert_eq!(back.expose(), master.expose());
+            // Deleting the object is how an operator revokes a filesystem centrally.
+            s3.remove(&uri());
+            let err =
+                resolve_kms_with(&svc(&kms, &s3), &args(None, false), &desc, &FS).unwrap_err();
+            assert!(
+                matches!(err, KeySourceError::Aws(AwsError::NoSuchKey { .. })),
+                "{err}"
+            );
+
+            // Without an S3 object the config's inline blob is the only copy.
+            let (master, desc) =
+                init_kms_with(&svc(&kms, &s3), &args(Some("k1"), false), &FS).unwrap();
+            let no_s3 = Faulty::new(FakeS3::default()).fail("GetObject", 0, denied);
+            let back =
+                resolve_kms_with(&svc(&kms, &no_s3), &args(None, false), &desc, &FS).unwrap();
+            assert_eq!(back.expose(), master.expose());
+        }
+
+        #[test]
+        fn mount_failures_keep_their_cause() {
+            let (kms, s3) = (FakeKms::with_keys(&["k1", "k2"]), FakeS3::default());
+            let (_, desc) = made(&kms, &s3);
+            let mount = |kms: &dyn KeyService, a: &AwsKeyArgs| {
+                resolve_kms_with(&svc(kms, &s3), a, &desc, &FS).unwrap_err()
+            };
+            // Another filesystem's id or another context: the blob is not this filesystem's.
+            let other_fs = resolve_kms_with(&svc(&kms, &s3), &args(None, false), &desc, &[8; 16]);
+            assert_eq!(
+                aws_class(&other_fs.unwrap_err()),
+                Some(ErrorClass::WrongKey)
+            );
+            let ctx = AwsKeyArgs {
+                context: Some(parse_context("app=other").unwrap()),
+                ..args(None, false)
+            };
+            assert_eq!(aws_class(&mount(&kms, &ctx)), Some(ErrorClass::WrongKey));
+            // A pinned key refuses a blob made under any other key.
+            assert_eq!(
+                aws_class(&mount(&kms, &args(Some("k2"), false))),
+                Some(ErrorClass::WrongKey)
+            );
+            let down = Faulty::new(FakeKms::with_keys(&["k1"])).fail("Decrypt", 0, unreachable);
+            assert_eq!(
+                aws_class(&mount(&down, &args(None, false))),
+                Some(ErrorClass::Transient)
+            );
+            kms.disable("k1");
+            let err = mount(&kms, &args(None, false));
+            assert!(
+                matches!(err, KeySourceError::Aws(AwsError::KeyDisabled { .. })),
+                "{err}"
+            );
+            s3.set(&uri(), b"not a blob");
+            kms.enable("k1");
+            assert_eq!(
+                aws_class(&mount(&kms, &args(None, false))),
+                Some(ErrorClass::WrongKey)
+            );
+        }
+
+        /// The object still holds the old blob, and the old config still opens the filesystem.
+        fn untouched(
+            kms: &FakeKms,
+            s3: &FakeS3,
+            old_blob: &[u8],
+            desc: &KeySourceDescriptor,
+            master: &MasterKey,
+        ) {
+            assert_eq!(
+                s3.object(&uri()).unwrap(),
+                old_blob,
+                "the S3 object was replaced"
+            );
+            let back = resolve_kms_with(&svc(kms, s3), &args(None, false), desc, &FS).unwrap();
+            assert_eq!(back.expose(), master.expose());
+        }
+
+        #[test]
+        fn rewrap_replaces_nothing_until_the_new_blob_is_proven_to_open_the_filesystem() {
+            let (kms, s3) = (FakeKms::with_keys(&["k1", "k2"]), FakeS3::default());
+            let (master, desc) = made(&kms, &s3);
+            let old_blob = s3.object(&uri()).unwrap();
+            let to_k2 = args(Some("k2"), false);
+            let opens = |m: &MasterKey| m.expose() == master.expose();
+
+            // The given key does not open this filesystem: not even ReEncrypt is asked for.
+            let err = rewrap_with(&svc(&kms, &s3), &to_k2, &desc, &FS, &|_| false).unwrap_err();
+            assert!(matches!(err, KeySourceError::DoesNotOpen), "{err}");
+            assert!(!kms.calls().iter().any(|c| c.starts_with("ReEncrypt")));
+            untouched(&kms, &s3, &old_blob, &desc, &master);
+
+            // ReEncrypt fails, or the new blob cannot be decrypted (second Decrypt).
+            for (op, skip) in [("ReEncrypt", 0), ("Decrypt", 1)] {
+                let faulty =
+                    Faulty::new(FakeKms::with_keys(&["k1", "k2"])).fail(op, skip, unreachable);
+                let err = rewrap_with(&svc(&faulty, &s3), &to_k2, &desc, &FS, &opens).unwrap_err();
+                assert_eq!(aws_class(&err), Some(ErrorClass::Transient), "{op}: {err}");
+                untouched(&kms, &s3, &old_blob, &desc, &master);
+            }
+
+            // The new blob decrypts but to a key that does not open the filesystem.
+            let proofs = Cell::new(0);
+            let second_fails = |m: &MasterKey| {
+                proofs.set(proofs.get() + 1);
+                proofs.get() == 1 && opens(m)
+            };
+            let err = rewrap_with(&svc(&kms, &s3), &to_k2, &desc, &FS, &second_fails).unwrap_err();
+            assert!(matches!(err, KeySourceError::DoesNotOpen), "{err}");
+            assert_eq!(proofs.get(), 2);
+            untouched(&kms, &s3, &old_blob, &desc, &master);
+
+            // The target key is disabled, or the object cannot be written.
+            kms.disable("k2");
+            let err = rewrap_with(&svc(&kms, &s3), &to_k2, &desc, &FS, &opens).unwrap_err();
+            assert!(
+                matches!(err, KeySourceError::Aws(AwsError::KeyDisabled { .. })),
+                "{err}"
+            );
+            kms.enable("k2");
+            let read_only = Faulty::new(FakeS3::default()).fail("PutObject", 0, denied);
+            read_only.inner.set(&uri(), &old_blob);
+            let err = rewrap_with(&svc(&kms, &read_only), &to_k2, &desc, &FS, &opens).unwrap_err();
+            assert_eq!(aws_class(&err), Some(ErrorClass::Permanent), "{err}");
+            untouched(&kms, &read_only.inner, &old_blob, &desc, &master);
+
+            // Success: the object holds a blob under k2, and both the new config and the old
+            // one (a crash before the config was rewritten) open the filesystem.
+            let (same, new_desc) =
+                rewrap_with(&svc(&kms, &s3), &to_k2, &desc, &FS, &opens).unwrap();
+            assert_eq!(same.expose(), master.expose());
+            let KeySourceDescriptor::Kms {
+                key_id, key_arn, ..
+            } = &new_desc
+            else {
+                panic!("not a kms descriptor: {new_desc:?}");
+            };
+            assert_eq!(
+                (key_id.as_str(), key_arn.as_deref()),
+                ("k2", Some(FakeKms::arn("k2").as_str()))
+            );
+            assert_ne!(s3.object(&uri()).unwrap(), old_blob);
+            for d in [&new_desc, &desc] {
+                let back = resolve_kms_with(&svc(&kms, &s3), &args(None, false), d, &FS).unwrap();
+                assert_eq!(back.expose(), master.expose());
+            }
+            // The old key is no longer needed: disabling it locks nothing out.
+            kms.disable("k1");
+            let pinned = args(Some(&FakeKms::arn("k2")), false);
+            resolve_kms_with(&svc(&kms, &s3), &pinned, &new_desc, &FS).unwrap();
+        }
+
+        #[test]
+        fn kms_password_objects_are_adopted_resolved_and_rewrapped() {
+            let (kms, s3) = (FakeKms::with_keys(&["k1", "k2"]), FakeS3::default());
+            let object = kms.encrypt("k1", &Context::new(), b"classic recipe password");
+            // As `aws kms encrypt --output text` writes it.
+            s3.set(&uri(), format!("{}\n", B64.encode(&object)).as_bytes());
+            let (master, desc) =
+                init_kms_password_with(&svc(&kms, &s3), &args(None, true), &FS).unwrap();
+            let back =
+                resolve_kms_password_with(&svc(&kms, &s3), &args(None, false), &desc, &FS).unwrap();
+            assert_eq!(back.expose(), master.expose());
+
+            let opens = |m: &MasterKey| m.expose() == master.expose();
+            let (_, new_desc) = rewrap_with(
+                &svc(&kms, &s3),
+                &args(Some("k2"), false),
+                &desc,
+                &FS,
+                &opens,
+            )
+            .unwrap();
+            kms.disable("k1");
+            let back =
+                resolve_kms_password_with(&svc(&kms, &s3), &args(None, false), &new_desc, &FS)
+                    .unwrap();
+            assert_eq!(back.expose(), master.expose());
+
+            for bad in [&b""[..], &[b'x'; MAX_PASSWORD + 1][..]] {
+                s3.set(&uri(), &kms.encrypt("k2", &Context::new(), bad));
+                let err =
+                    resolve_kms_password_with(&svc(&kms, &s3), &args(None, false), &new_desc, &FS)
+                        .unwrap_err();
+                assert!(matches!(err, KeySourceError::Damaged(_)), "{err}");
+            }
+            let err = init_kms_password_with(&svc(&kms, &s3), &args(None, false), &FS).unwrap_err();
+            assert!(matches!(err, KeySourceError::WrappedKeyMissing));
+        }
     }
 }

@@ -2,9 +2,13 @@
 //! key for a new filesystem and one `resolve()` to recover it at mount. Only a `MasterKey` leaves.
 
 pub mod aws;
+#[cfg(test)]
+mod fake;
 pub mod kms;
 pub mod local;
-pub mod s3;
+pub mod services;
+
+pub use services::S3Uri;
 
 use crate::config::KeySourceDescriptor;
 use crate::crypto::keys::MasterKey;
@@ -19,7 +23,7 @@ pub struct AwsKeyArgs {
     /// KMS key id, alias or ARN (init, rewrap: the new key).
     pub kms_key: Option<String>,
     /// Where the wrapped blob is (init: where to put it; mount: read it from there).
-    pub wrapped_key: Option<s3::S3Uri>,
+    pub wrapped_key: Option<S3Uri>,
     /// Extra encryption-context pairs (the fs id is always added).
     pub context: Option<BTreeMap<String, String>>,
     /// Overall deadline for all AWS calls of the command.

@@ -1,5 +1,8 @@
-//! The AWS plumbing shared by the KMS and S3 key sources: a private tokio runtime, the SDK's
-//! default credential/region/endpoint chain, retries bounded by one deadline, and typed errors.
+//! The AWS SDK side of the key sources: a private tokio runtime, the SDK's default credential,
+//! region and endpoint chain, retries bounded by one deadline, typed errors; the KMS and S3 clients.
+
+pub mod kms;
+pub mod s3;
 
 use aws_smithy_runtime_api::client::result::SdkError;
 use std::cell::RefCell;

@@ -1,7 +1,8 @@
-//! Where a KMS-wrapped key blob is kept outside the backing store: one S3 object, read at mount,
-//! written at init (never over an existing object unless forced) and replaced by rewrap.
+//! The S3 client on the AWS SDK: the one object holding a wrapped key blob, read at mount, written
+//! at init (never over an existing object unless forced) and replaced by rewrap.
 
-use super::aws::{split_sdk_error, Attempt, Aws, AwsError};
+use super::{split_sdk_error, Attempt, Aws, AwsError};
+use crate::keysource::services::{BlobStore, S3Uri};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::operation::head_object::HeadObjectError;
@@ -11,38 +12,6 @@ use aws_sdk_s3::types::ServerSideEncryption;
 /// A wrapped key is tens to hundreds of bytes; a much larger object is not one of ours and
 /// must not be read into memory whole.
 const MAX_BLOB: u64 = 64 * 1024;
-
-/// `s3://bucket/key`, checked at parse time so a typo fails before any network call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Uri {
-    pub bucket: String,
-    pub key: String,
-}
-
-impl S3Uri {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || format!("`{text}` is not an S3 URI: expected s3://BUCKET/KEY");
-        let rest = text.strip_prefix("s3://").ok_or_else(bad)?;
-        let (bucket, key) = rest.split_once('/').ok_or_else(bad)?;
-        let bucket_ok = (3..=63).contains(&bucket.len())
-            && bucket
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-        if !bucket_ok || key.is_empty() {
-            return Err(bad());
-        }
-        Ok(Self {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-        })
-    }
-}
-
-impl std::fmt::Display for S3Uri {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "s3://{}/{}", self.bucket, self.key)
-    }
-}
 
 pub struct S3<'a> {
     aws: &'a Aws,
@@ -94,9 +63,11 @@ impl<'a> S3<'a> {
             },
         }
     }
+}
 
+impl BlobStore for S3<'_> {
     /// Reads the blob; the object is ciphertext, so no zeroizing is needed for it.
-    pub fn get(&self, uri: &S3Uri) -> Result<Vec<u8>, AwsError> {
+    fn get(&self, uri: &S3Uri) -> Result<Vec<u8>, AwsError> {
         let secs = self.secs();
         self.aws.call("S3", self.endpoint.clone(), || async move {
             let out = self
@@ -141,7 +112,7 @@ impl<'a> S3<'a> {
     }
 
     /// Whether the object exists (HeadObject's 404 is modelled as `NotFound`).
-    pub fn exists(&self, uri: &S3Uri) -> Result<bool, AwsError> {
+    fn exists(&self, uri: &S3Uri) -> Result<bool, AwsError> {
         let secs = self.secs();
         self.aws.call("S3", self.endpoint.clone(), || async move {
             match self
@@ -173,12 +144,7 @@ impl<'a> S3<'a> {
     /// Stores the blob encrypted at rest with SSE-KMS (the account's S3 key, so reading the
     /// object needs no extra grant on the filesystem's KMS key). Without `overwrite`, a
     /// conditional write makes the refusal race-free where S3 supports it.
-    pub fn put(
-        &self,
-        uri: &S3Uri,
-        blob: &[u8],
-        overwrite: bool,
-    ) -> Result<Option<String>, AwsError> {
+    fn put(&self, uri: &S3Uri, blob: &[u8], overwrite: bool) -> Result<Option<String>, AwsError> {
         if !overwrite && self.exists(uri)? {
             return Err(AwsError::ObjectExists {
                 uri: uri.to_string(),
@@ -222,28 +188,5 @@ fn describe<E: ProvideErrorMetadata + std::fmt::Display>(e: &E) -> String {
         (Some(c), Some(m)) => format!("{c}: {m}"),
         (Some(c), None) => c.to_string(),
         _ => e.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_s3_uris() {
-        let u = S3Uri::parse("s3://my-bucket/keys/fs1.bin").unwrap();
-        assert_eq!(u.bucket, "my-bucket");
-        assert_eq!(u.key, "keys/fs1.bin");
-        assert_eq!(u.to_string(), "s3://my-bucket/keys/fs1.bin");
-        for bad in [
-            "my-bucket/key",
-            "s3://my-bucket",
-            "s3://my-bucket/",
-            "s3:///key",
-            "s3://My_Bucket/key",
-            "https://b/k",
-        ] {
-            assert!(S3Uri::parse(bad).is_err(), "{bad}");
-        }
     }
 }
