@@ -14,6 +14,8 @@ pub mod keysource;
 pub mod mountopts;
 pub mod mounts;
 pub mod pins;
+#[cfg(test)]
+pub(crate) mod testing;
 
 /// Turns a libc return value into an io::Result (shared by modules outside `fs`).
 pub(crate) fn fs_sys_cvt(ret: libc::c_int) -> std::io::Result<libc::c_int> {

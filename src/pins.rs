@@ -132,6 +132,9 @@ mod tests {
 
     #[test]
     fn a_stored_pin_loads_back_and_a_missing_one_is_none() {
+        if !crate::testing::root_or_skip() {
+            return;
+        }
         let dir = tempfile::tempdir().unwrap();
         let pins = dir.path().join("pins");
         let p = pin();
@@ -145,6 +148,9 @@ mod tests {
 
     #[test]
     fn pins_writable_by_others_symlinked_or_renamed_are_untrusted() {
+        if !crate::testing::root_or_skip() {
+            return;
+        }
         let dir = tempfile::tempdir().unwrap();
         let pins = dir.path().join("pins");
         let p = pin();

@@ -30,6 +30,9 @@ macro_rules! require_no_device_mapper {
 
 #[test]
 fn block_open_without_device_mapper_fails_clearly_and_creates_nothing() {
+    if !common::can_mount() {
+        return;
+    }
     require_no_device_mapper!();
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("vol.img");
@@ -61,6 +64,9 @@ fn block_open_without_device_mapper_fails_clearly_and_creates_nothing() {
 
 #[test]
 fn block_close_and_status_without_device_mapper() {
+    if !common::can_mount() {
+        return;
+    }
     require_no_device_mapper!();
     let out = common::secretfs(&["block", "close", "/mnt/nothing-here"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -72,6 +78,9 @@ fn block_close_and_status_without_device_mapper() {
 
 #[test]
 fn fstab_mode_block_without_device_mapper_fails_clearly() {
+    if !common::can_mount() {
+        return;
+    }
     require_no_device_mapper!();
     let dir = tempfile::tempdir().unwrap();
     let helper = dir.path().join("mount.secretfs");
@@ -106,6 +115,9 @@ fn block_open_rejects_bad_sizes_before_anything() {
 
 #[test]
 fn block_open_as_non_root_says_so() {
+    if !common::can_mount() {
+        return;
+    }
     common::require_root();
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])

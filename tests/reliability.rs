@@ -116,6 +116,9 @@ impl SmallDisk {
 /// then surface at fsync (or close), never be lost silently, and damage nothing.
 #[test]
 fn with_writeback_a_full_disk_surfaces_at_fsync_and_damages_nothing() {
+    if !common::can_mount() {
+        return;
+    }
     let disk = SmallDisk::new();
     let (backing, mnt) = (&disk.backing, &disk.mnt);
     let run = |args: &[&str]| assert!(secretfs(args).status.success(), "{args:?}");
@@ -150,6 +153,9 @@ fn with_writeback_a_full_disk_surfaces_at_fsync_and_damages_nothing() {
 
 #[test]
 fn a_full_disk_gives_enospc_damages_nothing_and_recovers() {
+    if !common::can_mount() {
+        return;
+    }
     let disk = SmallDisk::new();
     let (backing, mnt) = (&disk.backing, &disk.mnt);
     let mount = || {
@@ -230,6 +236,9 @@ fn a_full_disk_gives_enospc_damages_nothing_and_recovers() {
 
 #[test]
 fn killing_the_daemon_loses_nothing_that_was_written_and_the_mount_recovers() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::new();
     // Even rounds replay the same kill times everywhere, odd ones take new ones each run.
     let mut fixed = rand::rngs::StdRng::seed_from_u64(2024);
@@ -299,6 +308,9 @@ fn killing_the_daemon_loses_nothing_that_was_written_and_the_mount_recovers() {
 
 #[test]
 fn many_concurrent_clients_keep_their_data_and_memory_stays_flat() {
+    if !common::can_mount() {
+        return;
+    }
     let fs = Fs::new();
     fs::create_dir(fs.p("shared")).unwrap();
     const REGION: usize = 50_000;
@@ -393,6 +405,9 @@ fn many_concurrent_clients_keep_their_data_and_memory_stays_flat() {
 
 #[test]
 fn key_material_stays_out_of_logs_and_in_locked_memory() {
+    if !common::can_mount() {
+        return;
+    }
     common::require_root();
     let mut fs = Fs::init();
     let key = fs::read(&fs.key).unwrap();

@@ -142,6 +142,9 @@ fn verify_tree(root: &Path) {
 
 #[test]
 fn a_daemon_started_with_a_soft_limit_of_1024_raises_it_to_the_hard_one() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::init();
     fs.mount_with_nofile(1024, 8192, "");
     assert_eq!(
@@ -153,6 +156,9 @@ fn a_daemon_started_with_a_soft_limit_of_1024_raises_it_to_the_hard_one() {
 
 #[test]
 fn two_hundred_thousand_files_under_a_hard_limit_of_1024_with_bounded_descriptors() {
+    if !common::can_mount() {
+        return;
+    }
     let bound = 256;
     let mut fs = Fs::init();
     fs.mount_with_nofile(1024, 1024, &format!("max-fds={bound}"));

@@ -63,6 +63,9 @@ fn assert_eio(fs: &Fs, name: &str) {
 
 #[test]
 fn every_kind_of_tampering_is_detected_and_the_daemon_lives_on() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::new();
     fs::write(fs.p("control"), b"still fine").unwrap();
     for (i, name) in [
@@ -226,6 +229,9 @@ fn every_kind_of_tampering_is_detected_and_the_daemon_lives_on() {
 /// opens must still fail the read with EIO, while ranges without it read back intact.
 #[test]
 fn a_bad_block_inside_a_large_read_fails_it_whichever_core_opens_it() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::new();
     let data = pattern(11, 4 << 20);
     fs::write(fs.p("big"), &data).unwrap();
@@ -252,6 +258,9 @@ fn a_bad_block_inside_a_large_read_fails_it_whichever_core_opens_it() {
 
 #[test]
 fn an_edited_config_is_refused_with_the_clear_error() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::new();
     fs::write(fs.p("f"), b"data").unwrap();
     fs.umount();
@@ -284,6 +293,9 @@ fn an_edited_config_is_refused_with_the_clear_error() {
 
 #[test]
 fn random_byte_flips_across_the_tree_never_crash_the_daemon() {
+    if !common::can_mount() {
+        return;
+    }
     use rand::{Rng, SeedableRng};
     let mut fs = Fs::new();
     for d in 0..4 {
@@ -336,6 +348,9 @@ fn random_byte_flips_across_the_tree_never_crash_the_daemon() {
 
 #[test]
 fn fsck_is_clean_on_a_healthy_tree_and_repairs_only_what_is_safe() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::new();
     fs::create_dir_all(fs.p("a/b")).unwrap();
     fs::write(fs.p("a/b/file"), pattern(5, 70_000)).unwrap();
@@ -392,6 +407,9 @@ fn fsck_is_clean_on_a_healthy_tree_and_repairs_only_what_is_safe() {
 
 #[test]
 fn blocks_of_a_version_before_truncation_to_empty_cannot_be_spliced_back() {
+    if !common::can_mount() {
+        return;
+    }
     let mut fs = Fs::new();
     let old = pattern(7, 3 * 4096);
     fs::write(fs.p("reused"), &old).unwrap();

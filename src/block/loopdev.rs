@@ -185,6 +185,9 @@ mod tests {
     /// Needs root and loop support (both present on the CI host, which lacks only dm).
     #[test]
     fn attach_then_drop_detaches_by_autoclear() {
+        if !crate::testing::root_or_skip() {
+            return;
+        }
         if !Path::new("/dev/loop-control").exists() {
             eprintln!("skipped: no /dev/loop-control");
             return;

@@ -620,6 +620,9 @@ mod tests {
 
     #[test]
     fn descriptors_stay_within_the_bound_and_evicted_inodes_reopen_as_themselves() {
+        if !crate::testing::root_or_skip() {
+            return;
+        }
         let dir = tempfile::tempdir().unwrap();
         let table = InodeTable::new(path_fd(dir.path()), [0; 16], 8).unwrap();
         let mut inodes = Vec::new();
@@ -695,6 +698,9 @@ mod tests {
 
     #[test]
     fn a_reused_number_is_refused_not_taken_for_the_old_object() {
+        if !crate::testing::root_or_skip() {
+            return;
+        }
         let dir = tempfile::tempdir().unwrap();
         let table = InodeTable::new(path_fd(dir.path()), [0; 16], 16).unwrap();
         let a = dir.path().join("a");

@@ -21,8 +21,8 @@ pub fn endpoint() -> Option<String> {
                 std::env::var("CI").as_deref() != Ok("true"),
                 "SECRETFS_TEST_AWS_ENDPOINT is not set: scripts/test-all.sh starts moto and sets it"
             );
-            eprintln!(
-                "note: SECRETFS_TEST_AWS_ENDPOINT is not set; skipping (run scripts/test-all.sh)"
+            super::skipped(
+                "SECRETFS_TEST_AWS_ENDPOINT is not set (scripts/test-all.sh starts moto)",
             );
             None
         }

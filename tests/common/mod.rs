@@ -28,6 +28,31 @@ pub fn require_root() {
     );
 }
 
+/// Whether this test can run here: mounting needs root and /dev/fuse. Without them the test is
+/// skipped with a line on the terminal (`cargo test` as a normal user), except under `CI=true`,
+/// where nothing may be skipped and the missing privilege is a failure.
+pub fn can_mount() -> bool {
+    let root = unsafe { libc::geteuid() } == 0;
+    if root && Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        require_root();
+    }
+    skipped("needs root and /dev/fuse (run as root, or `sudo -E cargo test`)");
+    false
+}
+
+/// Reports a skipped test on stderr itself: libtest captures `eprintln!`, not direct writes.
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let _ = writeln!(std::io::stderr(), "skipped {name}: {why}");
+}
+
 pub struct Fs {
     pub dir: tempfile::TempDir,
     pub backing: PathBuf,
