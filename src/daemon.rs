@@ -64,7 +64,7 @@ impl ReadinessWaiter {
 pub fn fork_background() -> std::io::Result<Forked> {
     let mut fds = [0; 2];
     // SAFETY: fds has room for the two descriptors pipe2 returns.
-    crate::fs_sys_cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    crate::fs::sys::cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
     // SAFETY: both descriptors were just created and are owned here.
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // SAFETY: single-threaded at this point, so the child may continue running Rust code.
@@ -125,13 +125,13 @@ pub fn raise_open_file_limit() -> std::io::Result<(u64, u64)> {
         rlim_max: 0,
     };
     // SAFETY: lim is a valid rlimit for getrlimit to fill.
-    crate::fs_sys_cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    crate::fs::sys::cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
     let before = lim.rlim_cur;
     if lim.rlim_cur < lim.rlim_max {
         lim.rlim_cur = lim.rlim_max;
         // SAFETY: lim is a valid rlimit; raising the soft limit up to the hard one needs no
         // privilege.
-        crate::fs_sys_cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
+        crate::fs::sys::cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
     }
     Ok((before, lim.rlim_cur))
 }

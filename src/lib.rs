@@ -16,13 +16,4 @@ pub mod mounts;
 pub mod pins;
 #[cfg(test)]
 pub(crate) mod testing;
-
-/// Turns a libc return value into an io::Result (shared by modules outside `fs`).
-pub(crate) fn fs_sys_cvt(ret: libc::c_int) -> std::io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
 pub mod cli;
