@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod bench;
 pub mod block;
+pub mod cli;
 pub mod config;
 pub mod confined;
 pub mod crypto;
@@ -16,4 +17,3 @@ pub mod mounts;
 pub mod pins;
 #[cfg(test)]
 pub(crate) mod testing;
-pub mod cli;

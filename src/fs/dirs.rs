@@ -3,7 +3,7 @@
 
 use super::inodes::{attr_from_stat, dirent_type, Inode, ROOT};
 use super::sys;
-use super::SecretFs;
+use super::{Caller, SecretFs};
 use crate::audit;
 use crate::confined;
 use crate::crypto::content::plain_size;
@@ -11,7 +11,7 @@ use crate::crypto::names::{
     classify, long_name_side_file, BackingEntry, NameCipher, StoredName, DIRID_FILE, DIR_ID_LEN,
     MAX_SIDE_FILE_LEN, TEMP_PREFIX,
 };
-use fuser::{Errno, FileAttr, FileType, Request};
+use fuser::{Errno, FileAttr, FileType};
 use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
@@ -267,12 +267,12 @@ impl SecretFs {
         }
     }
 
-    pub(super) fn owner_for(&self, req: &Request, parent: &Inode) -> Result<Owner, Errno> {
+    pub(super) fn owner_for(&self, caller: &Caller, parent: &Inode) -> Result<Owner, Errno> {
         let st = sys::fstat(parent.fd()?.raw()).map_err(io)?;
         let setgid = st.st_mode & libc::S_ISGID != 0;
         Ok(Owner {
-            uid: req.uid(),
-            gid: (!setgid).then(|| req.gid()),
+            uid: caller.uid,
+            gid: (!setgid).then_some(caller.gid),
         })
     }
 
@@ -280,14 +280,14 @@ impl SecretFs {
     /// returns it looked up. Cleans up the long-name side file if creation fails.
     pub(super) fn create_entry(
         &self,
-        req: &Request,
+        caller: &Caller,
         parent: &Inode,
         name: &OsStr,
         make: impl FnOnce(i32, &CString) -> std::io::Result<()>,
     ) -> Result<(Arc<Inode>, FileAttr), Errno> {
         let stored = self.stored_name(parent, name)?;
         let backing = sys::cstring(stored.backing_name().as_bytes()).map_err(io)?;
-        let owner = self.owner_for(req, parent)?;
+        let owner = self.owner_for(caller, parent)?;
         self.prepare_name(parent, &stored)?;
         if let Err(e) = make(parent.fd()?.raw(), &backing) {
             self.forget_name(parent, &stored);
@@ -313,12 +313,12 @@ impl SecretFs {
     /// crash can never leave a visible directory without an id.
     pub(super) fn make_dir(
         &self,
-        req: &Request,
+        caller: &Caller,
         parent: &Inode,
         name: &OsStr,
         mode: u32,
     ) -> Result<(Arc<Inode>, FileAttr), Errno> {
-        self.create_entry(req, parent, name, |pfd, backing| {
+        self.create_entry(caller, parent, name, |pfd, backing| {
             let mut suffix = [0u8; 8];
             crate::crypto::keys::fill_random(&mut suffix);
             let tmp =
@@ -396,11 +396,24 @@ impl SecretFs {
         let target = sys::fstatat(new_dir.raw(), &dst_c)
             .ok()
             .filter(|_| replacing);
+        let is_dir = |st: &libc::stat| st.st_mode & libc::S_IFMT == libc::S_IFDIR;
         let replaced = match &target {
-            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
-                Some(EmptiedDir::empty(new_dir.raw(), &dst_c)?)
+            Some(st) => {
+                // The kernel's VFS answers these before asking us; the core answers them too,
+                // so that it is right on its own: two names of one object make rename do
+                // nothing (emptying the "target" would strip a directory of its id), and only
+                // a directory may replace one (a file gets EISDIR from the backing rename).
+                let source = sys::fstatat(parent.fd()?.raw(), &src_c).map_err(io)?;
+                if (source.st_dev, source.st_ino) == (st.st_dev, st.st_ino) {
+                    return Ok(());
+                }
+                if is_dir(st) && is_dir(&source) {
+                    Some(EmptiedDir::empty(new_dir.raw(), &dst_c)?)
+                } else {
+                    None
+                }
             }
-            _ => None,
+            None => None,
         };
         let _alive = target.and_then(|st| self.inodes.keep_alive(&st));
         let renamed = self.prepare_name(new_parent, &dst).and_then(|()| {

@@ -6,6 +6,9 @@ mod dirs;
 mod files;
 pub mod inodes;
 pub mod kmount;
+mod ops;
+#[cfg(test)]
+mod reftest;
 pub(crate) mod symlinks;
 pub(crate) mod sys;
 pub(crate) mod xattr;
@@ -56,6 +59,25 @@ impl Default for FsOptions {
             max_fds: inodes::DEFAULT_FD_BOUND,
             acl: true,
             codec: Codec::default(),
+        }
+    }
+}
+
+/// Who makes a request: the ids the kernel reports for the calling process. The core takes
+/// this, never a `fuser::Request`, so it can be driven without a kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+impl Caller {
+    fn of(req: &Request) -> Self {
+        Self {
+            uid: req.uid(),
+            gid: req.gid(),
+            pid: req.pid(),
         }
     }
 }
@@ -485,43 +507,24 @@ impl Filesystem for SecretFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let result = self.inode(ino.0).and_then(|i| {
-            self.set_attr(
-                &i,
-                SetAttr {
-                    mode,
-                    uid,
-                    gid,
-                    size,
-                    atime,
-                    mtime,
-                    fh,
-                    kill_privs: (req.uid() != 0 && mode.is_none()).then(|| (req.pid(), req.gid())),
-                },
-            )
-        });
-        match result {
+        let change = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+            fh,
+            kill_privs: None,
+        };
+        match self.change_attrs(&Caller::of(req), ino.0, change) {
             Ok(attr) => reply.attr(&self.opts.ttl, &attr),
             Err(e) => reply.error(e),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let result = self.inode(ino.0).and_then(|inode| {
-            let stored = symlinks::read(inode.fd()?.raw()).map_err(|e| {
-                if crate::confined::is_hostile(&e) {
-                    crate::audit::integrity_failure("symlink", inode.ino, &e.to_string());
-                    Errno::EIO
-                } else {
-                    io(e)
-                }
-            })?;
-            self.names.decrypt_symlink(&stored).map_err(|e| {
-                crate::audit::integrity_failure("symlink", inode.ino, &e.to_string());
-                Errno::EIO
-            })
-        });
-        match result {
+        match self.read_symlink(ino.0) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(e),
         }
@@ -537,24 +540,7 @@ impl Filesystem for SecretFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let result = self.inode(parent.0).and_then(|p| {
-            let (mode, inherited) = self.creation_mode(&p, mode, umask, false)?;
-            let (inode, attr) = self.create_entry(req, &p, name, |pfd, backing| {
-                if mode & libc::S_IFMT == libc::S_IFREG {
-                    sys::openat(
-                        pfd,
-                        backing,
-                        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
-                        mode & 0o7777,
-                    )
-                    .map(drop)
-                } else {
-                    sys::mknodat(pfd, backing, mode, rdev as u64)
-                }
-            })?;
-            self.apply_inherited(&inode, inherited)?;
-            Ok((inode, attr))
-        });
+        let result = self.make_node(&Caller::of(req), parent.0, name, mode, umask, rdev);
         reply_entry(reply, &self.opts.ttl, result)
     }
 
@@ -567,12 +553,7 @@ impl Filesystem for SecretFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let result = self.inode(parent.0).and_then(|p| {
-            let (mode, inherited) = self.creation_mode(&p, mode, umask, true)?;
-            let (inode, attr) = self.make_dir(req, &p, name, mode)?;
-            self.apply_inherited(&inode, inherited)?;
-            Ok((inode, attr))
-        });
+        let result = self.make_directory(&Caller::of(req), parent.0, name, mode, umask);
         reply_entry(reply, &self.opts.ttl, result)
     }
 
@@ -599,17 +580,8 @@ impl Filesystem for SecretFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let result = self.inode(parent.0).and_then(|p| {
-            let target = target.as_os_str().as_encoded_bytes();
-            // As the kernel: up to PATH_MAX less the NUL (long encodings are split, §7).
-            if target.len() >= libc::PATH_MAX as usize {
-                return Err(Errno::ENAMETOOLONG);
-            }
-            let encrypted = self.names.encrypt_symlink(target);
-            self.create_entry(req, &p, link_name, |pfd, backing| {
-                symlinks::create(pfd, backing, encrypted.as_bytes())
-            })
-        });
+        let target = target.as_os_str().as_encoded_bytes();
+        let result = self.make_symlink(&Caller::of(req), parent.0, link_name, target);
         reply_entry(reply, &self.opts.ttl, result)
     }
 
@@ -638,17 +610,7 @@ impl Filesystem for SecretFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let result = self.inode(ino.0).and_then(|inode| {
-            let np = self.inode(newparent.0)?;
-            let stored = self.stored_name(&np, newname)?;
-            let backing = sys::cstring(stored.backing_name().as_bytes()).map_err(io)?;
-            self.prepare_name(&np, &stored)?;
-            if let Err(e) = sys::link_fd(inode.fd()?.raw(), np.fd()?.raw(), &backing) {
-                self.forget_name(&np, &stored);
-                return Err(io(e));
-            }
-            self.lookup_backing(&np, &backing)
-        });
+        let result = self.make_link(ino.0, newparent.0, newname);
         reply_entry(reply, &self.opts.ttl, result)
     }
 
@@ -675,12 +637,10 @@ impl Filesystem for SecretFs {
     ) {
         // The plaintext lives in a per-thread buffer: reply from inside the read, no copy.
         let mut reply = Some(reply);
-        let result = self.with_file(fh, |fd, content, _| {
-            content.read(fd, offset, size, |data| {
-                if let Some(r) = reply.take() {
-                    r.data(data)
-                }
-            })
+        let result = self.read_file(fh, offset, size, |data| {
+            if let Some(r) = reply.take() {
+                r.data(data)
+            }
         });
         if let (Err(e), Some(r)) = (result, reply.take()) {
             r.error(e)
@@ -699,16 +659,8 @@ impl Filesystem for SecretFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let result = self.with_file(fh, |fd, content, inode| {
-            if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
-                self.kill_suid_sgid(inode, req.pid(), req.gid())?;
-            }
-            // Whoever writes: a changed binary keeps no file capabilities (as the kernel's
-            // file_remove_privs).
-            self.kill_caps(inode)?;
-            content.write(fd, offset, data)
-        });
-        match result {
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match self.write_file(&Caller::of(req), fh, offset, data, kill) {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(e),
         }
@@ -736,13 +688,7 @@ impl Filesystem for SecretFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some((_, handle)) = self.handles.remove(&fh.0) {
-            if let Handle::File { inode, .. } = &*handle {
-                // What the next open compares against to let the kernel keep its cache.
-                let st = inode.fd().ok().and_then(|fd| sys::fstat(fd.raw()).ok());
-                *inode.stamp.lock() = st.map(|st| Stamp::of(&st));
-            }
-        }
+        self.release_file(fh);
         reply.ok()
     }
 
@@ -754,20 +700,12 @@ impl Filesystem for SecretFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let result = self.with_file(fh, |fd, _, _| sys::fsync(fd, datasync).map_err(io));
-        reply_empty(reply, result)
+        reply_empty(reply, self.sync_file(fh, datasync))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.inode(ino.0) {
-            Ok(inode) if inode.kind == FileType::Directory => {
-                let fh = self.add_handle(Handle::Dir {
-                    inode,
-                    entries: Mutex::new(Vec::new()),
-                });
-                reply.opened(fh, FopenFlags::empty())
-            }
-            Ok(_) => reply.error(Errno::ENOTDIR),
+        match self.open_dir(ino.0) {
+            Ok(fh) => reply.opened(fh, FopenFlags::empty()),
             Err(e) => reply.error(e),
         }
     }
@@ -909,11 +847,7 @@ impl Filesystem for SecretFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        // fuser does not pass the kernel's FUSE_SETXATTR_ACL_KILL_SGID: judged from /proc.
-        let keeps_sgid = |gid| sys::in_group_or_capable(req.pid(), req.gid(), gid);
-        let result = self
-            .inode(ino.0)
-            .and_then(|i| self.set_xattr(&i, sys::os(name), value, flags, keeps_sgid));
+        let result = self.set_xattr_as(&Caller::of(req), ino.0, sys::os(name), value, flags);
         reply_empty(reply, result)
     }
 
@@ -973,27 +907,7 @@ impl Filesystem for SecretFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let result = self.inode(parent.0).and_then(|p| {
-            let (mode, inherited) = self.creation_mode(&p, mode, umask, false)?;
-            // Created read-write right away: the handle keeps this descriptor, no reopen.
-            let mut created = None;
-            let access = self.backing_access() | (flags & (libc::O_SYNC | libc::O_DSYNC));
-            let (inode, attr) = self.create_entry(req, &p, name, |pfd, backing| {
-                created = Some(sys::openat(
-                    pfd,
-                    backing,
-                    libc::O_CREAT | libc::O_EXCL | access,
-                    mode & 0o7777,
-                )?);
-                Ok(())
-            })?;
-            // A new backing file has no attributes: writes need not look for capabilities.
-            inode.caps.store(inodes::CAPS_NONE, Ordering::SeqCst);
-            self.apply_inherited(&inode, inherited)?;
-            let (fh, fopen) = self.open_file(&inode, flags, created)?;
-            Ok((attr, fh, fopen))
-        });
-        match result {
+        match self.create_file(&Caller::of(req), parent.0, name, mode, umask, flags) {
             Ok((attr, fh, fopen)) => reply.created(&self.opts.ttl, &attr, GEN, fh, fopen),
             Err(e) => reply.error(e),
         }
@@ -1009,18 +923,10 @@ impl Filesystem for SecretFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let result = self.with_file(fh, |fd, content, inode| {
-            content.fallocate(fd, offset, length, mode)?;
-            self.kill_caps(inode)?;
-            // As ext4 (file_modified): a change by a caller without CAP_FSETID drops setuid and
-            // setgid. The kernel leaves this to us under HANDLE_KILLPRIV_V2 and passes no flag
-            // for fallocate, so "unprivileged" is approximated by uid != 0, as for truncate.
-            if req.uid() != 0 {
-                self.kill_suid_sgid(inode, req.pid(), req.gid())?;
-            }
-            Ok(())
-        });
-        reply_empty(reply, result)
+        reply_empty(
+            reply,
+            self.allocate(&Caller::of(req), fh, offset, length, mode),
+        )
     }
 
     fn lseek(
