@@ -221,16 +221,17 @@ pub fn load(backing: &Path) -> Result<(FsConfig, Vec<u8>), ConfigError> {
         path: path.clone(),
         source,
     };
-    let root = crate::confined::open_root(backing).map_err(io_error)?;
+    let root = crate::store::confined::open_root(backing).map_err(io_error)?;
     let name = std::ffi::CString::new(CONFIG_FILE).unwrap_or_else(|_| unreachable!());
-    let bytes = match crate::confined::read_bounded(root.as_raw_fd(), &name, MAX_CONFIG_LEN) {
+    let bytes = match crate::store::confined::read_bounded(root.as_raw_fd(), &name, MAX_CONFIG_LEN)
+    {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(ConfigError::Missing {
                 path: backing.to_path_buf(),
             })
         }
-        Err(e) if crate::confined::is_hostile(&e) => {
+        Err(e) if crate::store::confined::is_hostile(&e) => {
             return Err(ConfigError::Malformed {
                 path,
                 reason: e.to_string(),

@@ -64,7 +64,7 @@ impl ReadinessWaiter {
 pub fn fork_background() -> std::io::Result<Forked> {
     let mut fds = [0; 2];
     // SAFETY: fds has room for the two descriptors pipe2 returns.
-    crate::fs::sys::cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    crate::sys::cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
     // SAFETY: both descriptors were just created and are owned here.
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // SAFETY: single-threaded at this point, so the child may continue running Rust code.
@@ -125,13 +125,13 @@ pub fn raise_open_file_limit() -> std::io::Result<(u64, u64)> {
         rlim_max: 0,
     };
     // SAFETY: lim is a valid rlimit for getrlimit to fill.
-    crate::fs::sys::cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    crate::sys::cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
     let before = lim.rlim_cur;
     if lim.rlim_cur < lim.rlim_max {
         lim.rlim_cur = lim.rlim_max;
         // SAFETY: lim is a valid rlimit; raising the soft limit up to the hard one needs no
         // privilege.
-        crate::fs::sys::cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
+        crate::sys::cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
     }
     Ok((before, lim.rlim_cur))
 }
@@ -304,10 +304,10 @@ pub fn write_state(state: &MountState) -> std::io::Result<()> {
 /// The recorded state of the daemon serving `mountpoint`, if a trustworthy one exists.
 pub fn read_state(mountpoint: &Path) -> Option<MountState> {
     use std::os::fd::AsRawFd;
-    let dir = crate::confined::open_root(state_dir(false).ok()?).ok()?;
+    let dir = crate::store::confined::open_root(state_dir(false).ok()?).ok()?;
     let path = state_path(mountpoint);
     let name = std::ffi::CString::new(path.file_name()?.as_encoded_bytes()).ok()?;
-    let file = crate::confined::open_regular(dir.as_raw_fd(), &name).ok()?;
+    let file = crate::store::confined::open_regular(dir.as_raw_fd(), &name).ok()?;
     // Written by root's daemon only: a file of anyone else's was planted.
     let meta = std::fs::File::from(file.try_clone().ok()?)
         .metadata()
@@ -315,7 +315,7 @@ pub fn read_state(mountpoint: &Path) -> Option<MountState> {
     if std::os::unix::fs::MetadataExt::uid(&meta) != 0 {
         return None;
     }
-    let bytes = crate::confined::read_fd_bounded(file.as_raw_fd(), 64 * 1024).ok()?;
+    let bytes = crate::store::confined::read_fd_bounded(file.as_raw_fd(), 64 * 1024).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 

@@ -1,18 +1,19 @@
 //! Offline verification of a backing store: walks every directory id, name, long-name side file,
 //! symlink target, xattr and content block with the filesystem's keys, and repairs what is safe.
 
-use crate::confined;
 use crate::crypto::content::{
     block_count, block_offset, plain_size, FileCipher, FileHeader, HEADER_LEN, STORED_BLOCK_SIZE,
 };
 use crate::crypto::keys::KeyRing;
 use crate::crypto::names::{
-    classify, long_name_side_file, BackingEntry, NameCipher, CONFIG_FILE, DIRID_FILE, DIR_ID_LEN,
-    LONG_NAME_PREFIX, LONG_NAME_SIDE_SUFFIX, MAX_SIDE_FILE_LEN, TEMP_PREFIX,
+    classify, BackingEntry, NameCipher, CONFIG_FILE, DIRID_FILE, DIR_ID_LEN, LONG_NAME_PREFIX,
+    LONG_NAME_SIDE_SUFFIX, TEMP_PREFIX,
 };
 use crate::fs::acl::{is_acl, Acl};
-use crate::fs::sys;
 use crate::fs::xattr::sealed_name;
+use crate::store::confined;
+use crate::store::layout::{read_dir_id, read_long_name, write_dir_id};
+use crate::sys;
 use serde::Serialize;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -147,37 +148,24 @@ impl Checker<'_> {
                     continue;
                 }
                 BackingEntry::Short(s) => s.as_bytes().to_vec(),
-                BackingEntry::Long(hashed) => {
-                    let side = CString::new(long_name_side_file(hashed)).unwrap_or_default();
-                    match confined::read_bounded(fd.as_raw_fd(), &side, MAX_SIDE_FILE_LEN) {
-                        Ok(full) if NameCipher::long_name_matches(hashed, &full) => full,
-                        Ok(_) => {
-                            self.problem(
-                                join(plain, name),
-                                &path,
-                                "long-name-mismatch",
-                                "the side file does not belong to this entry",
-                                false,
-                            );
-                            continue;
-                        }
-                        Err(e) => {
-                            let kind = if confined::is_hostile(&e) {
-                                "long-name-mismatch"
-                            } else {
-                                "long-name-missing"
-                            };
-                            self.problem(
-                                join(plain, name),
-                                &path,
-                                kind,
-                                format!("side file: {e}"),
-                                false,
-                            );
-                            continue;
-                        }
+                BackingEntry::Long(hashed) => match read_long_name(fd.as_raw_fd(), hashed) {
+                    Ok(full) => full,
+                    Err(e) => {
+                        let kind = if confined::is_hostile(&e) {
+                            "long-name-mismatch"
+                        } else {
+                            "long-name-missing"
+                        };
+                        self.problem(
+                            join(plain, name),
+                            &path,
+                            kind,
+                            format!("side file: {e}"),
+                            false,
+                        );
+                        continue;
                     }
-                }
+                },
             };
             let child = match self.names.decrypt_name(&dir_id, &full) {
                 Ok(n) => join(plain, &String::from_utf8_lossy(&n)),
@@ -265,7 +253,7 @@ impl Checker<'_> {
                 if let Ok(fd) = &fd {
                     self.xattrs(fd, path, plain, true);
                 }
-                let target = fd.and_then(|fd| crate::fs::symlinks::read(fd.as_raw_fd()));
+                let target = fd.and_then(|fd| crate::store::symlinks::read(fd.as_raw_fd()));
                 let result = target
                     .map_err(|e| e.to_string())
                     .and_then(|t| self.names.decrypt_symlink(&t).map_err(|e| e.to_string()));
@@ -305,19 +293,8 @@ impl Checker<'_> {
         plain: &str,
     ) -> Option<[u8; DIR_ID_LEN]> {
         let id_path = path.join(DIRID_FILE);
-        let id_name = CString::new(DIRID_FILE).unwrap_or_default();
-        match confined::read_bounded(dir.as_raw_fd(), &id_name, DIR_ID_LEN) {
-            Ok(id) if id.len() == DIR_ID_LEN => id.try_into().ok(),
-            Ok(id) => {
-                self.problem(
-                    plain.into(),
-                    &id_path,
-                    "directory-id",
-                    format!("{} bytes instead of {DIR_ID_LEN}", id.len()),
-                    false,
-                );
-                None
-            }
+        match read_dir_id(dir.as_raw_fd()) {
+            Ok(id) => Some(id),
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 self.problem(plain.into(), &id_path, "directory-id", e.to_string(), false);
                 None
@@ -348,16 +325,7 @@ impl Checker<'_> {
                 // An empty directory's id protects nothing yet: a new one is safe.
                 let mut id = [0u8; DIR_ID_LEN];
                 crate::crypto::keys::fill_random(&mut id);
-                let repaired = self.repair
-                    && confined::put_file(
-                        dir.as_raw_fd(),
-                        &id_name,
-                        &id,
-                        0o400,
-                        TEMP_PREFIX,
-                        confined::Existing::Keep,
-                    )
-                    .is_ok();
+                let repaired = self.repair && write_dir_id(dir.as_raw_fd(), &id).is_ok();
                 self.problem(
                     plain.into(),
                     &id_path,

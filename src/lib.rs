@@ -6,7 +6,6 @@ pub mod bench;
 pub mod block;
 pub mod cli;
 pub mod config;
-pub mod confined;
 pub mod crypto;
 pub mod daemon;
 pub mod fs;
@@ -15,5 +14,7 @@ pub mod keysource;
 pub mod mountopts;
 pub mod mounts;
 pub mod pins;
+pub mod store;
+pub(crate) mod sys;
 #[cfg(test)]
 pub(crate) mod testing;

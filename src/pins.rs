@@ -46,7 +46,7 @@ pub fn pin_path(dir: &Path, fs_id: &uuid::Uuid) -> PathBuf {
 /// Owned by root and writable by nobody else: anything else could have been planted. Checked
 /// on the open descriptor, so it is the object that is then read.
 fn check_owner(path: &Path, fd: &impl AsRawFd) -> Result<(), PinError> {
-    let st = crate::fs::sys::fstat(fd.as_raw_fd()).map_err(|source| PinError::Io {
+    let st = crate::sys::fstat(fd.as_raw_fd()).map_err(|source| PinError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -71,7 +71,7 @@ pub fn load(dir: &Path, fs_id: &uuid::Uuid) -> Result<Option<Pin>, PinError> {
         path: path.clone(),
         reason,
     };
-    let root = match crate::confined::open_root(dir) {
+    let root = match crate::store::confined::open_root(dir) {
         Ok(fd) => fd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(PinError::Io { path, source }),
@@ -79,14 +79,14 @@ pub fn load(dir: &Path, fs_id: &uuid::Uuid) -> Result<Option<Pin>, PinError> {
     check_owner(dir, &root)?;
     let name = std::ffi::CString::new(format!("{fs_id}.json"))
         .map_err(|_| untrusted("bad name".into()))?;
-    let fd = match crate::confined::open_regular(root.as_raw_fd(), &name) {
+    let fd = match crate::store::confined::open_regular(root.as_raw_fd(), &name) {
         Ok(fd) => fd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if crate::confined::is_hostile(&e) => return Err(untrusted(e.to_string())),
+        Err(e) if crate::store::confined::is_hostile(&e) => return Err(untrusted(e.to_string())),
         Err(source) => return Err(PinError::Io { path, source }),
     };
     check_owner(&path, &fd)?;
-    let bytes = crate::confined::read_fd_bounded(fd.as_raw_fd(), MAX_PIN_LEN)
+    let bytes = crate::store::confined::read_fd_bounded(fd.as_raw_fd(), MAX_PIN_LEN)
         .map_err(|e| untrusted(e.to_string()))?;
     let pin: Pin = serde_json::from_slice(&bytes).map_err(|e| untrusted(e.to_string()))?;
     if pin.fs_id != *fs_id {
@@ -109,7 +109,10 @@ pub fn store(dir: &Path, pin: &Pin) -> Result<(), PinError> {
         .mode(0o755)
         .create(dir)
         .map_err(write_error)?;
-    check_owner(dir, &crate::confined::open_root(dir).map_err(write_error)?)?;
+    check_owner(
+        dir,
+        &crate::store::confined::open_root(dir).map_err(write_error)?,
+    )?;
     let mut json = serde_json::to_vec_pretty(pin).map_err(|e| write_error(io::Error::other(e)))?;
     json.push(b'\n');
     crate::config::write_atomically(&path, &json, 0o644).map_err(write_error)

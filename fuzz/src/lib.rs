@@ -7,11 +7,7 @@ pub mod config;
 pub mod crypto;
 #[path = "../../src/mountopts.rs"]
 pub mod mountopts;
-#[path = "../../src/confined.rs"]
-pub mod confined;
-#[path = "../../src/fs/sys.rs"]
-pub mod sys_impl;
-/// `confined` reaches the syscall wrappers as `crate::fs::sys`, as in the real crate.
-pub mod fs {
-    pub use super::sys_impl as sys;
-}
+#[path = "../../src/sys.rs"]
+pub mod sys;
+#[path = "../../src/store/mod.rs"]
+pub mod store;

@@ -66,7 +66,7 @@ fn ioctl(fd: &impl AsRawFd, request: libc::c_ulong, arg: libc::c_ulong) -> io::R
     // SAFETY: every caller passes a request whose argument is an integer or a pointer to a live,
     // correctly laid out struct of <linux/loop.h>.
     let ret = unsafe { libc::ioctl(fd.as_raw_fd(), request as _, arg) };
-    crate::fs::sys::cvt(ret)
+    crate::sys::cvt(ret)
 }
 
 fn info_for(backing: &Path) -> LoopInfo64 {

@@ -437,7 +437,7 @@ fn mount(dev: &Path, dir: &Path, fs: FsType, flags: libc::c_ulong) -> Result<(),
     let t = cstr(Path::new(fs.name()))?;
     // SAFETY: three valid C strings and a null data pointer.
     let ret = unsafe { libc::mount(d.as_ptr(), m.as_ptr(), t.as_ptr(), flags, std::ptr::null()) };
-    crate::fs::sys::cvt(ret).map(drop).map_err(|e| {
+    crate::sys::cvt(ret).map(drop).map_err(|e| {
         let what = format!("cannot mount {} on {}", dev.display(), dir.display());
         match e.raw_os_error() {
             Some(libc::EBUSY) => BlockError::Busy { what },
@@ -450,7 +450,7 @@ fn unmount(dir: &Path) -> Result<(), BlockError> {
     let m = cstr(dir)?;
     // SAFETY: a valid C string.
     let ret = unsafe { libc::umount2(m.as_ptr(), 0) };
-    crate::fs::sys::cvt(ret).map(drop).map_err(|e| {
+    crate::sys::cvt(ret).map(drop).map_err(|e| {
         let what = format!("cannot unmount {}", dir.display());
         match e.raw_os_error() {
             Some(libc::EBUSY) => BlockError::Busy {

@@ -3,8 +3,8 @@
 
 use super::dirs::io;
 use super::inodes::Inode;
-use super::sys;
 use super::SecretFs;
+use crate::sys;
 use fuser::{Errno, FileType};
 use std::sync::atomic::Ordering;
 

@@ -2,15 +2,15 @@
 //! path component, long-name side files, readdir snapshots, create/mkdir/link/rename/unlink.
 
 use super::inodes::{attr_from_stat, dirent_type, Inode, ROOT};
-use super::sys;
 use super::{Caller, SecretFs};
 use crate::audit;
-use crate::confined;
 use crate::crypto::content::plain_size;
 use crate::crypto::names::{
-    classify, long_name_side_file, BackingEntry, NameCipher, StoredName, DIRID_FILE, DIR_ID_LEN,
-    MAX_SIDE_FILE_LEN, TEMP_PREFIX,
+    classify, long_name_side_file, BackingEntry, StoredName, DIR_ID_LEN, TEMP_PREFIX,
 };
+use crate::store::confined;
+use crate::store::layout::{read_dir_id, read_long_name, write_dir_id};
+use crate::sys;
 use fuser::{Errno, FileAttr, FileType};
 use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -74,7 +74,7 @@ impl SecretFs {
         }
         let mut id = [0u8; DIR_ID_LEN];
         crate::crypto::keys::fill_random(&mut id);
-        write_dir_id(dir.fd()?.raw(), &id)?;
+        write_dir_id(dir.fd()?.raw(), &id).map_err(io)?;
         tracing::warn!(
             ino = dir.ino,
             "recreated the missing id of an empty directory"
@@ -107,9 +107,10 @@ impl SecretFs {
                 None => plain_size(st.st_size as u64).unwrap_or(0),
             },
             FileType::Symlink => match inode.fd() {
-                Ok(fd) => {
-                    symlink_plain_len(super::symlinks::encoded_len(fd.raw(), st.st_size as u64))
-                }
+                Ok(fd) => symlink_plain_len(crate::store::symlinks::encoded_len(
+                    fd.raw(),
+                    st.st_size as u64,
+                )),
                 Err(_) => 0,
             },
             _ => st.st_size as u64,
@@ -211,23 +212,12 @@ impl SecretFs {
     }
 
     fn read_long_name(&self, dir: &Inode, hashed: &str) -> Option<Vec<u8>> {
-        let side = sys::cstring(long_name_side_file(hashed).as_bytes()).ok()?;
-        let buf = match confined::read_bounded(dir.fd().ok()?.raw(), &side, MAX_SIDE_FILE_LEN) {
-            Ok(buf) => buf,
+        match read_long_name(dir.fd().ok()?.raw(), hashed) {
+            Ok(full) => Some(full),
             Err(e) => {
                 audit::integrity_failure("name", dir.ino, &format!("{hashed}: side file: {e}"));
-                return None;
+                None
             }
-        };
-        if NameCipher::long_name_matches(hashed, &buf) {
-            Some(buf)
-        } else {
-            audit::integrity_failure(
-                "name",
-                dir.ino,
-                &format!("{hashed}: side file does not match"),
-            );
-            None
         }
     }
 
@@ -329,8 +319,7 @@ impl SecretFs {
                 let mut id = [0u8; DIR_ID_LEN];
                 crate::crypto::keys::fill_random(&mut id);
                 // write_dir_id fsyncs the id and then this directory: nothing left to sync.
-                write_dir_id(dir.as_raw_fd(), &id)
-                    .map_err(|e| std::io::Error::from_raw_os_error(e.code()))?;
+                write_dir_id(dir.as_raw_fd(), &id)?;
                 sys::renameat2(pfd, &tmp, pfd, backing, libc::RENAME_NOREPLACE)
             })();
             if result.is_err() {
@@ -483,30 +472,6 @@ impl EmptiedDir {
     }
 }
 
-/// Reads a directory's id: a regular file of exactly `DIR_ID_LEN` bytes, or a hostile error.
-pub(super) fn read_dir_id(dir_fd: i32) -> std::io::Result<[u8; DIR_ID_LEN]> {
-    let name = sys::cstring(DIRID_FILE.as_bytes())?;
-    let bytes = confined::read_bounded(dir_fd, &name, DIR_ID_LEN)?;
-    <[u8; DIR_ID_LEN]>::try_from(bytes.as_slice())
-        .map_err(|_| confined::hostile(format!("directory id file holds {} bytes", bytes.len())))
-}
-
-/// Writes a directory's id file crash-safely (gocryptfs lost directories whose id file was empty
-/// after a crash): a fsync'd temporary renamed into place without replacing anything, so two
-/// racing repairs cannot both write one, then the directory fsync'd.
-pub(super) fn write_dir_id(dir_fd: i32, id: &[u8; DIR_ID_LEN]) -> Result<(), Errno> {
-    let name = sys::cstring(DIRID_FILE.as_bytes()).map_err(io)?;
-    confined::put_file(
-        dir_fd,
-        &name,
-        id,
-        0o400,
-        TEMP_PREFIX,
-        confined::Existing::Keep,
-    )
-    .map_err(io)
-}
-
 /// Removes a half-built temporary directory (its id file and itself).
 fn remove_tree_at(parent: i32, name: &CString) -> std::io::Result<()> {
     if let Ok(dir) = sys::openat(
@@ -534,6 +499,7 @@ pub(super) fn symlink_plain_len(encoded_len: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::names::NameCipher;
 
     #[test]
     fn symlink_length_formula_matches_the_codec() {

@@ -2,7 +2,6 @@
 //! writes to different blocks of one file run in parallel, read-modify-write of partial blocks,
 //! and the crypto of one large request split across cores.
 
-use super::sys;
 use crate::audit;
 use crate::crypto::content::{
     block_count, block_offset, plain_size, stored_size, FileCipher, FileHeader, BLOCK_OVERHEAD,
@@ -10,6 +9,7 @@ use crate::crypto::content::{
 };
 use crate::crypto::keys::KeyRing;
 use crate::crypto::Codec;
+use crate::sys;
 use arc_swap::ArcSwap;
 use fuser::Errno;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};

@@ -2,8 +2,8 @@
 //! from the backing store, with lookup counts honoured on forget and a bounded set of descriptors.
 
 use super::files::Content;
-use super::sys;
 use crate::audit;
+use crate::sys;
 use dashmap::DashMap;
 use fuser::{FileAttr, FileType, INodeNo};
 use std::collections::VecDeque;
@@ -241,7 +241,7 @@ impl FdPool {
         {
             let detail = "file handle reopened a different object";
             audit::integrity_failure("inode", ino, detail);
-            return Err(crate::confined::hostile(detail));
+            return Err(crate::store::confined::hostile(detail));
         }
         self.reopens.fetch_add(1, Ordering::Relaxed);
         Ok(fd)

@@ -1,7 +1,7 @@
 //! Attaching the FUSE device to a mount point with mount(2) directly, as type `fuse.secretfs`
 //! with the backing path as source, so findmnt and `mount -t secretfs` see what it is.
 
-use super::sys;
+use crate::sys;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;

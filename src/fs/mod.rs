@@ -9,13 +9,12 @@ pub mod kmount;
 mod ops;
 #[cfg(test)]
 mod reftest;
-pub(crate) mod symlinks;
-pub(crate) mod sys;
 pub(crate) mod xattr;
 
 use crate::crypto::keys::KeyRing;
 use crate::crypto::names::NameCipher;
 use crate::crypto::Codec;
+use crate::sys;
 use dashmap::DashMap;
 use dirs::{io, Listed};
 use files::Content;

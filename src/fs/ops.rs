@@ -6,7 +6,9 @@
 
 use super::dirs::io;
 use super::inodes::{self, Inode, Stamp};
-use super::{symlinks, sys, Caller, Handle, SecretFs, SetAttr};
+use super::{Caller, Handle, SecretFs, SetAttr};
+use crate::store::symlinks;
+use crate::sys;
 use fuser::{Errno, FileAttr, FileHandle, FileType, FopenFlags};
 use std::ffi::OsStr;
 use std::sync::atomic::Ordering;
@@ -109,7 +111,7 @@ impl SecretFs {
     pub(super) fn read_symlink(&self, ino: u64) -> Result<Vec<u8>, Errno> {
         let inode = self.inode(ino)?;
         let stored = symlinks::read(inode.fd()?.raw()).map_err(|e| {
-            if crate::confined::is_hostile(&e) {
+            if crate::store::confined::is_hostile(&e) {
                 crate::audit::integrity_failure("symlink", inode.ino, &e.to_string());
                 Errno::EIO
             } else {

@@ -4,10 +4,10 @@
 use super::acl::{self, is_acl};
 use super::dirs::io;
 use super::inodes::{Inode, CAPS_MAYBE, CAPS_NONE};
-use super::sys;
 use super::SecretFs;
 use crate::audit;
 use crate::crypto::names::{is_other_xattr_namespace, XATTR_USER_PREFIX};
+use crate::sys;
 use std::ffi::CString;
 use std::sync::atomic::Ordering;
 

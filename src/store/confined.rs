@@ -7,7 +7,7 @@
 //! Whatever fails a check is reported as `InvalidData` ("hostile"), which callers turn into EIO
 //! plus one audit event for that object.
 
-use crate::fs::sys;
+use crate::sys;
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

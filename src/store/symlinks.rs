@@ -2,9 +2,9 @@
 //! its encoding is longer than a backing target may be, a marked head inline and the tail in a
 //! `trusted.` xattr of the same symlink (FORMAT.md §7). Shared by the daemon and fsck.
 
-use super::sys;
-use crate::confined::hostile;
 use crate::crypto::names::TEMP_PREFIX;
+use crate::store::confined::hostile;
+use crate::sys;
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -92,7 +92,7 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
-        let d = crate::confined::open_root(dir.path()).unwrap();
+        let d = crate::store::confined::open_root(dir.path()).unwrap();
         for len in [10usize, 4095, 4096, 5482] {
             let encoded: Vec<u8> = (0..len).map(|i| b'A' + (i % 26) as u8).collect();
             let name = sys::cstring(format!("l{len}").as_bytes()).unwrap();
@@ -109,7 +109,7 @@ mod tests {
         let link =
             sys::openat(d.as_raw_fd(), c"l5482", libc::O_PATH | libc::O_NOFOLLOW, 0).unwrap();
         sys::removexattr(link.as_raw_fd(), TAIL_XATTR).unwrap();
-        assert!(crate::confined::is_hostile(
+        assert!(crate::store::confined::is_hostile(
             &read(link.as_raw_fd()).unwrap_err()
         ));
     }
