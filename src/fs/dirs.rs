@@ -309,10 +309,7 @@ impl SecretFs {
         mode: u32,
     ) -> Result<(Arc<Inode>, FileAttr), Errno> {
         self.create_entry(caller, parent, name, |pfd, backing| {
-            let mut suffix = [0u8; 8];
-            crate::crypto::keys::fill_random(&mut suffix);
-            let tmp =
-                sys::cstring(format!("{TEMP_PREFIX}{}", crate::config::hex(&suffix)).as_bytes())?;
+            let tmp = crate::store::temp_name(TEMP_PREFIX)?;
             sys::mkdirat(pfd, &tmp, mode & 0o7777)?;
             let result = (|| {
                 let dir = confined::open_dir(pfd, &tmp)?;

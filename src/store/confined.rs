@@ -118,10 +118,7 @@ pub fn put_file(
     temp_prefix: &str,
     existing: Existing,
 ) -> io::Result<()> {
-    let mut suffix = [0u8; 8];
-    crate::crypto::keys::fill_random(&mut suffix);
-    let tmp = CString::new(format!("{temp_prefix}{}", crate::config::hex(&suffix)))
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let tmp = super::temp_name(temp_prefix)?;
     let result = (|| {
         let fd = sys::openat(
             dir,

@@ -7,3 +7,15 @@
 pub mod confined;
 pub mod layout;
 pub mod symlinks;
+
+use std::ffi::CString;
+
+/// A fresh name for an object built beside its final name and renamed into place:
+/// `prefix` then 16 random hex digits (internal names contain a '.', as `prefix` must).
+pub fn temp_name(prefix: &str) -> std::io::Result<CString> {
+    let mut suffix = [0u8; 8];
+    crate::crypto::keys::fill_random(&mut suffix);
+    let hex: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    CString::new(format!("{prefix}{hex}"))
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
+}

@@ -29,9 +29,7 @@ pub fn create(dir: RawFd, name: &CStr, encoded: &[u8]) -> io::Result<()> {
     }
     let mut head = vec![LONG_MARK];
     head.extend_from_slice(&encoded[..HEAD]);
-    let mut suffix = [0u8; 8];
-    crate::crypto::keys::fill_random(&mut suffix);
-    let tmp = sys::cstring(format!("{TEMP_PREFIX}{}", crate::config::hex(&suffix)).as_bytes())?;
+    let tmp = super::temp_name(TEMP_PREFIX)?;
     sys::symlinkat(&sys::cstring(&head)?, dir, &tmp)?;
     let result = (|| {
         let link = sys::openat(dir, &tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
