@@ -12,6 +12,7 @@ use aws_sdk_kms::operation::re_encrypt::ReEncryptError;
 use aws_sdk_kms::operation::RequestId;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
+use aws_smithy_runtime_api::client::result::SdkError;
 use zeroize::Zeroizing;
 
 /// What a KMS service error means for the user, from the operation's modelled variants.
@@ -140,12 +141,35 @@ impl<'a> Kms<'a> {
             }
         }
     }
+
+    /// The one way every KMS call fails: transport and credential errors as `split_sdk_error`
+    /// classifies them, service errors by their modelled kind, with the request id kept for
+    /// the audit event.
+    fn failure<E, R>(
+        &self,
+        err: SdkError<E, R>,
+        action: &'static str,
+        kind: fn(&E) -> Kind,
+        key: &str,
+    ) -> Attempt
+    where
+        E: ProvideErrorMetadata + RequestId + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        let secs = self.aws.timeout_secs();
+        match split_sdk_error(err, "KMS", action, &self.endpoint, secs) {
+            Err(attempt) => attempt,
+            Ok(e) => {
+                *self.failed_rid.borrow_mut() = e.request_id().map(str::to_string);
+                kms_failure(&e, kind(&e), action, key)
+            }
+        }
+    }
 }
 
 impl KeyService for Kms<'_> {
     /// GenerateDataKey(AES_256): the plaintext goes straight into an mlocked `MasterKey`.
     fn generate(&self, key_id: &str, ctx: &Context) -> Result<(MasterKey, Wrapped), AwsError> {
-        let secs = self.aws.timeout_secs();
         let result = self.aws.call("KMS", self.endpoint.clone(), || async move {
             let out = self
                 .client
@@ -158,14 +182,7 @@ impl KeyService for Kms<'_> {
             let mut out = match out {
                 Ok(o) => o,
                 Err(e) => {
-                    let e = split_sdk_error(e, "KMS", "kms:GenerateDataKey", &self.endpoint, secs)?;
-                    *self.failed_rid.borrow_mut() = e.request_id().map(str::to_string);
-                    return Err(kms_failure(
-                        &e,
-                        generate_kind(&e),
-                        "kms:GenerateDataKey",
-                        key_id,
-                    ));
+                    return Err(self.failure(e, "kms:GenerateDataKey", generate_kind, key_id))
                 }
             };
             let rid = out.request_id().map(str::to_string);
@@ -206,7 +223,6 @@ impl KeyService for Kms<'_> {
         key_hint: &str,
         pin: bool,
     ) -> Result<(Zeroizing<Vec<u8>>, String), AwsError> {
-        let secs = self.aws.timeout_secs();
         let result = self.aws.call("KMS", self.endpoint.clone(), || async move {
             let mut req = self.client.decrypt().ciphertext_blob(Blob::new(blob));
             if pin {
@@ -217,11 +233,7 @@ impl KeyService for Kms<'_> {
             }
             let mut out = match req.send().await {
                 Ok(o) => o,
-                Err(e) => {
-                    let e = split_sdk_error(e, "KMS", "kms:Decrypt", &self.endpoint, secs)?;
-                    *self.failed_rid.borrow_mut() = e.request_id().map(str::to_string);
-                    return Err(kms_failure(&e, decrypt_kind(&e), "kms:Decrypt", key_hint));
-                }
+                Err(e) => return Err(self.failure(e, "kms:Decrypt", decrypt_kind, key_hint)),
             };
             let rid = out.request_id().map(str::to_string);
             let plain = Zeroizing::new(
@@ -251,7 +263,6 @@ impl KeyService for Kms<'_> {
 
     /// ReEncrypt under `new_key`, same context: KMS never hands out the plaintext.
     fn reencrypt(&self, blob: &[u8], ctx: &Context, new_key: &str) -> Result<Wrapped, AwsError> {
-        let secs = self.aws.timeout_secs();
         let result = self.aws.call("KMS", self.endpoint.clone(), || async move {
             let ctx = (!ctx.is_empty()).then(|| ctx.clone());
             let out = self
@@ -265,16 +276,7 @@ impl KeyService for Kms<'_> {
                 .await;
             let mut out = match out {
                 Ok(o) => o,
-                Err(e) => {
-                    let e = split_sdk_error(e, "KMS", "kms:ReEncrypt", &self.endpoint, secs)?;
-                    *self.failed_rid.borrow_mut() = e.request_id().map(str::to_string);
-                    return Err(kms_failure(
-                        &e,
-                        reencrypt_kind(&e),
-                        "kms:ReEncrypt",
-                        new_key,
-                    ));
-                }
+                Err(e) => return Err(self.failure(e, "kms:ReEncrypt", reencrypt_kind, new_key)),
             };
             let rid = out.request_id().map(str::to_string);
             let blob = out
