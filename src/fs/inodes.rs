@@ -93,7 +93,11 @@ impl Inode {
     /// names the very object this inode was opened on (never a path that may since name
     /// another), and the reopened object must still have this inode's number and type.
     pub fn fd(&self) -> Result<PathFd, fuser::Errno> {
-        self.used.store(true, Ordering::Relaxed);
+        // Read first: a store on every call would bounce this cache line between the cores
+        // that serve one busy inode, while the bit is nearly always set already.
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
         let mut slot = self.slot.lock();
         let handle = match &*slot {
             Slot::Open(fd) => return Ok(PathFd(Arc::clone(fd))),
