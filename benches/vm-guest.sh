@@ -1,6 +1,7 @@
 #!/bin/sh
-# Runs `secretfs bench` inside the project VM, where the kernel has dm-crypt: plain, the control,
-# file mode and block mode side by side on the guest's tmpfs and on ext4 on a virtio disk (vdc).
+# Runs `secretfs-bench` (which drives the /bin/secretfs beside it) inside the project VM, where
+# the kernel has dm-crypt: plain, the control, file mode and block mode side by side on the
+# guest's tmpfs and on ext4 on a virtio disk (vdc).
 # The tree to untar is the raw tar on vdd. Results go to the results port ($1) as JSON.
 # (The writeback variant of file mode is left to the host run: this run is about block mode.)
 R=${1:-/dev/stdout}
@@ -19,7 +20,7 @@ fail() {
 tail -f /tmp/bench.err >/dev/console &
 follow=$!
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of words
-if secretfs bench $BENCH_ARGS --systems plain,control,secretfs,block --tree /dev/vdd --disk-dir /disk --out /tmp/bench \
+if secretfs-bench $BENCH_ARGS --systems plain,control,secretfs,block --tree /dev/vdd --disk-dir /disk --out /tmp/bench \
     >/tmp/bench.md 2>>/tmp/bench.err; then
     sleep 1
     kill "$follow"

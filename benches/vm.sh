@@ -5,7 +5,8 @@
 #
 # Usage: benches/vm.sh [--quick|--smoke] [--out DIR] [-- MORE_BENCH_ARGS...]
 #   --smoke: one tiny round, only to prove the whole path works (CI runs it)
-#   SECRETFS_BIN=path   use this binary instead of building a release one with the control
+#   SECRETFS_BIN=path   use this secretfs instead of building a release one with the control
+#   SECRETFS_BENCH_BIN=path   the benchmark to run (default: the secretfs-bench beside it)
 # The guest CPU is emulated (QEMU TCG, no KVM here): compare systems within the run, never the
 # absolute figures with a host run.
 set -Eeuo pipefail
@@ -27,9 +28,11 @@ done
 
 bin=${SECRETFS_BIN:-}
 if [ -z "$bin" ]; then
-    (cd "$root" && cargo build --release --quiet --features passthrough-control)
+    (cd "$root" && cargo build --release --quiet -p secretfs -p secretfs-bench --features secretfs/passthrough-control)
     bin=${CARGO_TARGET_DIR:-$root/target}/release/secretfs
 fi
+bench=${SECRETFS_BENCH_BIN:-$(dirname "$bin")/secretfs-bench}
+[ -x "$bench" ] || { echo "vm bench: no secretfs-bench at $bench (cargo build -p secretfs-bench)" >&2; exit 2; }
 
 work=$(mktemp -d /tmp/secretfs-vm-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -53,12 +56,12 @@ else
 fi
 printf 'BENCH_ARGS="%s"\n' "$args ${extra[*]:-}" >"$work/guest.env"
 
-SECRETFS_VM_GUEST=$root/benches/vm-guest.sh SECRETFS_VM_GUEST_ENV=$work/guest.env \
+SECRETFS_VM_GUEST=$root/benches/vm-guest.sh SECRETFS_VM_GUEST_ENV=$work/guest.env SECRETFS_VM_BINS=$bench \
     SECRETFS_VM_MEM=2048 SECRETFS_VM_DRIVES="$work/disk.img $work/tree.tar" \
     SECRETFS_VM_RESULTS=$work/results SECRETFS_VM_TIMEOUT=$timeout_s SECRETFS_VM_SHOW_CONSOLE=1 SECRETFS_VM_APPEND=loglevel=1 \
     bash "$root/tests/vm/run.sh" "$bin"
 
 mkdir -p "$out"
 sed -n '/^BENCH-JSON-BEGIN$/,/^BENCH-JSON-END$/p' "$work/results" | sed '1d;$d' >"$out/results.json"
-"$bin" bench --render "$out/results.json" --out "$out"
+"$bench" --render "$out/results.json" --out "$out"
 echo "vm bench: $out/results.json, $out/results.md, $out/chart.svg" >&2

@@ -55,15 +55,17 @@ step "criterion benches in test mode" cargo test --quiet --bench codec
 # mode on real dm-crypt). Smoke tests only: figures from a shared CI machine assert nothing.
 step "passthrough control (feature build)" \
     cargo test --quiet --features passthrough-control --test file_mode passthrough_control
+# The benchmark is its own binary (bench/, secretfs-bench); it drives the secretfs beside it.
 bench_smoke() {
-    local out
+    local out target=${CARGO_TARGET_DIR:-target}
     out=$(mktemp -d /tmp/secretfs-bench-smoke.XXXXXX)
-    cargo build --quiet --features passthrough-control &&
-        cp target/debug/secretfs "$out/secretfs" &&
-        "$out/secretfs" bench --quick --out "$out/host" >/dev/null &&
+    cargo build --quiet -p secretfs -p secretfs-bench --features secretfs/passthrough-control &&
+        cp "$target/debug/secretfs" "$target/debug/secretfs-bench" "$out/" &&
+        "$out/secretfs-bench" --quick --out "$out/host" >/dev/null &&
         grep -q '| create small files (s) |' "$out/host/results.md" &&
+        grep -q '| control |' "$out/host/results.md" &&
         grep -q '<svg' "$out/host/chart.svg" &&
-        "$out/secretfs" bench --scale --quick --scale-files 1000 --dir-entries 1000 \
+        "$out/secretfs-bench" --scale --quick --scale-files 1000 --dir-entries 1000 \
             --out "$out/scale" >/dev/null &&
         grep -q '^| secretfs | 1000 |' "$out/scale/scale.md" &&
         SECRETFS_BIN=$out/secretfs bash benches/vm.sh --smoke --out "$out/vm" >/dev/null &&

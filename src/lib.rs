@@ -2,7 +2,6 @@
 //! (block mode), unlocked by one master key from a pluggable key source.
 
 pub mod audit;
-pub mod bench;
 pub mod block;
 pub mod cli;
 pub mod config;

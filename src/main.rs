@@ -2,7 +2,7 @@
 //! one-line message, a hint and an exit code. All logic lives in the library.
 
 use clap::{Parser, Subcommand};
-use secretfs::cli::{self, bench, block, fsck, init, mount, pin, rewrap, status, umount, CliError};
+use secretfs::cli::{self, block, fsck, init, mount, pin, rewrap, status, umount, CliError};
 
 #[derive(Parser)]
 #[command(name = "secretfs", version, about = "Encrypted storage for cloud instances: a FUSE filesystem with per-file keys", after_help = cli::EXIT_CODES_HELP)]
@@ -29,8 +29,6 @@ enum Command {
     Fsck(fsck::FsckArgs),
     /// Block mode: dm-crypt/LUKS2 on a device or a loop-attached file (open, close, status).
     Block(block::BlockArgs),
-    /// Compare file mode, block mode, plain and gocryptfs on the same workloads (as root).
-    Bench(bench::BenchArgs),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -70,7 +68,6 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Umount(args) => umount::run(&args),
         Command::Block(args) => block::run(&args),
-        Command::Bench(args) => bench::run(&args),
         Command::Fsck(args) => {
             let code = fsck::run(&args)?;
             std::process::exit(code);

@@ -1,7 +1,6 @@
 //! The command line: one module per subcommand, the argument types, and the single place where
 //! typed errors become a one-line message, a hint and a documented exit code.
 
-pub mod bench;
 pub mod block;
 pub mod fsck;
 pub mod helper;

@@ -4,7 +4,7 @@
 use super::{exit, CliError, KeyArgs};
 use crate::config::{self, FsConfig, KeySourceDescriptor};
 use crate::crypto::keys::KeyRing;
-use crate::crypto::Codec;
+use crate::crypto::{passthrough, Codec};
 use crate::daemon::{self, Forked, MountState, Readiness};
 use crate::fs::kmount::{self, KernelMount};
 use crate::fs::{FsOptions, SecretFs};
@@ -29,9 +29,10 @@ pub struct MountArgs {
     #[command(flatten)]
     pub key: KeyArgs,
     /// Benchmarks only: serve a fresh ephemeral filesystem with the identity codec, contents and
-    /// names NOT encrypted (the FUSE-cost baseline). Hidden, and absent from release builds.
-    #[cfg(feature = "passthrough-control")]
-    #[arg(long, hide = true)]
+    /// names NOT encrypted (the FUSE-cost baseline). Hidden, and not an option at all (always
+    /// false) in builds without the feature, so a release binary rejects it as unknown.
+    #[cfg_attr(feature = "passthrough-control", arg(long, hide = true))]
+    #[cfg_attr(not(feature = "passthrough-control"), arg(skip))]
     pub passthrough_control: bool,
 }
 
@@ -59,7 +60,6 @@ pub fn run(args: &MountArgs) -> Result<(), CliError> {
         opts,
         args.foreground,
     )?;
-    #[cfg(feature = "passthrough-control")]
     let plan = match args.passthrough_control {
         true => passthrough_control(plan)?,
         false => plan,
@@ -70,8 +70,14 @@ pub fn run(args: &MountArgs) -> Result<(), CliError> {
 /// Switches a plan to the identity codec. Only an ephemeral filesystem qualifies: it is emptied
 /// at every mount, so no encrypted data can be read as clear or overwritten in clear, and the
 /// plaintext it holds dies at the next mount.
-#[cfg(feature = "passthrough-control")]
 fn passthrough_control(mut plan: MountPlan) -> Result<MountPlan, CliError> {
+    let Some(control) = passthrough::AVAILABLE else {
+        // The flag exists only where the control does: only a MountArgs built by hand gets here.
+        return Err(CliError::new(
+            exit::USAGE,
+            "this secretfs was built without `--features passthrough-control`",
+        ));
+    };
     if !matches!(plan.config.key_source, KeySourceDescriptor::Ephemeral) {
         return Err(CliError::new(
             exit::USAGE,
@@ -84,11 +90,10 @@ fn passthrough_control(mut plan: MountPlan) -> Result<MountPlan, CliError> {
         .hint("secretfs init NEW_BACKING --key ephemeral"));
     }
     eprintln!("secretfs: WARNING: {CONTROL_WARNING}");
-    plan.codec = Codec::PassthroughControl;
+    plan.codec = Codec::PassthroughControl(control);
     Ok(plan)
 }
 
-#[cfg(feature = "passthrough-control")]
 const CONTROL_WARNING: &str =
     "passthrough control: contents and names are NOT encrypted; for benchmarks only";
 
@@ -299,8 +304,7 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<(), CliError> {
     super::record_pin(&plan.new_pin);
     let fs_id = config.fs_id.to_string();
     audit::unlocked(&fs_id, config.key_source.kind());
-    #[cfg(feature = "passthrough-control")]
-    if plan.codec == Codec::PassthroughControl {
+    if matches!(plan.codec, Codec::PassthroughControl(_)) {
         tracing::warn!(fs_id = %fs_id, "{CONTROL_WARNING}");
     }
 

@@ -1,6 +1,7 @@
 //! The file content format: a header naming the file, then 4096-byte plaintext blocks sealed with
 //! AES-256-GCM. Owns the plaintext ⇄ ciphertext offset math and the per-block seal/open.
 
+use super::passthrough::Passthrough;
 use super::CryptoError;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
@@ -106,8 +107,7 @@ enum BlockCodec {
     Aead(LessSafeKey),
     /// Benchmark builds only: the passthrough control stores plaintext with a zero nonce and
     /// tag, so the frontend does the very same I/O as with AES-GCM minus the crypto.
-    #[cfg(feature = "passthrough-control")]
-    Identity,
+    Identity(Passthrough),
 }
 
 impl FileCipher {
@@ -121,10 +121,9 @@ impl FileCipher {
     }
 
     /// The identity codec of the passthrough control: no key, no encryption, same layout.
-    #[cfg(feature = "passthrough-control")]
-    pub fn identity(header: &FileHeader) -> Self {
+    pub fn identity(control: Passthrough, header: &FileHeader) -> Self {
         Self {
-            codec: BlockCodec::Identity,
+            codec: BlockCodec::Identity(control),
             header: header.encode(),
         }
     }
@@ -148,8 +147,7 @@ impl FileCipher {
         match self.codec {
             BlockCodec::Aead(_) => super::keys::fill_random(&mut nonce),
             // No nonce is stored, so drawing one would only put crypto cost back into the control.
-            #[cfg(feature = "passthrough-control")]
-            BlockCodec::Identity => {}
+            BlockCodec::Identity(_) => {}
         }
         self.seal_block_with_nonce(index, is_final, plain, nonce, out);
     }
@@ -160,8 +158,7 @@ impl FileCipher {
         match self.codec {
             BlockCodec::Aead(_) => super::keys::fill_random(out.as_flattened_mut()),
             // As in seal_block: the control stores no nonce, so it draws none.
-            #[cfg(feature = "passthrough-control")]
-            BlockCodec::Identity => {}
+            BlockCodec::Identity(_) => {}
         }
     }
 
@@ -195,11 +192,7 @@ impl FileCipher {
                     .unwrap_or_else(|_| unreachable!());
                 tag_out.copy_from_slice(tag.as_ref());
             }
-            #[cfg(feature = "passthrough-control")]
-            BlockCodec::Identity => {
-                nonce_out.fill(0);
-                tag_out.fill(0);
-            }
+            BlockCodec::Identity(control) => control.seal_block(nonce_out, tag_out),
         }
     }
 
@@ -238,16 +231,7 @@ impl FileCipher {
                 )
                 .is_ok()
             }
-            // Zero nonce and tag are what the identity codec writes; anything else (a real
-            // AES-GCM block above all) is refused rather than served as garbage.
-            #[cfg(feature = "passthrough-control")]
-            BlockCodec::Identity => {
-                let ours = nonce.iter().chain(tag).all(|b| *b == 0);
-                if ours {
-                    out.copy_from_slice(body);
-                }
-                ours
-            }
+            BlockCodec::Identity(control) => control.open_block(nonce, body, tag, out),
         };
         if !opened {
             // Never let a half-decrypted buffer escape: callers may reuse it.
@@ -392,10 +376,15 @@ pub(crate) mod tests {
     }
 }
 
-#[cfg(all(test, feature = "passthrough-control"))]
+#[cfg(test)]
 mod identity_tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn identity(header: &FileHeader) -> FileCipher {
+        let control = crate::crypto::passthrough::AVAILABLE;
+        FileCipher::identity(control.expect("test builds have the control"), header)
+    }
 
     const HEADER: FileHeader = FileHeader {
         file_id: [0x11; 16],
@@ -403,7 +392,7 @@ mod identity_tests {
 
     #[test]
     fn identity_stores_plaintext_between_a_zero_nonce_and_tag() {
-        let c = FileCipher::identity(&HEADER);
+        let c = identity(&HEADER);
         assert_eq!(c.header_bytes(), &HEADER.encode());
         let plain = b"hello, passthrough";
         let mut stored = vec![0xAA; plain.len() + BLOCK_OVERHEAD];
@@ -419,7 +408,7 @@ mod identity_tests {
 
     #[test]
     fn identity_keeps_the_hole_rule_and_reads_its_own_zero_final_block() {
-        let c = FileCipher::identity(&HEADER);
+        let c = identity(&HEADER);
         let mut out = [1u8; BLOCK_SIZE];
         let hole = vec![0u8; STORED_BLOCK_SIZE];
         assert_eq!(c.open_block(0, false, &hole, &mut out), Ok(BLOCK_SIZE));
@@ -435,7 +424,7 @@ mod identity_tests {
 
     #[test]
     fn identity_and_aead_refuse_each_others_blocks() {
-        let id = FileCipher::identity(&HEADER);
+        let id = identity(&HEADER);
         let aead = FileCipher::new(&[0x42; 32], &HEADER);
         let plain = [5u8; BLOCK_SIZE];
         let mut out = [9u8; BLOCK_SIZE];
@@ -459,7 +448,7 @@ mod identity_tests {
         fn identity_blocks_round_trip_with_the_aead_layout(
             data in proptest::collection::vec(any::<u8>(), 1..=BLOCK_SIZE),
             index in any::<u64>(), is_final in any::<bool>()) {
-            let c = FileCipher::identity(&HEADER);
+            let c = identity(&HEADER);
             let mut stored = vec![0u8; data.len() + BLOCK_OVERHEAD];
             c.seal_block(index, is_final, &data, &mut stored);
             prop_assert_eq!(&stored[NONCE_LEN..NONCE_LEN + data.len()], &data[..]);

@@ -4,6 +4,7 @@
 pub mod content;
 pub mod keys;
 pub mod names;
+pub mod passthrough;
 
 /// Authentication failed or the input is not in the expected shape: the caller decides whether
 /// that becomes EIO (data path) or a clear error (config, CLI).
@@ -15,16 +16,16 @@ pub enum CryptoError {
     Malformed(&'static str),
 }
 
-/// The codec a mounted filesystem runs with. Production builds have exactly one; the
-/// passthrough control exists only in builds with the `passthrough-control` feature.
+/// The codec a mounted filesystem runs with. Production builds have exactly one: the
+/// passthrough control's token has values only in builds with the `passthrough-control`
+/// feature (see passthrough.rs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Codec {
     /// AES-256-GCM contents, AES-SIV names: the on-disk format v1.
     #[default]
     Encrypted,
     /// The identity codec of the comparison benchmark: format v1's layout, no encryption.
-    #[cfg(feature = "passthrough-control")]
-    PassthroughControl,
+    PassthroughControl(passthrough::Passthrough),
 }
 
 impl Codec {
@@ -38,8 +39,7 @@ impl Codec {
             Codec::Encrypted => {
                 keys.with_file_key(&header.file_id, |key| content::FileCipher::new(key, header))
             }
-            #[cfg(feature = "passthrough-control")]
-            Codec::PassthroughControl => content::FileCipher::identity(header),
+            Codec::PassthroughControl(p) => content::FileCipher::identity(p, header),
         }
     }
 
@@ -47,8 +47,7 @@ impl Codec {
     pub fn name_cipher(self, keys: &keys::KeyRing) -> names::NameCipher {
         match self {
             Codec::Encrypted => names::NameCipher::new(keys.names_key(), keys.xattr_key()),
-            #[cfg(feature = "passthrough-control")]
-            Codec::PassthroughControl => names::NameCipher::identity(),
+            Codec::PassthroughControl(p) => names::NameCipher::identity(p),
         }
     }
 
@@ -56,8 +55,7 @@ impl Codec {
     pub fn cipher_name(self, configured: &str) -> &str {
         match self {
             Codec::Encrypted => configured,
-            #[cfg(feature = "passthrough-control")]
-            Codec::PassthroughControl => "none (passthrough control)",
+            Codec::PassthroughControl(_) => "none (passthrough control)",
         }
     }
 }

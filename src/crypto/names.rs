@@ -2,6 +2,7 @@
 //! directory id), long-name hashing, symlink targets and `user.*` xattr names and values.
 
 use super::keys::{SecretBytes, NAME_KEY_LEN};
+use super::passthrough::Passthrough;
 use super::CryptoError;
 use aes_siv::siv::Aes256Siv;
 use aes_siv::KeyInit;
@@ -89,10 +90,10 @@ pub fn classify(backing_name: &str) -> BackingEntry<'_> {
 }
 
 /// AES-SIV's synthetic IV, which leads every sealed name.
-const SIV_LEN: usize = 16;
+pub(super) const SIV_LEN: usize = 16;
 /// xattr values: nonce ‖ AES-256-GCM(value) ‖ tag.
 const XATTR_NONCE_LEN: usize = 12;
-const XATTR_TAG_LEN: usize = 16;
+pub(super) const XATTR_TAG_LEN: usize = 16;
 const XATTR_OVERHEAD: usize = XATTR_NONCE_LEN + XATTR_TAG_LEN;
 
 /// Holds the name key and the xattr value key of one filesystem.
@@ -110,8 +111,7 @@ enum NameCodec {
     /// Benchmark builds only: the passthrough control keeps every shape but zeroes the SIV,
     /// nonce and tag slots and leaves the plaintext as it is, so names stay base64url (never
     /// colliding with internal names) and have exactly the lengths of encrypted ones.
-    #[cfg(feature = "passthrough-control")]
-    Identity,
+    Identity(Passthrough),
 }
 
 impl NameCipher {
@@ -128,10 +128,9 @@ impl NameCipher {
     }
 
     /// The identity codec of the passthrough control: no key, no encryption, same shapes.
-    #[cfg(feature = "passthrough-control")]
-    pub fn identity() -> Self {
+    pub fn identity(control: Passthrough) -> Self {
         Self {
-            codec: NameCodec::Identity,
+            codec: NameCodec::Identity(control),
         }
     }
 
@@ -145,8 +144,7 @@ impl NameCipher {
             NameCodec::Aead { siv_key, .. } => Self::siv(siv_key)
                 .encrypt([ad], plain)
                 .unwrap_or_else(|_| unreachable!()),
-            #[cfg(feature = "passthrough-control")]
-            NameCodec::Identity => [&[0u8; SIV_LEN][..], plain].concat(),
+            NameCodec::Identity(control) => control.seal_name(plain),
         };
         URL_SAFE_NO_PAD.encode(sealed)
     }
@@ -162,13 +160,7 @@ impl NameCipher {
             NameCodec::Aead { siv_key, .. } => Self::siv(siv_key)
                 .decrypt([ad], &sealed)
                 .map_err(|_| CryptoError::Auth),
-            // A zero SIV slot is what the identity codec writes; a real encrypted name has a
-            // random one and is refused, not shown as garbage.
-            #[cfg(feature = "passthrough-control")]
-            NameCodec::Identity => match sealed.split_at(SIV_LEN) {
-                (siv, name) if siv.iter().all(|b| *b == 0) => Ok(name.to_vec()),
-                _ => Err(CryptoError::Auth),
-            },
+            NameCodec::Identity(control) => control.open_name(&sealed),
         }
     }
 
@@ -263,8 +255,7 @@ impl NameCipher {
                     .unwrap_or_else(|_| unreachable!());
                 out.extend_from_slice(tag.as_ref());
             }
-            #[cfg(feature = "passthrough-control")]
-            NameCodec::Identity => out.extend_from_slice(&[0u8; XATTR_TAG_LEN]),
+            NameCodec::Identity(control) => control.seal_xattr_value(&mut out),
         }
         out
     }
@@ -294,16 +285,7 @@ impl NameCipher {
                 body.truncate(plain_len);
                 Ok(body)
             }
-            // As for blocks: only zero nonce and tag are this codec's own.
-            #[cfg(feature = "passthrough-control")]
-            NameCodec::Identity => {
-                let (value, tag) = body.split_at(body.len() - XATTR_TAG_LEN);
-                if nonce_bytes.iter().chain(tag).all(|b| *b == 0) {
-                    Ok(value.to_vec())
-                } else {
-                    Err(CryptoError::Auth)
-                }
-            }
+            NameCodec::Identity(control) => control.open_xattr_value(nonce_bytes, body),
         }
     }
 }
@@ -440,10 +422,15 @@ mod tests {
     }
 }
 
-#[cfg(all(test, feature = "passthrough-control"))]
+#[cfg(test)]
 mod identity_tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn identity() -> NameCipher {
+        let control = crate::crypto::passthrough::AVAILABLE;
+        NameCipher::identity(control.expect("test builds have the control"))
+    }
 
     fn aead() -> NameCipher {
         NameCipher::new(
@@ -460,7 +447,7 @@ mod identity_tests {
 
     #[test]
     fn identity_names_are_base64url_of_the_plaintext_and_never_internal() {
-        let c = NameCipher::identity();
+        let c = identity();
         let stored = c.encrypt_name(&[1; 16], b"report.pdf");
         let StoredName::Short(enc) = &stored else {
             panic!("short name expected")
@@ -482,7 +469,7 @@ mod identity_tests {
 
     #[test]
     fn identity_refuses_encrypted_names_and_values() {
-        let (id, real) = (NameCipher::identity(), aead());
+        let (id, real) = (identity(), aead());
         let enc = real.encrypt_name(&[1; 16], b"secret");
         assert_eq!(
             id.decrypt_name(&[1; 16], enc.backing_name().as_bytes()),
@@ -503,7 +490,7 @@ mod identity_tests {
 
     #[test]
     fn identity_symlinks_and_xattrs_keep_their_shapes() {
-        let (id, real) = (NameCipher::identity(), aead());
+        let (id, real) = (identity(), aead());
         let t = id.encrypt_symlink(b"../target/file");
         assert_eq!(t.len(), real.encrypt_symlink(b"../target/file").len());
         assert_eq!(clear(&t), b"../target/file");
@@ -529,7 +516,7 @@ mod identity_tests {
             name in proptest::collection::vec(1u8..=255, 1..=255)
                 .prop_filter("no slash, not . or ..", |n| !n.contains(&b'/') && n != b"." && n != b"..")
         ) {
-            let (id, real) = (NameCipher::identity(), aead());
+            let (id, real) = (identity(), aead());
             let stored = id.encrypt_name(&[9; 16], &name);
             let encrypted = real.encrypt_name(&[9; 16], &name);
             prop_assert_eq!(stored.backing_name().len(), encrypted.backing_name().len());
@@ -549,7 +536,7 @@ mod identity_tests {
 
         #[test]
         fn identity_decoding_garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..400)) {
-            let c = NameCipher::identity();
+            let c = identity();
             let _ = c.decrypt_name(&[0; 16], &data);
             let _ = c.decrypt_symlink(&data);
             let _ = c.decrypt_xattr_name(&data);

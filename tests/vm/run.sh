@@ -11,6 +11,7 @@
 #   SECRETFS_VM_RESULTS=file (a copy of everything the guest wrote on its results port)
 #   SECRETFS_VM_SHOW_CONSOLE=1 (stream the guest console to stderr while it runs)
 #   SECRETFS_VM_APPEND="..." (more kernel parameters)
+#   SECRETFS_VM_BINS="prog ..." (more programs, e.g. secretfs-bench, in the guest's /bin by name)
 # Needs (scripts/install-deps.sh): qemu-system-x86 cpio busybox-static cryptsetup-bin e2fsprogs
 # kmod dash util-linux, and the cloud kernel .deb unpacked under $SECRETFS_VM_CACHE.
 set -Eeuo pipefail
@@ -78,6 +79,10 @@ strip -o "$work/secretfs" "$bin"
 copy_elf "$work/secretfs" /bin/secretfs
 ln -s /bin/secretfs "$rootfs/sbin/mount.secretfs"
 ln -s /bin/secretfs "$rootfs/sbin/umount.secretfs"
+for prog in ${SECRETFS_VM_BINS:-}; do
+    strip -o "$work/${prog##*/}" "$prog"
+    copy_elf "$work/${prog##*/}" "/bin/${prog##*/}"
+done
 install -m 0755 "$guest" "$rootfs/guest-tests.sh"
 if [ -n "${SECRETFS_VM_GUEST_ENV:-}" ]; then install -m 0644 "$SECRETFS_VM_GUEST_ENV" "$rootfs/guest.env"; fi
 

@@ -1,13 +1,25 @@
-//! `secretfs bench`: the comparison benchmark's command line, its presets (full and `--quick`),
-//! and where the JSON, Markdown and SVG results are written.
+//! `secretfs-bench`: the comparison benchmark's command line, its presets (full and `--quick`),
+//! which secretfs binary it drives, and where the JSON, Markdown and SVG results are written.
 
-use super::{exit, parse_bytes, CliError};
-use crate::bench::scale::ScaleOptions;
-use crate::bench::systems::System;
-use crate::bench::workloads::{Sizes, GIB, MIB};
-use crate::bench::{self, chart, report, BenchError, Options, Store};
+use clap::Parser;
+use secretfs::cli::{exit, parse_bytes, CliError};
+use secretfs_bench::scale::ScaleOptions;
+use secretfs_bench::systems::{self, System};
+use secretfs_bench::workloads::{Sizes, GIB, MIB};
+use secretfs_bench::{self as bench, chart, report, BenchError, Options, Store};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(
+    name = "secretfs-bench",
+    version,
+    about = "Compare file mode, block mode, plain and gocryptfs on the same workloads (as root)"
+)]
+struct Cli {
+    #[command(flatten)]
+    args: BenchArgs,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -62,6 +74,11 @@ pub struct BenchArgs {
     /// Only render results.md and chart.svg again from an earlier results.json.
     #[arg(long, value_name = "JSON")]
     pub render: Option<PathBuf>,
+    /// The secretfs binary that mounts file mode, the control and block mode [default:
+    /// $SECRETFS_BIN, else the `secretfs` next to this program, else the first on $PATH]. The
+    /// control needs one built with `--features passthrough-control`.
+    #[arg(long, value_name = "PATH")]
+    pub secretfs_bin: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -124,8 +141,7 @@ pub fn options(args: &BenchArgs) -> Result<Options, CliError> {
     let mut systems = args.systems.clone().unwrap_or_else(|| System::ALL.to_vec());
     systems.sort();
     systems.dedup();
-    let bin = std::env::current_exe()
-        .map_err(|e| CliError::new(exit::FAILURE, format!("cannot find this program: {e}")))?;
+    let bin = secretfs_bin(args.secretfs_bin.clone());
     Ok(Options {
         quick: q,
         rounds,
@@ -136,6 +152,35 @@ pub fn options(args: &BenchArgs) -> Result<Options, CliError> {
         disk_dir: args.disk_dir.clone(),
         rss_rounds: args.rss_rounds.unwrap_or(if q { 3 } else { 10 }),
         bin,
+    })
+}
+
+/// The secretfs binary to drive: the option, else `$SECRETFS_BIN`, else the one built beside
+/// this program (cargo puts both in one target directory, an install in one bin directory),
+/// else the first on `$PATH`. When none exists, the sibling path is returned so that the error
+/// names where it was looked for.
+fn secretfs_bin(explicit: Option<PathBuf>) -> PathBuf {
+    if let Some(bin) = explicit.or_else(|| std::env::var_os("SECRETFS_BIN").map(PathBuf::from)) {
+        return bin;
+    }
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("secretfs")));
+    match sibling {
+        Some(s) if s.is_file() => s,
+        _ => systems::find_on_path("secretfs")
+            .or(sibling)
+            .unwrap_or_else(|| PathBuf::from("secretfs")),
+    }
+}
+
+/// Whether any of `systems` is mounted by the secretfs binary.
+fn needs_secretfs(systems: &[System]) -> bool {
+    systems.iter().any(|s| {
+        matches!(
+            s,
+            System::Control | System::Secretfs | System::SecretfsWriteback | System::Block
+        )
     })
 }
 
@@ -193,6 +238,14 @@ fn save(out: &Path, report: &report::Report, json: bool) -> Result<String, CliEr
     Ok(md)
 }
 
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(&cli.args) {
+        eprintln!("secretfs-bench: error: {e}");
+        std::process::exit(e.code);
+    }
+}
+
 pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     if let Some(json) = &args.render {
         let text = std::fs::read_to_string(json).map_err(|e| {
@@ -213,6 +266,14 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         return Err(CliError::new(exit::MOUNT, "the benchmark needs root").hint(
             "it mounts a tmpfs, FUSE filesystems and drops the page cache: run it with sudo",
         ));
+    }
+    let systems = scale.as_ref().map_or(&opts.systems, |s| &s.systems);
+    if needs_secretfs(systems) && !opts.bin.is_file() {
+        return Err(CliError::new(
+            exit::USAGE,
+            format!("no secretfs binary at {}", opts.bin.display()),
+        )
+        .hint("build it (cargo build --release -p secretfs --features passthrough-control) or pass --secretfs-bin PATH / SECRETFS_BIN=PATH"));
     }
     let tty = std::io::stderr().is_terminal();
     let mut progress = |line: &str| {

@@ -64,15 +64,15 @@ impl System {
         }
     }
 
-    /// Why this system cannot run here, if it cannot.
-    pub fn unavailable(self) -> Option<String> {
+    /// Why this system cannot run here with the secretfs binary `bin`, if it cannot.
+    pub fn unavailable(self, bin: &Path) -> Option<String> {
         match self {
             System::Plain | System::Secretfs | System::SecretfsWriteback => None,
-            System::Control => (!cfg!(feature = "passthrough-control")).then(|| {
+            System::Control => (!has_passthrough_control(bin)).then(|| {
                 "this secretfs was built without `--features passthrough-control`".to_string()
             }),
             System::Block => {
-                if !crate::block::has_device_mapper() {
+                if !secretfs::block::has_device_mapper() {
                     Some(
                         "no device-mapper in this kernel (run benches/vm.sh for block mode)".into(),
                     )
@@ -89,10 +89,28 @@ impl System {
     }
 }
 
+/// Whether `bin` knows the hidden `mount --passthrough-control`: clap rejects an unknown flag
+/// before it looks at `--help`, so only a build with the control prints the help and succeeds.
+fn has_passthrough_control(bin: &Path) -> bool {
+    Command::new(bin)
+        .args(["mount", "--passthrough-control", "--help"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
+    find_on_path(tool).is_some()
+}
+
+/// The first `tool` in a directory of `$PATH`, as a shell would find it.
+pub fn find_on_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
 }
 
 /// A system ready to be measured: files go under `root`.
@@ -188,7 +206,7 @@ impl Mounted {
                     mount.args(["-o", "writeback"]);
                 }
                 run(&mut mount, "secretfs mount")?;
-                let daemon_pid = crate::daemon::read_state(&mountpoint).map(|s| s.pid);
+                let daemon_pid = secretfs::daemon::read_state(&mountpoint).map(|s| s.pid);
                 Ok(Self {
                     system,
                     root: mountpoint.clone(),
@@ -280,7 +298,7 @@ impl Mounted {
         };
         if let Some(pid) = self.daemon_pid.take() {
             let deadline = Instant::now() + Duration::from_secs(30);
-            while crate::daemon::pid_alive(pid) && Instant::now() < deadline {
+            while secretfs::daemon::pid_alive(pid) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -323,7 +341,12 @@ mod tests {
             assert_eq!(System::parse(s.name()), Some(s));
         }
         assert_eq!(System::parse("ext4"), None);
-        assert!(System::Plain.unavailable().is_none());
+        assert!(System::Plain
+            .unavailable(Path::new("/nonexistent"))
+            .is_none());
+        assert!(System::Control
+            .unavailable(Path::new("/nonexistent"))
+            .is_some());
     }
 
     #[test]

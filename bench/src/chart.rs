@@ -143,7 +143,7 @@ mod tests {
 
     #[test]
     fn one_bar_per_system_and_workload_relative_to_gocryptfs() {
-        let mut r = crate::bench::report::tests::report();
+        let mut r = crate::report::tests::report();
         let svg_text = svg(&r);
         assert!(svg_text.starts_with("<svg") && svg_text.trim_end().ends_with("</svg>"));
         // control and secretfs × 9 workloads, plus 2 legend boxes and the background.

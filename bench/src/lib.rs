@@ -1,4 +1,4 @@
-//! The comparison benchmark (`secretfs bench`): the same workloads over plain, our passthrough
+//! The comparison benchmark (`secretfs-bench`): the same workloads over plain, our passthrough
 //! control, file mode, block mode and gocryptfs, interleaved round by round on tmpfs and disk.
 
 pub mod chart;
@@ -59,7 +59,7 @@ pub struct Options {
     pub disk_dir: PathBuf,
     /// Untar + delete cycles after the rounds, watching the daemons' memory.
     pub rss_rounds: u32,
-    /// The secretfs binary that mounts file and block mode (normally this very program).
+    /// The secretfs binary that mounts file and block mode (see `--secretfs-bin`).
     pub bin: PathBuf,
 }
 
@@ -70,7 +70,7 @@ extern "C" fn on_interrupt(_: libc::c_int) {
 }
 
 /// Ctrl-C stops the run between two measurements, so every mount is torn down on the way out.
-pub(super) fn catch_interrupts() {
+pub(crate) fn catch_interrupts() {
     let handler = on_interrupt as extern "C" fn(libc::c_int);
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
@@ -79,7 +79,7 @@ pub(super) fn catch_interrupts() {
     }
 }
 
-pub(super) fn check_interrupt() -> Result<(), BenchError> {
+pub(crate) fn check_interrupt() -> Result<(), BenchError> {
     if INTERRUPTED.load(Ordering::SeqCst) {
         Err(BenchError::Interrupted)
     } else {
@@ -87,25 +87,25 @@ pub(super) fn check_interrupt() -> Result<(), BenchError> {
     }
 }
 
-pub(super) fn io(what: String) -> impl FnOnce(std::io::Error) -> BenchError {
+pub(crate) fn io(what: String) -> impl FnOnce(std::io::Error) -> BenchError {
     move |source| BenchError::Io { what, source }
 }
 
 /// A scratch directory that removes itself (after unmounting anything on top of its parts).
-pub(super) struct Scratch {
+pub(crate) struct Scratch {
     path: PathBuf,
     tmpfs: Option<PathBuf>,
 }
 
 impl Scratch {
-    pub(super) fn new(parent: &Path, name: &str) -> Result<Self, BenchError> {
+    pub(crate) fn new(parent: &Path, name: &str) -> Result<Self, BenchError> {
         let path = parent.join(format!("{name}-{}", std::process::id()));
         fs::create_dir_all(&path).map_err(io(format!("cannot create {}", path.display())))?;
         Ok(Self { path, tmpfs: None })
     }
 
     /// Mounts a fresh tmpfs (default size: half the RAM) at `self.path/store`.
-    pub(super) fn mount_tmpfs(&mut self) -> Result<PathBuf, BenchError> {
+    pub(crate) fn mount_tmpfs(&mut self) -> Result<PathBuf, BenchError> {
         let at = self.path.join("store");
         fs::create_dir_all(&at).map_err(io(format!("cannot create {}", at.display())))?;
         let status = Command::new("mount")
@@ -139,7 +139,7 @@ fn first_line(cmd: &mut Command) -> Option<String> {
     text.lines().next().map(|l| l.trim().to_string())
 }
 
-fn host() -> Host {
+fn host(bin: &Path) -> Host {
     let cpu_model = fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -161,7 +161,10 @@ fn host() -> Host {
             .unwrap_or(1),
         cpu_model,
         kernel: first_line(Command::new("uname").arg("-r")).unwrap_or_default(),
-        secretfs: env!("CARGO_PKG_VERSION").to_string(),
+        // The version of the binary measured, which is not necessarily the benchmark's own.
+        secretfs: first_line(Command::new(bin).arg("--version"))
+            .map(|v| v.trim_start_matches("secretfs ").to_string())
+            .unwrap_or_else(|| "unknown".into()),
         gocryptfs: first_line(Command::new("gocryptfs").arg("-version")),
     }
 }
@@ -188,13 +191,13 @@ fn round_on<'a>(m: &'a Mounted, opts: &'a Options, tree: &'a Path, data: &'a [u8
 /// Runs the whole benchmark; `progress` gets one line per measurement.
 pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchError> {
     catch_interrupts();
-    let host = host();
+    let host = host(&opts.bin);
     let mut skipped = Vec::new();
     let systems: Vec<System> = opts
         .systems
         .iter()
         .copied()
-        .filter(|s| match s.unavailable() {
+        .filter(|s| match s.unavailable(&opts.bin) {
             Some(reason) => {
                 progress(&format!("skipping {}: {reason}", s.name()));
                 skipped.push(Skipped { system: *s, reason });

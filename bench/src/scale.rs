@@ -1,4 +1,4 @@
-//! The scale benchmark (`secretfs bench --scale`): how time, descriptors and daemon memory grow
+//! The scale benchmark (`secretfs-bench --scale`): how time, descriptors and daemon memory grow
 //! with the number of files (1,000 to 1,000,000), and one directory of many entries.
 
 use super::systems::{Mounted, System};
@@ -176,7 +176,7 @@ pub fn run(
     let mounts = scratch.path.join("mnt");
     let mut mounted = Vec::new();
     for &system in &opts.systems {
-        match system.unavailable() {
+        match system.unavailable(bin) {
             Some(reason) => progress(&format!("skipping {}: {reason}", system.name())),
             None => mounted.push(Mounted::setup(system, bin, &store, &mounts, 1 << 30)?),
         }
