@@ -128,20 +128,23 @@ for img in ${SECRETFS_VM_DRIVES:-}; do extra_drives+=(-drive "file=$img,format=r
 
 start=$(date +%s)
 qemu_rc=0
-tail_pid=
-if [ -n "${SECRETFS_VM_SHOW_CONSOLE:-}" ]; then
-    : >"$work/console.log"
-    tail -n +1 -F "$work/console.log" >&2 2>/dev/null &
-    tail_pid=$!
-fi
+: >"$work/console.log"
 timeout "$timeout_s" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m "${SECRETFS_VM_MEM:-1024}" \
     -display none -monitor none -no-reboot \
     -kernel "$vmlinuz" -initrd "$work/initrd.gz" \
     -append "console=ttyS0 panic=-1 quiet${SECRETFS_VM_CASES:+ cases=$SECRETFS_VM_CASES}${SECRETFS_VM_APPEND:+ $SECRETFS_VM_APPEND}" \
     -drive "file=$work/blank.img,format=raw,if=virtio" \
     -drive "file=$work/foreign.img,format=raw,if=virtio" "${extra_drives[@]}" \
-    -serial "file:$work/console.log" -serial "file:$work/results" || qemu_rc=$?
-if [ -n "$tail_pid" ]; then sleep 0.5; kill "$tail_pid" 2>/dev/null || true; fi
+    -serial "file:$work/console.log" -serial "file:$work/results" &
+qemu_pid=$!
+tail_pid=
+if [ -n "${SECRETFS_VM_SHOW_CONSOLE:-}" ]; then
+    # --pid: tail reads the console to its end once the guest has gone, then stops by itself.
+    tail -n +1 -F --pid="$qemu_pid" "$work/console.log" >&2 2>/dev/null &
+    tail_pid=$!
+fi
+wait "$qemu_pid" || qemu_rc=$?
+if [ -n "$tail_pid" ]; then wait "$tail_pid" || true; fi
 echo "vm: guest ran $(( $(date +%s) - start )) s (qemu exit $qemu_rc)"
 if [ -n "${SECRETFS_VM_RESULTS:-}" ]; then tr -d '\r' <"$work/results" >"$SECRETFS_VM_RESULTS"; fi
 
