@@ -169,10 +169,13 @@ impl Inode {
             return Eviction::Never;
         }
         if self.kept.load(Ordering::Relaxed) {
-            // Unlinked through this mount: swept again only if another link still holds it.
+            // Unlinked through this mount: evictable only if another link still holds it. With
+            // no link left no handle can reopen it and none can come back, so it leaves the ring
+            // instead of costing an fstat at every sweep until the kernel forgets it.
             match sys::fstat(fd.as_raw_fd()) {
                 Ok(st) if st.st_nlink > 0 => self.kept.store(false, Ordering::Relaxed),
-                _ => return Eviction::Busy,
+                Ok(_) => return Eviction::Never,
+                Err(_) => return Eviction::Busy,
             }
         }
         match sys::handle_of(fd.as_raw_fd()) {
@@ -620,6 +623,39 @@ mod tests {
     fn path_fd(p: &std::path::Path) -> OwnedFd {
         let name = sys::cstring(p.as_os_str().as_encoded_bytes()).unwrap();
         sys::openat(libc::AT_FDCWD, &name, libc::O_PATH | libc::O_NOFOLLOW, 0).unwrap()
+    }
+
+    #[test]
+    fn an_unlinked_kept_inode_leaves_the_sweep_and_a_still_linked_one_is_evicted() {
+        if !crate::testing::root_or_skip() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let table = InodeTable::new(path_fd(dir.path()), [0; 16], 8).unwrap();
+        let remember = |name: &str| {
+            let file = dir.path().join(name);
+            let fd = path_fd(&file);
+            let st = sys::fstat(fd.as_raw_fd()).unwrap();
+            (table.remember(fd, &st).unwrap(), st)
+        };
+        std::fs::write(dir.path().join("gone"), b"x").unwrap();
+        std::fs::write(dir.path().join("linked"), b"y").unwrap();
+        std::fs::hard_link(dir.path().join("linked"), dir.path().join("other")).unwrap();
+        let (gone, gone_st) = remember("gone");
+        let (linked, linked_st) = remember("linked");
+        // Unlinked through the mount, as remove_file does: kept alive first, then unlinked.
+        drop(table.keep_alive(&gone_st));
+        drop(table.keep_alive(&linked_st));
+        std::fs::remove_file(dir.path().join("gone")).unwrap();
+        std::fs::remove_file(dir.path().join("linked")).unwrap();
+        assert!(matches!(gone.try_evict(), Eviction::Never));
+        assert!(matches!(linked.try_evict(), Eviction::Done));
+        // The evicted one reopens by handle through its remaining link.
+        assert_eq!(
+            sys::fstat(linked.fd().unwrap().raw()).unwrap().st_ino,
+            linked_st.st_ino
+        );
+        assert_eq!(sys::fstat(gone.fd().unwrap().raw()).unwrap().st_nlink, 0);
     }
 
     #[test]
