@@ -234,6 +234,60 @@ impl Model {
     }
 }
 
+/// What an operation's indices name, resolved on the model before the step, so that the core
+/// and the model act on the same objects (an index wraps round the current choices).
+struct Picks {
+    dirs: Vec<Path>,
+    files: Vec<(Path, usize)>,
+    entries: Vec<Path>,
+    non_dirs: Vec<Path>,
+}
+
+fn nth<T: Clone>(v: &[T], i: usize) -> Option<T> {
+    v.get(i % v.len().max(1)).cloned()
+}
+
+impl Picks {
+    fn of(model: &Model) -> Self {
+        let non_dirs = model
+            .entries
+            .iter()
+            .filter(|(_, n)| **n != Node::Dir)
+            .map(|(p, _)| p.clone())
+            .collect();
+        Picks {
+            dirs: model.dirs(),
+            files: model.files(),
+            entries: model.entries.keys().cloned().collect(),
+            non_dirs,
+        }
+    }
+
+    /// `NAMES[name]` inside directory `dir` (the root is always one).
+    fn child(&self, dir: usize, name: usize) -> Path {
+        let mut p = nth(&self.dirs, dir).unwrap_or_default();
+        p.push(NAMES[name].to_string());
+        p
+    }
+
+    fn file(&self, i: usize) -> Option<(Path, usize)> {
+        nth(&self.files, i)
+    }
+
+    fn entry(&self, i: usize) -> Option<Path> {
+        nth(&self.entries, i)
+    }
+
+    fn non_dir(&self, i: usize) -> Option<Path> {
+        nth(&self.non_dirs, i)
+    }
+
+    /// A directory other than the root.
+    fn subdir(&self, i: usize) -> Option<Path> {
+        nth(&self.dirs[1..], i)
+    }
+}
+
 /// The core under test with what a remount needs to build it again.
 struct Core {
     _dir: tempfile::TempDir,
@@ -327,32 +381,23 @@ impl Core {
     }
 
     fn apply(&mut self, op: &Op, model: &Model) -> Result<(), Errno> {
-        let dirs = model.dirs();
-        let files = model.files();
-        let all: Vec<Path> = model.entries.keys().cloned().collect();
-        let pick = |v: &[Path], i: usize| v.get(i % v.len().max(1)).cloned();
-        let child = |dir: &Path, name: usize| {
-            let mut p = dir.clone();
-            p.push(NAMES[name].to_string());
-            p
-        };
-        let file_path = |i: usize| files.get(i % files.len().max(1)).map(|(p, _)| p.clone());
+        let at = Picks::of(model);
         let c = self.caller;
         match *op {
             Op::Create { dir, name } => {
-                let path = child(&pick(&dirs, dir).unwrap_or_default(), name);
+                let path = at.child(dir, name);
                 let (p, n) = self.parent_and_name(&path)?;
                 let (_, fh, _) = self.fs.create_file(&c, p, n, 0o644, 0o022, libc::O_RDWR)?;
                 self.fs.release_file(fh);
                 Ok(())
             }
             Op::Mkdir { dir, name } => {
-                let path = child(&pick(&dirs, dir).unwrap_or_default(), name);
+                let path = at.child(dir, name);
                 let (p, n) = self.parent_and_name(&path)?;
                 self.fs.make_directory(&c, p, n, 0o755, 0o022).map(drop)
             }
             Op::Symlink { dir, name, target } => {
-                let path = child(&pick(&dirs, dir).unwrap_or_default(), name);
+                let path = at.child(dir, name);
                 let (p, n) = self.parent_and_name(&path)?;
                 self.fs
                     .make_symlink(&c, p, n, &symlink_target(target))
@@ -364,14 +409,14 @@ impl Core {
                 len,
                 byte,
             } => {
-                let Some(path) = file_path(file) else {
+                let Some(path) = at.file(file).map(|(p, _)| p) else {
                     return Ok(());
                 };
                 let data = vec![byte; len];
                 self.with_open(&path, |fh| self.fs.write_file(&c, fh, offset, &data, false))
             }
             Op::Truncate { file, size } => {
-                let Some(path) = file_path(file) else {
+                let Some(path) = at.file(file).map(|(p, _)| p) else {
                     return Ok(());
                 };
                 let change = SetAttr {
@@ -392,10 +437,10 @@ impl Core {
                 name,
                 flags,
             } => {
-                let Some(src) = pick(&all, from) else {
+                let Some(src) = at.entry(from) else {
                     return Ok(());
                 };
-                let dst = child(&pick(&dirs, dir).unwrap_or_default(), name);
+                let dst = at.child(dir, name);
                 vfs_rename_checks(&src, &dst, self.ino(&dst).is_ok(), flags)?;
                 let (sp, sn) = self.parent_and_name(&src)?;
                 let (dp, dn) = self.parent_and_name(&dst)?;
@@ -403,21 +448,15 @@ impl Core {
                 self.fs.rename_entry(&sp, sn, &dp, dn, flags)
             }
             Op::Link { file, dir, name } => {
-                let Some(src) = file_path(file) else {
+                let Some(src) = at.file(file).map(|(p, _)| p) else {
                     return Ok(());
                 };
-                let dst = child(&pick(&dirs, dir).unwrap_or_default(), name);
+                let dst = at.child(dir, name);
                 let (dp, dn) = self.parent_and_name(&dst)?;
                 self.fs.make_link(self.ino(&src)?, dp, dn).map(drop)
             }
             Op::Unlink { entry } => {
-                let non_dirs: Vec<Path> = model
-                    .entries
-                    .iter()
-                    .filter(|(_, n)| **n != Node::Dir)
-                    .map(|(p, _)| p.clone())
-                    .collect();
-                let Some(path) = pick(&non_dirs, entry) else {
+                let Some(path) = at.non_dir(entry) else {
                     return Ok(());
                 };
                 let (p, n) = self.parent_and_name(&path)?;
@@ -425,7 +464,7 @@ impl Core {
                 self.fs.remove_file(&p, n)
             }
             Op::Rmdir { dir } => {
-                let Some(path) = pick(&dirs[1..], dir) else {
+                let Some(path) = at.subdir(dir) else {
                     return Ok(());
                 };
                 let (p, n) = self.parent_and_name(&path)?;
@@ -433,14 +472,14 @@ impl Core {
                 self.fs.remove_dir(&p, n)
             }
             Op::SetXattr { file, name, value } => {
-                let Some(path) = file_path(file) else {
+                let Some(path) = at.file(file).map(|(p, _)| p) else {
                     return Ok(());
                 };
                 self.fs
                     .set_xattr_as(&c, self.ino(&path)?, XATTRS[name], &[value; 3], 0)
             }
             Op::Fsync { file } => {
-                let Some(path) = file_path(file) else {
+                let Some(path) = at.file(file).map(|(p, _)| p) else {
                     return Ok(());
                 };
                 self.with_open(&path, |fh| self.fs.sync_file(fh, false))
@@ -483,19 +522,10 @@ fn symlink_target(seed: u8) -> Vec<u8> {
 
 /// The model's outcome of `op`, computed on the same picks as `Core::apply`.
 fn expect(op: &Op, model: &mut Model) -> Result<(), Errno> {
-    let dirs = model.dirs();
-    let files = model.files();
-    let all: Vec<Path> = model.entries.keys().cloned().collect();
-    let pick = |v: &[Path], i: usize| v.get(i % v.len().max(1)).cloned();
-    let child = |dir: &Path, name: usize| {
-        let mut p = dir.clone();
-        p.push(NAMES[name].to_string());
-        p
-    };
-    let file = |i: usize| files.get(i % files.len().max(1)).cloned();
+    let at = Picks::of(model);
     match *op {
         Op::Create { dir, name } => {
-            let path = child(&pick(&dirs, dir).unwrap_or_default(), name);
+            let path = at.child(dir, name);
             if model.entries.contains_key(&path) {
                 return Err(Errno::EEXIST);
             }
@@ -503,21 +533,17 @@ fn expect(op: &Op, model: &mut Model) -> Result<(), Errno> {
             let id = model.files.len() - 1;
             model.create(path, Node::File(id))
         }
-        Op::Mkdir { dir, name } => model.create(
-            child(&pick(&dirs, dir).unwrap_or_default(), name),
-            Node::Dir,
-        ),
-        Op::Symlink { dir, name, target } => model.create(
-            child(&pick(&dirs, dir).unwrap_or_default(), name),
-            Node::Symlink(symlink_target(target)),
-        ),
+        Op::Mkdir { dir, name } => model.create(at.child(dir, name), Node::Dir),
+        Op::Symlink { dir, name, target } => {
+            model.create(at.child(dir, name), Node::Symlink(symlink_target(target)))
+        }
         Op::Write {
             file: f,
             offset,
             len,
             byte,
         } => {
-            let Some((_, id)) = file(f) else {
+            let Some((_, id)) = at.file(f) else {
                 return Ok(());
             };
             if len == 0 {
@@ -532,7 +558,7 @@ fn expect(op: &Op, model: &mut Model) -> Result<(), Errno> {
             Ok(())
         }
         Op::Truncate { file: f, size } => {
-            let Some((_, id)) = file(f) else {
+            let Some((_, id)) = at.file(f) else {
                 return Ok(());
             };
             model.files[id].bytes.resize(size as usize, 0);
@@ -544,35 +570,26 @@ fn expect(op: &Op, model: &mut Model) -> Result<(), Errno> {
             name,
             flags,
         } => {
-            let Some(src) = pick(&all, from) else {
+            let Some(src) = at.entry(from) else {
                 return Ok(());
             };
-            let dst = child(&pick(&dirs, dir).unwrap_or_default(), name);
+            let dst = at.child(dir, name);
             model.rename(&src, &dst, flags)
         }
         Op::Link { file: f, dir, name } => {
-            let Some((_, id)) = file(f) else {
+            let Some((_, id)) = at.file(f) else {
                 return Ok(());
             };
-            model.create(
-                child(&pick(&dirs, dir).unwrap_or_default(), name),
-                Node::File(id),
-            )
+            model.create(at.child(dir, name), Node::File(id))
         }
         Op::Unlink { entry } => {
-            let non_dirs: Vec<Path> = model
-                .entries
-                .iter()
-                .filter(|(_, n)| **n != Node::Dir)
-                .map(|(p, _)| p.clone())
-                .collect();
-            if let Some(path) = pick(&non_dirs, entry) {
+            if let Some(path) = at.non_dir(entry) {
                 model.entries.remove(&path);
             }
             Ok(())
         }
         Op::Rmdir { dir } => {
-            let Some(path) = pick(&dirs[1..], dir) else {
+            let Some(path) = at.subdir(dir) else {
                 return Ok(());
             };
             if !model.children(&path).is_empty() {
@@ -586,7 +603,7 @@ fn expect(op: &Op, model: &mut Model) -> Result<(), Errno> {
             name,
             value,
         } => {
-            let Some((_, id)) = file(f) else {
+            let Some((_, id)) = at.file(f) else {
                 return Ok(());
             };
             model.files[id]
