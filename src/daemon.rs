@@ -298,7 +298,7 @@ fn state_dir(create: bool) -> std::io::Result<&'static Path> {
 pub fn write_state(state: &MountState) -> std::io::Result<()> {
     state_dir(true)?;
     let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-    crate::config::write_atomically(&state_path(&state.mountpoint), &json, 0o644)
+    crate::store::config::write_atomically(&state_path(&state.mountpoint), &json, 0o644)
 }
 
 /// The recorded state of the daemon serving `mountpoint`, if a trustworthy one exists.

@@ -4,7 +4,6 @@
 pub mod audit;
 pub mod block;
 pub mod cli;
-pub mod config;
 pub mod crypto;
 pub mod daemon;
 pub mod fs;
@@ -12,7 +11,6 @@ pub mod fsck;
 pub mod keysource;
 pub mod mountopts;
 pub mod mounts;
-pub mod pins;
 pub mod store;
 pub(crate) mod sys;
 #[cfg(test)]

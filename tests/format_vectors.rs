@@ -14,7 +14,6 @@ use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL
 use base64::Engine;
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
-use secretfs::config::{FsConfig, KeySourceDescriptor, CIPHER_NAME};
 use secretfs::crypto::content::{
     self, FileCipher, FileHeader, BLOCK_OVERHEAD, BLOCK_SIZE, HEADER_LEN, STORED_BLOCK_SIZE,
 };
@@ -23,6 +22,7 @@ use secretfs::crypto::names::{
     classify, long_name_side_file, BackingEntry, NameCipher, StoredName,
 };
 use secretfs::crypto::CryptoError;
+use secretfs::store::config::{FsConfig, KeySourceDescriptor, CIPHER_NAME};
 use sha2::{Digest, Sha256};
 
 // ---- fixed inputs ---------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use secretfs_pure::config::FsConfig;
+use secretfs_pure::store::config::FsConfig;
 use secretfs_pure::crypto::keys::{KeyRing, MasterKey};
 
 fuzz_target!(|data: &[u8]| {

@@ -1,8 +1,6 @@
 //! The pure parts of secretfs (crypto codecs, config parsing, mount options), compiled straight
 //! from ../src so the fuzzers build without FUSE or the AWS SDK; a new dependency there fails here.
 
-#[path = "../../src/config.rs"]
-pub mod config;
 #[path = "../../src/crypto/mod.rs"]
 pub mod crypto;
 #[path = "../../src/mountopts.rs"]

@@ -2,8 +2,8 @@
 //! Keys reach cryptsetup only through a pipe on its stdin (`--key-file -`), never argv or files.
 
 use super::BlockError;
-use crate::config::KeySourceDescriptor;
 use crate::crypto::keys::SecretBytes;
+use crate::store::config::KeySourceDescriptor;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -5,9 +5,9 @@ pub mod loopdev;
 pub mod luks;
 pub mod mkfs;
 
-use crate::config::KeySourceDescriptor;
 use crate::crypto::keys::KeyRing;
 use crate::keysource::{KeySourceError, KeySpec};
+use crate::store::config::KeySourceDescriptor;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 

@@ -3,8 +3,8 @@
 
 use super::{exit, CliError, KeyArgs};
 use crate::block::{self, BlockError, FormatPolicy, FsType, OpenRequest};
-use crate::config::KeySourceDescriptor;
 use crate::keysource::KeySpec;
+use crate::store::config::KeySourceDescriptor;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -136,7 +136,7 @@ fn choose(
         return Ok((super::spec_for(key, option, stored)?, false));
     }
     let device = prepared.device().display();
-    match crate::pins::load(std::path::Path::new(crate::pins::PIN_DIR), &uuid)
+    match crate::keysource::pins::load(std::path::Path::new(crate::keysource::pins::PIN_DIR), &uuid)
         .map_err(|e| CliError::new(exit::KEY, e.to_string()))?
     {
         Some(pin) => {
@@ -194,9 +194,9 @@ pub fn open(
     let target = std::fs::canonicalize(&req.target).unwrap_or_else(|_| req.target.clone());
     if pin_after && !matches!(opened.descriptor, KeySourceDescriptor::Ephemeral) {
         if let Ok(fs_id) = opened.uuid.parse() {
-            if let Err(e) = crate::pins::store(
-                std::path::Path::new(crate::pins::PIN_DIR),
-                &crate::pins::Pin {
+            if let Err(e) = crate::keysource::pins::store(
+                std::path::Path::new(crate::keysource::pins::PIN_DIR),
+                &crate::keysource::pins::Pin {
                     fs_id,
                     backing: target,
                     key_source: opened.descriptor.clone(),

@@ -198,8 +198,8 @@ fn fake_check(source: &Path, dir: &Path, opts: &MountOptions) -> Result<(), CliE
         crate::block::preflight()?;
         return Ok(());
     }
-    if crate::config::config_path(source).exists() || !opts.init_auto {
-        crate::config::load(source)?;
+    if crate::store::config::config_path(source).exists() || !opts.init_auto {
+        crate::store::config::load(source)?;
     }
     Ok(())
 }

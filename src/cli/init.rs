@@ -2,8 +2,8 @@
 //! the chosen key source, and the MAC'd config that describes it.
 
 use super::{exit, CliError, KeyArgs};
-use crate::config::{self, FsConfig};
 use crate::crypto::keys::KeyRing;
+use crate::store::config::{self, FsConfig};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
@@ -79,7 +79,7 @@ pub fn run(args: &InitArgs) -> Result<Initialized, CliError> {
         .hint("use an empty directory"));
     }
     // The fs id salts every key derivation, so it exists before the key.
-    let mut config = FsConfig::new(crate::config::KeySourceDescriptor::Ephemeral);
+    let mut config = FsConfig::new(crate::store::config::KeySourceDescriptor::Ephemeral);
     let (master, descriptor) = match spec.init(&config.fs_id_bytes()) {
         Ok(k) => k,
         Err(e) => {
@@ -93,12 +93,14 @@ pub fn run(args: &InitArgs) -> Result<Initialized, CliError> {
     config.key_source = descriptor;
     let keys = KeyRing::new(&master, &config.fs_id_bytes());
     config::store(&backing, &config, &keys, false)?;
-    let pin = crate::pins::Pin {
+    let pin = crate::keysource::pins::Pin {
         fs_id: config.fs_id,
         backing: backing.clone(),
         key_source: config.key_source.clone(),
     };
-    if let Err(e) = crate::pins::store(std::path::Path::new(crate::pins::PIN_DIR), &pin) {
+    if let Err(e) =
+        crate::keysource::pins::store(std::path::Path::new(crate::keysource::pins::PIN_DIR), &pin)
+    {
         eprintln!(
             "secretfs: warning: {e}; mount with --key until `secretfs pin {} --key …` succeeds",
             backing.display()

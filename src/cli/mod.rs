@@ -11,11 +11,11 @@ pub mod rewrap;
 pub mod status;
 pub mod umount;
 
-use crate::config::{ConfigError, FsConfig, KeySourceDescriptor};
 use crate::crypto::keys::KeyRing;
 use crate::keysource::aws::ErrorClass;
+use crate::keysource::pins::{self, Pin};
 use crate::keysource::{AwsKeyArgs, KeySourceError, KeySpec, PassphraseInput, S3Uri};
-use crate::pins::{self, Pin};
+use crate::store::config::{ConfigError, FsConfig, KeySourceDescriptor};
 use std::path::Path;
 use std::time::Duration;
 
@@ -453,7 +453,7 @@ pub fn spec_for(
 /// Loads the config of `backing`, obtains the trusted key and checks that it opens this
 /// filesystem (recording the pin of a first use).
 pub fn unlock(backing: &Path, key: &KeyArgs) -> Result<(FsConfig, KeyRing), CliError> {
-    let (config, mac) = crate::config::load(backing)?;
+    let (config, mac) = crate::store::config::load(backing)?;
     let trusted = trusted_spec(backing, key, None, &config)?;
     let master = trusted
         .spec

@@ -2,7 +2,6 @@
 //! once it is usable, leaving the daemon in the background (or serving in the foreground).
 
 use super::{exit, CliError, KeyArgs};
-use crate::config::{self, FsConfig, KeySourceDescriptor};
 use crate::crypto::keys::KeyRing;
 use crate::crypto::{passthrough, Codec};
 use crate::daemon::{self, Forked, MountState, Readiness};
@@ -10,6 +9,7 @@ use crate::fs::kmount::{self, KernelMount};
 use crate::fs::{FsOptions, SecretFs};
 use crate::keysource::{KeySpec, PassphraseInput};
 use crate::mountopts::{Mode, MountOptions};
+use crate::store::config::{self, FsConfig, KeySourceDescriptor};
 use crate::{audit, mounts};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -44,7 +44,7 @@ pub struct MountPlan {
     pub mac: Vec<u8>,
     pub spec: KeySpec,
     /// The pin to record once the key has opened the store (first explicit use).
-    pub new_pin: Option<crate::pins::Pin>,
+    pub new_pin: Option<crate::keysource::pins::Pin>,
     pub opts: MountOptions,
     pub foreground: bool,
     pub codec: Codec,
@@ -116,7 +116,7 @@ pub fn plan(
         // Read by the AWS SDK's region chain; set while the process is still single-threaded.
         std::env::set_var("AWS_REGION", region);
     }
-    if opts.init_auto && !crate::config::config_path(backing).exists() {
+    if opts.init_auto && !crate::store::config::config_path(backing).exists() {
         init_if_blank(backing, key)?;
     }
     let backing = super::existing_dir(backing, "backing directory", exit::BACKING)?;

@@ -2,10 +2,10 @@
 //! (config MAC checked with the key named here). Adopts stores made before pins existed.
 
 use super::{exit, CliError, KeyArgs};
-use crate::config;
 use crate::crypto::keys::KeyRing;
+use crate::keysource::pins::{self, Pin};
 use crate::keysource::KeySpec;
-use crate::pins::{self, Pin};
+use crate::store::config;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]

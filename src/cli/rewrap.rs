@@ -2,8 +2,8 @@
 //! with ReEncrypt, verifying the new blob against the config MAC before anything is replaced.
 
 use super::{exit, AwsArgs, CliError};
-use crate::config::{self, FsConfig};
 use crate::crypto::keys::KeyRing;
+use crate::store::config::{self, FsConfig};
 use crate::{audit, keysource};
 use std::path::PathBuf;
 
@@ -48,21 +48,24 @@ pub fn run(args: &RewrapArgs) -> Result<Rewrapped, CliError> {
     let backing = super::existing_dir(&args.backing, "backing directory", exit::BACKING)?;
     let (config, mac) = config::load(&backing)?;
     // The blob to move is the pinned one: a replaced config cannot make us adopt its key.
-    let pin = crate::pins::load(std::path::Path::new(crate::pins::PIN_DIR), &config.fs_id)
-        .map_err(|e| CliError::new(exit::KEY, e.to_string()))?
-        .ok_or_else(|| {
-            CliError::new(
-                exit::KEY,
-                format!(
-                    "filesystem {} has no key pin on this host; rewrap moves only a pinned key",
-                    config.fs_id
-                ),
-            )
-            .hint(format!(
-                "secretfs pin {} --key kms --kms-key CURRENT_KEY",
-                backing.display()
-            ))
-        })?;
+    let pin = crate::keysource::pins::load(
+        std::path::Path::new(crate::keysource::pins::PIN_DIR),
+        &config.fs_id,
+    )
+    .map_err(|e| CliError::new(exit::KEY, e.to_string()))?
+    .ok_or_else(|| {
+        CliError::new(
+            exit::KEY,
+            format!(
+                "filesystem {} has no key pin on this host; rewrap moves only a pinned key",
+                config.fs_id
+            ),
+        )
+        .hint(format!(
+            "secretfs pin {} --key kms --kms-key CURRENT_KEY",
+            backing.display()
+        ))
+    })?;
     super::check_pin(&pin, &backing, &config)?;
     if !matches!(
         config.key_source,
@@ -93,7 +96,7 @@ pub fn run(args: &RewrapArgs) -> Result<Rewrapped, CliError> {
         _ => aws.kms_key.clone().unwrap_or_default(),
     };
     config::store(&backing, &new_config, &KeyRing::new(&master, &fs_id), true)?;
-    super::record_pin(&Some(crate::pins::Pin {
+    super::record_pin(&Some(crate::keysource::pins::Pin {
         key_source: new_config.key_source.clone(),
         ..pin
     }));

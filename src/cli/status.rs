@@ -2,7 +2,8 @@
 //! filesystem id, key source and daemon, as text or JSON.
 
 use super::{exit, CliError};
-use crate::{config, daemon, mounts};
+use crate::store::config;
+use crate::{daemon, mounts};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]

@@ -2,8 +2,8 @@
 //! (The ephemeral source is just a random key and lives in `mod.rs`.)
 
 use super::{KeySourceError, PassphraseInput};
-use crate::config::KeySourceDescriptor;
 use crate::crypto::keys::{MasterKey, SecretBytes, KEY_LEN};
+use crate::store::config::KeySourceDescriptor;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;

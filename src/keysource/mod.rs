@@ -6,12 +6,13 @@ pub mod aws;
 mod fake;
 pub mod kms;
 pub mod local;
+pub mod pins;
 pub mod services;
 
 pub use services::S3Uri;
 
-use crate::config::KeySourceDescriptor;
 use crate::crypto::keys::MasterKey;
+use crate::store::config::KeySourceDescriptor;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;

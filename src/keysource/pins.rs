@@ -6,7 +6,7 @@
 //! without `--key` takes the key source from the pin, never from the store's config; a config
 //! whose key source differs from the pin is refused before anything is touched.
 
-use crate::config::KeySourceDescriptor;
+use crate::store::config::KeySourceDescriptor;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -115,7 +115,7 @@ pub fn store(dir: &Path, pin: &Pin) -> Result<(), PinError> {
     )?;
     let mut json = serde_json::to_vec_pretty(pin).map_err(|e| write_error(io::Error::other(e)))?;
     json.push(b'\n');
-    crate::config::write_atomically(&path, &json, 0o644).map_err(write_error)
+    crate::store::config::write_atomically(&path, &json, 0o644).map_err(write_error)
 }
 
 #[cfg(test)]
