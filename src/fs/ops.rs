@@ -171,14 +171,7 @@ impl SecretFs {
         size: u32,
         reply: impl FnOnce(&[u8]),
     ) -> Result<(), Errno> {
-        let mut reply = Some(reply);
-        self.with_file(fh, |fd, content, _| {
-            content.read(fd, offset, size, |data| {
-                if let Some(r) = reply.take() {
-                    r(data)
-                }
-            })
-        })
+        self.with_file(fh, |fd, content, _| content.read(fd, offset, size, reply))
     }
 
     pub(super) fn allocate(

@@ -269,21 +269,25 @@ fn fetch_blob(
     }
 }
 
+/// The key a `kms` mount names to KMS: the user's `--kms-key` (which then pins it), else the
+/// key the config recorded.
+fn mount_key(args: &AwsKeyArgs, key_id: &str, key_arn: &Option<String>) -> String {
+    args.kms_key
+        .clone()
+        .unwrap_or_else(|| key_label(key_id, key_arn))
+}
+
 /// Mount with `kms`: fetch the blob, Decrypt it under the fs-id context.
 pub fn resolve_kms(
     args: &AwsKeyArgs,
     stored: &KeySourceDescriptor,
     fs_id: &[u8; 16],
 ) -> Result<MasterKey, KeySourceError> {
-    let region_key = match (&args.kms_key, stored) {
-        (Some(k), _) => Some(k.clone()),
-        (
-            None,
-            KeySourceDescriptor::Kms {
-                key_id, key_arn, ..
-            },
-        ) => Some(key_label(key_id, key_arn)),
-        (None, _) => None,
+    let region_key = match stored {
+        KeySourceDescriptor::Kms {
+            key_id, key_arn, ..
+        } => Some(mount_key(args, key_id, key_arn)),
+        _ => args.kms_key.clone(),
     };
     with_sdk(args, region_key.as_deref(), fs_id, |svc| {
         resolve_kms_with(svc, args, stored, fs_id)
@@ -308,10 +312,7 @@ pub fn resolve_kms_with(
     };
     // `--kms-key` at mount pins the key: a blob made under any other key is refused.
     let pinned = args.kms_key.is_some();
-    let label = args
-        .kms_key
-        .clone()
-        .unwrap_or_else(|| key_label(key_id, key_arn));
+    let label = mount_key(args, key_id, key_arn);
     let blob = fetch_blob(svc, args, s3_uri, wrapped_key)?;
     let user_ctx = args.context.as_ref().unwrap_or(stored_ctx);
     let (plain, _) = svc

@@ -16,7 +16,6 @@ use std::ffi::CString;
 pub fn temp_name(prefix: &str) -> std::io::Result<CString> {
     let mut suffix = [0u8; 8];
     crate::crypto::keys::fill_random(&mut suffix);
-    let hex: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
-    CString::new(format!("{prefix}{hex}"))
+    CString::new(format!("{prefix}{}", config::hex(&suffix)))
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
 }
