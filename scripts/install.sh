@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --quiet -p secretfs -p mount-secretfs
+cargo build --release --quiet -p secretfs
 install -m 0755 target/release/secretfs /usr/local/bin/secretfs
-install -m 0755 target/release/mount-secretfs /sbin/mount.secretfs
+# One binary: run as mount.secretfs / umount.* it is the helper (docs/ARCHITECTURE.md says why).
+ln -sf /usr/local/bin/secretfs /sbin/mount.secretfs
 # umount(8) looks for umount.<type>; file mode mounts are type fuse.secretfs.
 ln -sf /sbin/mount.secretfs /sbin/umount.fuse.secretfs
 # Block mode mounts are ext4 with helper=secretfs in utab: umount(8) runs umount.secretfs.

@@ -39,9 +39,8 @@ for _ in $(seq 1 60); do
 done
 export SECRETFS_TEST_AWS_ENDPOINT="http://127.0.0.1:$moto_port"
 
-# The fstab tests install the real helper binary (mount-secretfs) as /sbin/mount.secretfs.
 step "cargo test (unit, property, integration on real mounts, KMS/S3 on moto)" \
-    sh -c 'cargo build --quiet -p mount-secretfs && cargo test --workspace'
+    cargo test --workspace
 step "block mode on real dm-crypt in a QEMU guest (tests/vm)" bash tests/vm/run.sh
 step "pjdfstest and fsx on a mounted secretfs" bash tests/suites/run.sh
 step "pjdfstest and fsx with the kernel writeback cache (-o writeback)" \

@@ -35,27 +35,50 @@ impl Readiness {
         }
     }
 
-    pub fn fail(&mut self, code: i32, message: &str) {
+    /// Reports why the mount failed: the error's kind (one word), message and hint.
+    pub fn fail(&mut self, kind: &str, message: &str, hint: Option<&str>) {
         if let Some(mut p) = self.pipe.take() {
-            let _ = write!(p, "ERR {code} {message}");
+            let _ = write!(p, "ERR {kind} {message}");
+            if let Some(h) = hint {
+                let _ = write!(p, "\0{h}");
+            }
         }
     }
 }
 
+/// Why the daemon could not mount, as it reported it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Failed {
+    pub kind: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
 impl ReadinessWaiter {
-    /// Ok once the mount is usable; otherwise the child's exit code and message.
-    pub fn wait(mut self) -> Result<(), (i32, String)> {
+    /// Ok once the mount is usable; otherwise what the child reported.
+    pub fn wait(mut self) -> Result<(), Failed> {
         let mut msg = String::new();
         let _ = self.pipe.read_to_string(&mut msg);
         if msg.starts_with("OK") {
             return Ok(());
         }
         match msg.strip_prefix("ERR ").and_then(|r| r.split_once(' ')) {
-            Some((code, text)) => Err((code.parse().unwrap_or(1), text.to_string())),
-            None => Err((
-                1,
-                "the daemon exited before the mount was ready (see the system log)".into(),
-            )),
+            Some((kind, text)) => {
+                let (message, hint) = match text.split_once('\0') {
+                    Some((m, h)) => (m.to_string(), Some(h.to_string())),
+                    None => (text.to_string(), None),
+                };
+                Err(Failed {
+                    kind: kind.to_string(),
+                    message,
+                    hint,
+                })
+            }
+            None => Err(Failed {
+                kind: "failure".into(),
+                message: "the daemon exited before the mount was ready (see the system log)".into(),
+                hint: None,
+            }),
         }
     }
 }
@@ -330,6 +353,50 @@ pub fn pid_alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn readiness_pair() -> (Readiness, ReadinessWaiter) {
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for the two descriptors pipe2 returns, owned below.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        (
+            Readiness {
+                pipe: Some(std::fs::File::from(write)),
+            },
+            ReadinessWaiter {
+                pipe: std::fs::File::from(read),
+            },
+        )
+    }
+
+    #[test]
+    fn readiness_carries_the_failure_kind_message_and_hint() {
+        let (mut ready, waiter) = readiness_pair();
+        ready.fail("key", "this key does not open it", Some("check --key"));
+        drop(ready);
+        assert_eq!(
+            waiter.wait(),
+            Err(Failed {
+                kind: "key".into(),
+                message: "this key does not open it".into(),
+                hint: Some("check --key".into()),
+            })
+        );
+        let (mut ready, waiter) = readiness_pair();
+        ready.fail("mount", "cannot mount at /m: busy", None);
+        drop(ready);
+        assert_eq!(
+            waiter.wait().map_err(|f| (f.kind, f.hint)),
+            Err(("mount".into(), None))
+        );
+        let (mut ready, waiter) = readiness_pair();
+        ready.ok();
+        assert_eq!(waiter.wait(), Ok(()));
+        // A daemon that dies before a word is a failure, not a success.
+        let (ready, waiter) = readiness_pair();
+        drop(ready);
+        assert_eq!(waiter.wait().map_err(|f| f.kind), Err("failure".into()));
+    }
 
     #[test]
     fn hardened_process_is_not_dumpable() {

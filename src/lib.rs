@@ -1,13 +1,13 @@
 //! secretfs: encrypted storage for cloud instances, as a FUSE filesystem (file mode) or dm-crypt
 //! (block mode), unlocked by one master key from a pluggable key source.
 
+pub mod app;
 pub mod audit;
 pub mod block;
 pub mod cli;
 pub mod crypto;
 pub mod daemon;
 pub mod fs;
-pub mod fsck;
 pub mod keysource;
 pub mod mountopts;
 pub mod mounts;

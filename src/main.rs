@@ -2,6 +2,7 @@
 //! one-line message, a hint and an exit code. All logic lives in the library.
 
 use clap::{Parser, Subcommand};
+use secretfs::app;
 use secretfs::cli::{self, block, fsck, init, mount, pin, rewrap, status, umount, CliError};
 
 #[derive(Parser)]
@@ -34,7 +35,7 @@ enum Command {
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Init(args) => {
-            let done = init::run(&args)?;
+            let done = app::init::run(&args.request())?;
             println!(
                 "created secretfs filesystem {} in {}",
                 done.config.fs_id,
@@ -49,7 +50,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Mount(args) => mount::run(&args),
         Command::Pin(args) => {
-            let pin = pin::run(&args)?;
+            let pin = app::pin::run(&args.request())?;
             println!(
                 "pinned filesystem {} in {} to key source {}",
                 pin.fs_id,
@@ -59,14 +60,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Rewrap(args) => {
-            let done = rewrap::run(&args)?;
+            let done = app::rewrap::run(&args.request())?;
             println!(
                 "rewrapped the master key of {}: {} -> {}",
                 done.config.fs_id, done.old_key, done.new_key
             );
             Ok(())
         }
-        Command::Umount(args) => umount::run(&args),
+        Command::Umount(args) => Ok(app::umount::run(&args.mountpoint, args.lazy)?),
         Command::Block(args) => block::run(&args),
         Command::Fsck(args) => {
             let code = fsck::run(&args)?;
@@ -76,7 +77,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
             if let Some(b) = secretfs::block::status(&args.path.to_string_lossy()) {
                 return cli::print_report(&b, args.json, block::render);
             }
-            cli::print_report(&status::collect(&args.path)?, args.json, status::render)
+            cli::print_report(
+                &app::status::collect(&args.path)?,
+                args.json,
+                status::render,
+            )
         }
     }
 }

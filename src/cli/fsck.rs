@@ -1,8 +1,8 @@
-//! `secretfs fsck`: verify every name, directory id and block of a backing store offline, print
-//! each problem with its plaintext path, and optionally repair what is safe to repair.
+//! `secretfs fsck`: its arguments, the report as text or JSON with progress on a terminal, and
+//! fsck(8)'s exit codes (clean, all repaired, problems left, could not run).
 
-use super::{exit, CliError, KeyArgs};
-use crate::{fsck, mounts};
+use super::{CliError, KeyArgs};
+use crate::app::fsck::{self, FsckRequest, Report};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -11,6 +11,9 @@ pub const EXIT_HELP: &str = "fsck exit codes (as fsck(8)):
   1  problems found and all repaired
   4  problems left (see the report)
   8  could not run (wrong key, missing backing store, mounted while --repair)";
+
+/// fsck(8)'s "operational error": whatever stopped the check from running.
+const COULD_NOT_RUN: i32 = 8;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXIT_HELP)]
@@ -30,27 +33,13 @@ pub struct FsckArgs {
 
 /// Runs fsck and returns the fsck(8)-style exit code; errors that stop it map to 8.
 pub fn run(args: &FsckArgs) -> Result<i32, CliError> {
-    let as_fsck_error = |e: CliError| CliError { code: 8, ..e };
-    let backing = super::existing_dir(&args.backing, "backing directory", exit::BACKING)
-        .map_err(as_fsck_error)?;
-    if args.repair {
-        if let Some(m) = mounts::serving(&backing) {
-            return Err(CliError::new(
-                8,
-                format!(
-                    "{} is mounted at {}; --repair needs it unmounted",
-                    backing.display(),
-                    m.mountpoint.display()
-                ),
-            )
-            .hint(format!("secretfs umount {}", m.mountpoint.display())));
-        }
-    }
-    crate::daemon::forbid_core_dumps();
-    let (config, keys) = super::unlock(&backing, &args.key).map_err(as_fsck_error)?;
-    let root_id = config.root_dir_id().map_err(|e| as_fsck_error(e.into()))?;
+    let request = FsckRequest {
+        backing: args.backing.clone(),
+        key: args.key.choice(),
+        repair: args.repair,
+    };
     let show_progress = std::io::stderr().is_terminal() && !args.json;
-    let mut progress = |r: &fsck::Report| {
+    let mut progress = |r: &Report| {
         if show_progress {
             eprint!(
                 "\rchecked {} directories, {} files, {} blocks",
@@ -59,13 +48,16 @@ pub fn run(args: &FsckArgs) -> Result<i32, CliError> {
             let _ = std::io::stderr().flush();
         }
     };
-    let report = fsck::check(&backing, root_id, &keys, args.repair, &mut progress);
+    let report = fsck::run(&request, &mut progress).map_err(|e| CliError {
+        code: COULD_NOT_RUN,
+        ..e.into()
+    })?;
     if show_progress {
         eprintln!();
     }
     if args.json {
-        let json =
-            serde_json::to_string_pretty(&report).map_err(|e| CliError::new(8, e.to_string()))?;
+        let json = serde_json::to_string_pretty(&report)
+            .map_err(|e| CliError::new(COULD_NOT_RUN, e.to_string()))?;
         println!("{json}");
     } else {
         for p in &report.problems {
@@ -80,7 +72,9 @@ pub fn run(args: &FsckArgs) -> Result<i32, CliError> {
         }
         println!(
             "{}: {} directories, {} files, {} symlinks, {} blocks checked; {} problems ({} repaired)",
-            backing.display(),
+            std::fs::canonicalize(&args.backing)
+                .unwrap_or_else(|_| args.backing.clone())
+                .display(),
             report.directories,
             report.files,
             report.symlinks,

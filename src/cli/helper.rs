@@ -1,7 +1,8 @@
 //! The mount(8)/umount(8) helper protocol: `mount.secretfs SOURCE DIR [-sfnv] [-o OPTIONS]` and
 //! `umount.fuse.secretfs DIR [-flnrv]`, mapped onto the same plan/start code as `secretfs mount`.
 
-use super::{mount, umount, CliError, KeyArgs};
+use super::CliError;
+use crate::app::{self, mount, KeyChoice};
 use crate::mountopts::MountOptions;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -139,7 +140,7 @@ pub fn mount_main(program: &str, args: impl IntoIterator<Item = OsString>) -> i3
         return match fake_check(source, dir, &opts) {
             Ok(()) => 0,
             Err(e) => {
-                report(program, &e);
+                report(program, &e.into());
                 EX_FAIL
             }
         };
@@ -147,13 +148,14 @@ pub fn mount_main(program: &str, args: impl IntoIterator<Item = OsString>) -> i3
     let result = if opts.mode == crate::mountopts::Mode::Block {
         mount_block(source, dir, &opts)
     } else {
-        mount::plan(source, dir, &KeyArgs::none(), opts, false).and_then(mount::start)
+        mount::plan(source, dir, &KeyChoice::none(), opts, false).and_then(mount::start)
     };
     match result {
         Ok(()) => 0,
         Err(e) => {
-            report(program, &e);
-            if e.code == super::exit::USAGE {
+            let usage = e.kind == app::ErrorKind::Usage;
+            report(program, &e.into());
+            if usage {
                 EX_USAGE
             } else {
                 EX_FAIL
@@ -163,7 +165,7 @@ pub fn mount_main(program: &str, args: impl IntoIterator<Item = OsString>) -> i3
 }
 
 /// fstab `mode=block`: open (formatting a blank device, as `--format auto`) and mount ext4.
-fn mount_block(source: &Path, dir: &Path, opts: &MountOptions) -> Result<(), CliError> {
+fn mount_block(source: &Path, dir: &Path, opts: &MountOptions) -> app::Result<()> {
     let mut flags = 0;
     for (on, flag) in [
         (opts.read_only, libc::MS_RDONLY),
@@ -186,13 +188,13 @@ fn mount_block(source: &Path, dir: &Path, opts: &MountOptions) -> Result<(), Cli
         no_workqueue: false,
         mount_flags: flags,
     };
-    let key = KeyArgs::none().with_options(opts);
-    super::block::open(&req, &key, opts.key.as_deref()).map(drop)
+    let key = KeyChoice::none().with_options(opts);
+    app::block::open(&req, &key, opts.key.as_deref()).map(drop)
 }
 
 /// `-f`: everything but the mount — options, paths and (if present) the config are checked.
-fn fake_check(source: &Path, dir: &Path, opts: &MountOptions) -> Result<(), CliError> {
-    super::existing_dir(dir, "mount point", super::exit::MOUNT)?;
+fn fake_check(source: &Path, dir: &Path, opts: &MountOptions) -> app::Result<()> {
+    app::existing_dir(dir, "mount point", app::ErrorKind::Mount)?;
     if opts.mode == crate::mountopts::Mode::Block {
         // No config to read: the device describes itself once it is opened.
         crate::block::preflight()?;
@@ -219,19 +221,15 @@ pub fn umount_main(program: &str, args: impl IntoIterator<Item = OsString>) -> i
         return match crate::block::close(&target) {
             Ok(_) => 0,
             Err(e) => {
-                report(program, &e.into());
+                report(program, &app::Error::from(e).into());
                 EX_FAIL
             }
         };
     }
-    let args = umount::UmountArgs {
-        mountpoint: parsed.positional[0].clone(),
-        lazy: parsed.lazy,
-    };
-    match umount::run(&args) {
+    match app::umount::run(&parsed.positional[0], parsed.lazy) {
         Ok(()) => 0,
         Err(e) => {
-            report(program, &e);
+            report(program, &e.into());
             EX_FAIL
         }
     }

@@ -1,12 +1,8 @@
-//! `secretfs pin`: record on this host which key opens a backing store, after proving it does
-//! (config MAC checked with the key named here). Adopts stores made before pins existed.
+//! `secretfs pin`: its arguments, handed to `app::pin` as a request.
 
-use super::{exit, CliError, KeyArgs};
-use crate::crypto::keys::KeyRing;
-use crate::keysource::pins::{self, Pin};
-use crate::keysource::KeySpec;
-use crate::store::config;
-use std::path::{Path, PathBuf};
+use super::KeyArgs;
+use crate::app::pin::PinRequest;
+use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct PinArgs {
@@ -16,32 +12,11 @@ pub struct PinArgs {
     pub key: KeyArgs,
 }
 
-/// Unlocks the store with the key named on the command line (never with what its config
-/// says) and replaces any pin of its filesystem id with the authenticated key source.
-pub fn run(args: &PinArgs) -> Result<Pin, CliError> {
-    let Some(text) = args.key.key.as_deref() else {
-        return Err(CliError::new(exit::USAGE, "pin needs --key SOURCE")
-            .hint("the key source that opens this filesystem, e.g. --key keyfile:/etc/secretfs/key or --key kms --kms-key ARN"));
-    };
-    if args.key.aws.kms_key.is_some() || args.key.aws.wrapped_key.is_some() {
-        crate::daemon::init_logging(true, None);
+impl PinArgs {
+    pub fn request(&self) -> PinRequest {
+        PinRequest {
+            backing: self.backing.clone(),
+            key: self.key.choice(),
+        }
     }
-    let backing = super::existing_dir(&args.backing, "backing directory", exit::BACKING)?;
-    let (config, mac) = config::load(&backing)?;
-    let spec = args.key.spec(text)?;
-    super::check_untrusted_spec(&spec, &config, &backing)?;
-    crate::daemon::forbid_core_dumps();
-    // An ephemeral store has no key to prove: it is emptied and re-keyed at every mount.
-    if !matches!(spec, KeySpec::Ephemeral) {
-        let master = spec.resolve(&config.key_source, &config.fs_id_bytes())?;
-        config.verify_mac(&mac, &KeyRing::new(&master, &config.fs_id_bytes()))?;
-    }
-    let pin = Pin {
-        fs_id: config.fs_id,
-        backing,
-        key_source: config.key_source,
-    };
-    pins::store(Path::new(pins::PIN_DIR), &pin)
-        .map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?;
-    Ok(pin)
 }

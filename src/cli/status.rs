@@ -1,10 +1,8 @@
-//! `secretfs status`: what a mount point or backing store is: mounted or not, mode, cipher,
-//! filesystem id, key source and daemon, as text or JSON.
+//! `secretfs status`: its arguments and the human rendering of a file-mode status (JSON comes
+//! from the same struct).
 
-use super::{exit, CliError};
-use crate::store::config;
-use crate::{daemon, mounts};
-use std::path::{Path, PathBuf};
+use crate::app::status::Status;
+use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -13,80 +11,6 @@ pub struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Debug, serde::Serialize)]
-pub struct Status {
-    pub path: PathBuf,
-    pub mounted: bool,
-    pub mode: &'static str,
-    pub mountpoint: Option<PathBuf>,
-    pub backing: PathBuf,
-    pub fs_id: Option<String>,
-    pub cipher: Option<String>,
-    pub key_source: Option<String>,
-    pub daemon_pid: Option<u32>,
-}
-
-pub fn collect(path: &Path) -> Result<Status, CliError> {
-    let path = std::fs::canonicalize(path)
-        .unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
-    let (mountpoint, backing) = match mounts::at(&path).filter(|m| m.fstype == mounts::FUSE_TYPE) {
-        Some(m) => (Some(path.clone()), PathBuf::from(m.source)),
-        None => (mounts::serving(&path).map(|m| m.mountpoint), path.clone()),
-    };
-    let loaded = config::load(&backing).ok().map(|(c, _)| c);
-    if mountpoint.is_none() && loaded.is_none() {
-        return Err(CliError::new(
-            exit::NOT_MOUNTED,
-            format!(
-                "{} is neither a secretfs mount nor a backing store",
-                path.display()
-            ),
-        ));
-    }
-    let state = mountpoint.as_deref().and_then(daemon::read_state);
-    Ok(Status {
-        path,
-        mounted: mountpoint.is_some(),
-        mode: "file",
-        daemon_pid: state
-            .as_ref()
-            .map(|s| s.pid)
-            .filter(|p| daemon::pid_alive(*p)),
-        mountpoint,
-        backing,
-        fs_id: loaded.as_ref().map(|c| c.fs_id.to_string()),
-        // The daemon knows best: a benchmark build may serve the config's fs without its cipher.
-        cipher: state
-            .as_ref()
-            .and_then(|s| s.cipher.clone())
-            .or_else(|| loaded.as_ref().map(|c| c.cipher.clone())),
-        key_source: loaded.as_ref().map(|c| describe_key(&c.key_source)),
-    })
-}
-
-pub fn describe_key(k: &config::KeySourceDescriptor) -> String {
-    match k {
-        config::KeySourceDescriptor::Keyfile { path } => format!("keyfile ({})", path.display()),
-        config::KeySourceDescriptor::Kms {
-            key_id,
-            key_arn,
-            s3_uri,
-            ..
-        } => format!(
-            "kms ({}{})",
-            key_arn.as_deref().unwrap_or(key_id),
-            s3_uri
-                .as_deref()
-                .map(|u| format!(", {u}"))
-                .unwrap_or_default()
-        ),
-        config::KeySourceDescriptor::KmsPassword { s3_uri, .. } => {
-            format!("kms-password ({s3_uri})")
-        }
-        other => other.kind().to_string(),
-    }
 }
 
 pub fn render(s: &Status) -> String {

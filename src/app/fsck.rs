@@ -1,6 +1,7 @@
 //! Offline verification of a backing store: walks every directory id, name, long-name side file,
 //! symlink target, xattr and content block with the filesystem's keys, and repairs what is safe.
 
+use super::{Error, ErrorKind, KeyChoice, Result};
 use crate::crypto::content::{
     block_count, block_offset, plain_size, FileCipher, FileHeader, HEADER_LEN, STORED_BLOCK_SIZE,
 };
@@ -60,6 +61,34 @@ pub struct Checker<'a> {
     repair: bool,
     report: Report,
     progress: &'a mut dyn FnMut(&Report),
+}
+
+/// Which store to check, with which key, and whether to repair what is safe to repair.
+#[derive(Debug, Clone)]
+pub struct FsckRequest {
+    pub backing: PathBuf,
+    pub key: KeyChoice,
+    pub repair: bool,
+}
+
+/// Unlocks the store (as a mount would: the pinned or named key, proven by the config MAC) and
+/// checks it; `progress` sees the counts as they grow. A repair needs the store unmounted.
+pub fn run(req: &FsckRequest, progress: &mut dyn FnMut(&Report)) -> Result<Report> {
+    let backing = super::existing_dir(&req.backing, "backing directory", ErrorKind::Backing)?;
+    if req.repair {
+        if let Some(m) = crate::mounts::serving(&backing) {
+            return Err(Error::mount(format!(
+                "{} is mounted at {}; --repair needs it unmounted",
+                backing.display(),
+                m.mountpoint.display()
+            ))
+            .hint(format!("secretfs umount {}", m.mountpoint.display())));
+        }
+    }
+    crate::daemon::forbid_core_dumps();
+    let (config, keys) = super::keys::unlock(&backing, &req.key)?;
+    let root_id = config.root_dir_id()?;
+    Ok(check(&backing, root_id, &keys, req.repair, progress))
 }
 
 /// Checks the whole tree under `backing` (whose root directory id comes from the config).

@@ -1,0 +1,36 @@
+//! The library's API, one module per operation (init, mount, rewrap, pin, fsck, status, umount,
+//! block), each returning the typed `Error`; the command line and the mount helper sit on it.
+
+pub mod block;
+mod error;
+pub mod fsck;
+pub mod init;
+pub mod keys;
+pub mod mount;
+pub mod pin;
+pub mod rewrap;
+pub mod status;
+pub mod umount;
+
+pub use error::{Error, ErrorKind, Result};
+pub use keys::{AwsChoice, KeyChoice};
+
+use std::path::{Path, PathBuf};
+
+/// Canonical absolute form of a directory that must exist; `kind` says whose fault it is.
+pub fn existing_dir(path: &Path, what: &str, kind: ErrorKind) -> Result<PathBuf> {
+    let canon = std::fs::canonicalize(path).map_err(|e| {
+        Error::new(
+            kind,
+            format!("{what} {} is not usable: {e}", path.display()),
+        )
+        .hint(format!("create it first: mkdir -p {}", path.display()))
+    })?;
+    if !canon.is_dir() {
+        return Err(Error::new(
+            kind,
+            format!("{what} {} is not a directory", canon.display()),
+        ));
+    }
+    Ok(canon)
+}
