@@ -4,6 +4,7 @@
 use super::dirs::io;
 use super::inodes::Inode;
 use super::SecretFs;
+use crate::fs::Error;
 use crate::sys;
 use fuser::{Errno, FileType};
 use std::sync::atomic::Ordering;
@@ -173,18 +174,21 @@ pub struct Inherited {
 
 impl SecretFs {
     /// The object's ACL of one kind, `None` when it has none.
-    pub(super) fn read_acl(&self, inode: &Inode, name: &[u8]) -> Result<Option<Acl>, Errno> {
+    pub(super) fn read_acl(&self, inode: &Inode, name: &[u8]) -> Result<Option<Acl>, Error> {
         let state = inode.acls.load(Ordering::SeqCst);
         if state & none_bit(name) != 0 {
             return Ok(None);
         }
-        match self.stored_value(inode, name) {
-            Ok(Some(value)) => Acl::parse(&value).map(Some).ok_or_else(|| {
-                crate::audit::integrity_failure("acl", inode.ino, "malformed ACL value");
-                Errno::EIO
-            }),
+        let stored = match self.stored_value(inode, name) {
             // A store without user xattrs (tmpfs before Linux 6.6) cannot hold one.
-            Ok(None) | Err(Errno::EOPNOTSUPP) => {
+            Err(e) if e.errno() == Errno::EOPNOTSUPP => Ok(None),
+            other => other,
+        };
+        match stored {
+            Ok(Some(value)) => Acl::parse(&value)
+                .map(Some)
+                .ok_or_else(|| Error::integrity("acl", inode.ino, "malformed ACL value")),
+            Ok(None) => {
                 // Fails when a set came in between: then nothing is recorded.
                 let _ = inode.acls.compare_exchange(
                     state,
@@ -207,19 +211,19 @@ impl SecretFs {
             });
     }
 
-    fn write_acl(&self, inode: &Inode, name: &[u8], acl: &Acl) -> Result<(), Errno> {
+    fn write_acl(&self, inode: &Inode, name: &[u8], acl: &Acl) -> Result<(), Error> {
         Self::acl_changed(inode, name);
         let result = self.store_value(inode, name, &acl.to_bytes(), 0);
         Self::acl_changed(inode, name);
         result
     }
 
-    pub(super) fn remove_acl(&self, inode: &Inode, name: &[u8]) -> Result<(), Errno> {
+    pub(super) fn remove_acl(&self, inode: &Inode, name: &[u8]) -> Result<(), Error> {
         Self::acl_changed(inode, name);
         match self.remove_value(inode, name) {
             // As ext4: removing an ACL that is not there succeeds (nor can one be there on a
             // store without user xattrs).
-            Err(e) if e == Errno::NO_XATTR || e == Errno::EOPNOTSUPP => Ok(()),
+            Err(e) if e.errno() == Errno::NO_XATTR || e.errno() == Errno::EOPNOTSUPP => Ok(()),
             other => other,
         }
     }
@@ -233,11 +237,11 @@ impl SecretFs {
         name: &[u8],
         value: &[u8],
         keeps_sgid: impl FnOnce(u32) -> bool,
-    ) -> Result<(), Errno> {
-        let acl = Acl::parse(value).ok_or(Errno::EINVAL)?;
+    ) -> Result<(), Error> {
+        let acl = Acl::parse(value).ok_or(Error::new(Errno::EINVAL))?;
         if name == DEFAULT {
             if inode.kind != FileType::Directory {
-                return Err(Errno::EACCES);
+                return Err(Errno::EACCES.into());
             }
             return self.write_acl(inode, name, &acl);
         }
@@ -258,7 +262,7 @@ impl SecretFs {
     }
 
     /// After a chmod: the access ACL follows the new mode bits.
-    pub(super) fn chmod_acl(&self, inode: &Inode, mode: u32) -> Result<(), Errno> {
+    pub(super) fn chmod_acl(&self, inode: &Inode, mode: u32) -> Result<(), Error> {
         if !self.acl_enabled() || inode.kind == FileType::Symlink {
             return Ok(());
         }
@@ -281,7 +285,7 @@ impl SecretFs {
         mode: u32,
         umask: u32,
         is_dir: bool,
-    ) -> Result<(u32, Inherited), Errno> {
+    ) -> Result<(u32, Inherited), Error> {
         if !self.acl_enabled() {
             return Ok((mode, Inherited::default()));
         }
@@ -300,7 +304,7 @@ impl SecretFs {
     }
 
     /// Stores what a new object inherited; it is known to have nothing else.
-    pub(super) fn apply_inherited(&self, inode: &Inode, inherited: Inherited) -> Result<(), Errno> {
+    pub(super) fn apply_inherited(&self, inode: &Inode, inherited: Inherited) -> Result<(), Error> {
         inode.acls.store(BOTH_NONE, Ordering::SeqCst);
         if let Some(acl) = &inherited.access {
             self.write_acl(inode, ACCESS, acl)?;

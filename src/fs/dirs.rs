@@ -3,11 +3,11 @@
 
 use super::inodes::{attr_from_stat, dirent_type, Inode, ROOT};
 use super::{Caller, SecretFs};
-use crate::audit;
 use crate::crypto::content::plain_size;
 use crate::crypto::names::{
     classify, long_name_side_file, BackingEntry, StoredName, DIR_ID_LEN, TEMP_PREFIX,
 };
+use crate::fs::Error;
 use crate::store::confined;
 use crate::store::layout::{read_dir_id, read_long_name, write_dir_id};
 use crate::sys;
@@ -16,6 +16,13 @@ use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::sync::Arc;
+
+/// A directory listing: the entries the kernel will see, and the damaged names left out of it,
+/// which the boundary audits (a listing does not fail over one bad name).
+pub struct Listing {
+    pub entries: Vec<Listed>,
+    pub damaged: Vec<Error>,
+}
 
 /// One entry of a directory listing, as the kernel will see it.
 pub struct Listed {
@@ -26,8 +33,8 @@ pub struct Listed {
     pub backing: Option<CString>,
 }
 
-pub(super) fn io(e: std::io::Error) -> Errno {
-    Errno::from(e)
+pub(super) fn io(e: std::io::Error) -> Error {
+    Error::from(e)
 }
 
 /// A new object's owner: the caller, with the group inherited from a setgid parent.
@@ -37,24 +44,23 @@ pub(super) struct Owner {
 }
 
 impl SecretFs {
-    pub(super) fn inode(&self, ino: u64) -> Result<Arc<Inode>, Errno> {
-        self.inodes.get(ino).ok_or(Errno::ESTALE)
+    pub(super) fn inode(&self, ino: u64) -> Result<Arc<Inode>, Error> {
+        self.inodes.get(ino).ok_or(Error::new(Errno::ESTALE))
     }
 
     /// The id of directory `dir`, read once from its `secretfs.dirid` file.
-    pub(super) fn dir_id(&self, dir: &Inode) -> Result<[u8; DIR_ID_LEN], Errno> {
+    pub(super) fn dir_id(&self, dir: &Inode) -> Result<[u8; DIR_ID_LEN], Error> {
         if let Some(id) = dir.dir_id.get() {
             return Ok(*id);
         }
         if dir.kind != FileType::Directory {
-            return Err(Errno::ENOTDIR);
+            return Err(Errno::ENOTDIR.into());
         }
         let id = match read_dir_id(dir.fd()?.raw()) {
             Ok(id) => id,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.repair_missing_dir_id(dir)?,
             Err(e) if confined::is_hostile(&e) => {
-                audit::integrity_failure("dir-id", dir.ino, &e.to_string());
-                return Err(Errno::EIO);
+                return Err(Error::integrity("dir-id", dir.ino, e.to_string()));
             }
             Err(e) => return Err(io(e)),
         };
@@ -62,15 +68,18 @@ impl SecretFs {
     }
 
     /// A directory without an id can only be trusted when no name depends on the id.
-    fn repair_missing_dir_id(&self, dir: &Inode) -> Result<[u8; DIR_ID_LEN], Errno> {
+    fn repair_missing_dir_id(&self, dir: &Inode) -> Result<[u8; DIR_ID_LEN], Error> {
         let entries = sys::read_dir(dir.fd()?.raw()).map_err(io)?;
         let named = entries.iter().any(|(n, _, _)| {
             let n = String::from_utf8_lossy(n);
             n != "." && n != ".." && !matches!(classify(&n), BackingEntry::Internal)
         });
         if named {
-            audit::integrity_failure("dir-id", dir.ino, "directory id file is missing");
-            return Err(Errno::EIO);
+            return Err(Error::integrity(
+                "dir-id",
+                dir.ino,
+                "directory id file is missing",
+            ));
         }
         let mut id = [0u8; DIR_ID_LEN];
         crate::crypto::keys::fill_random(&mut id);
@@ -82,15 +91,15 @@ impl SecretFs {
         Ok(id)
     }
 
-    pub(super) fn stored_name(&self, parent: &Inode, name: &OsStr) -> Result<StoredName, Errno> {
+    pub(super) fn stored_name(&self, parent: &Inode, name: &OsStr) -> Result<StoredName, Error> {
         let bytes = sys::os(name);
         if bytes.len() > 255 {
-            return Err(Errno::ENAMETOOLONG);
+            return Err(Errno::ENAMETOOLONG.into());
         }
         Ok(self.names.encrypt_name(&self.dir_id(parent)?, bytes))
     }
 
-    pub(super) fn attr_of(&self, inode: &Inode) -> Result<FileAttr, Errno> {
+    pub(super) fn attr_of(&self, inode: &Inode) -> Result<FileAttr, Error> {
         let st = sys::fstat(inode.fd()?.raw()).map_err(io)?;
         Ok(attr_from_stat(
             inode.ino,
@@ -122,7 +131,7 @@ impl SecretFs {
         &self,
         parent: &Inode,
         name: &OsStr,
-    ) -> Result<(Arc<Inode>, FileAttr), Errno> {
+    ) -> Result<(Arc<Inode>, FileAttr), Error> {
         let stored = self.stored_name(parent, name)?;
         self.lookup_backing(
             parent,
@@ -134,7 +143,7 @@ impl SecretFs {
         &self,
         parent: &Inode,
         backing: &CString,
-    ) -> Result<(Arc<Inode>, FileAttr), Errno> {
+    ) -> Result<(Arc<Inode>, FileAttr), Error> {
         // An inode the kernel already knows (readdirplus, rm, repeated lookups) needs only a
         // stat; a new one gets its own O_PATH descriptor, stat'ed through that descriptor. A
         // known inode's number cannot be reused meanwhile: objects this mount unlinks are kept
@@ -153,7 +162,7 @@ impl SecretFs {
         &self,
         parent: &Inode,
         backing: &CString,
-    ) -> Result<(Arc<Inode>, FileAttr), Errno> {
+    ) -> Result<(Arc<Inode>, FileAttr), Error> {
         let fd = sys::openat(
             parent.fd()?.raw(),
             backing,
@@ -167,10 +176,11 @@ impl SecretFs {
         Ok((inode, attr))
     }
 
-    /// Decrypted listing of a directory, internal files hidden, damaged names skipped (logged).
-    pub(super) fn list(&self, dir: &Inode) -> Result<Vec<Listed>, Errno> {
+    /// Decrypted listing of a directory, internal files hidden, damaged names set aside.
+    pub(super) fn list(&self, dir: &Inode) -> Result<Listing, Error> {
         let dir_id = self.dir_id(dir)?;
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         for (raw, backing_ino, d_type) in sys::read_dir(dir.fd()?.raw()).map_err(io)? {
             let kind = dirent_type(d_type);
             if raw == b"." || raw == b".." {
@@ -193,9 +203,13 @@ impl SecretFs {
             let full = match classify(text) {
                 BackingEntry::Internal => continue,
                 BackingEntry::Short(s) => s.as_bytes().to_vec(),
-                BackingEntry::Long(hashed) => match self.read_long_name(dir, hashed) {
-                    Some(full) => full,
-                    None => continue,
+                BackingEntry::Long(hashed) => match read_long_name(dir.fd()?.raw(), hashed) {
+                    Ok(full) => full,
+                    Err(e) => {
+                        let detail = format!("{hashed}: side file: {e}");
+                        damaged.push(Error::integrity("name", dir.ino, detail));
+                        continue;
+                    }
                 },
             };
             match self.names.decrypt_name(&dir_id, &full) {
@@ -205,24 +219,19 @@ impl SecretFs {
                     kind,
                     backing: sys::cstring(&raw).ok(),
                 }),
-                Err(e) => audit::integrity_failure("name", dir.ino, &format!("{text}: {e}")),
+                Err(e) => {
+                    damaged.push(Error::integrity("name", dir.ino, format!("{text}: {e}")));
+                }
             }
         }
-        Ok(out)
-    }
-
-    fn read_long_name(&self, dir: &Inode, hashed: &str) -> Option<Vec<u8>> {
-        match read_long_name(dir.fd().ok()?.raw(), hashed) {
-            Ok(full) => Some(full),
-            Err(e) => {
-                audit::integrity_failure("name", dir.ino, &format!("{hashed}: side file: {e}"));
-                None
-            }
-        }
+        Ok(Listing {
+            entries: out,
+            damaged,
+        })
     }
 
     /// Writes the side file of a long name before the entry itself appears.
-    pub(super) fn prepare_name(&self, parent: &Inode, stored: &StoredName) -> Result<(), Errno> {
+    pub(super) fn prepare_name(&self, parent: &Inode, stored: &StoredName) -> Result<(), Error> {
         if let StoredName::Long { hashed, full } = stored {
             // Written beside and renamed over whatever holds the name: a planted symlink is
             // replaced, never followed, and an existing side file is never truncated in place.
@@ -257,7 +266,7 @@ impl SecretFs {
         }
     }
 
-    pub(super) fn owner_for(&self, caller: &Caller, parent: &Inode) -> Result<Owner, Errno> {
+    pub(super) fn owner_for(&self, caller: &Caller, parent: &Inode) -> Result<Owner, Error> {
         let st = sys::fstat(parent.fd()?.raw()).map_err(io)?;
         let setgid = st.st_mode & libc::S_ISGID != 0;
         Ok(Owner {
@@ -274,7 +283,7 @@ impl SecretFs {
         parent: &Inode,
         name: &OsStr,
         make: impl FnOnce(i32, &CString) -> std::io::Result<()>,
-    ) -> Result<(Arc<Inode>, FileAttr), Errno> {
+    ) -> Result<(Arc<Inode>, FileAttr), Error> {
         let stored = self.stored_name(parent, name)?;
         let backing = sys::cstring(stored.backing_name().as_bytes()).map_err(io)?;
         let owner = self.owner_for(caller, parent)?;
@@ -307,7 +316,7 @@ impl SecretFs {
         parent: &Inode,
         name: &OsStr,
         mode: u32,
-    ) -> Result<(Arc<Inode>, FileAttr), Errno> {
+    ) -> Result<(Arc<Inode>, FileAttr), Error> {
         self.create_entry(caller, parent, name, |pfd, backing| {
             let tmp = crate::store::temp_name(TEMP_PREFIX)?;
             sys::mkdirat(pfd, &tmp, mode & 0o7777)?;
@@ -326,7 +335,7 @@ impl SecretFs {
         })
     }
 
-    pub(super) fn remove_dir(&self, parent: &Inode, name: &OsStr) -> Result<(), Errno> {
+    pub(super) fn remove_dir(&self, parent: &Inode, name: &OsStr) -> Result<(), Error> {
         let stored = self.stored_name(parent, name)?;
         let backing = sys::cstring(stored.backing_name().as_bytes()).map_err(io)?;
         let dir = parent.fd()?;
@@ -342,7 +351,7 @@ impl SecretFs {
         Ok(())
     }
 
-    pub(super) fn remove_file(&self, parent: &Inode, name: &OsStr) -> Result<(), Errno> {
+    pub(super) fn remove_file(&self, parent: &Inode, name: &OsStr) -> Result<(), Error> {
         let stored = self.stored_name(parent, name)?;
         let backing = sys::cstring(stored.backing_name().as_bytes()).map_err(io)?;
         let dir = parent.fd()?;
@@ -361,7 +370,7 @@ impl SecretFs {
         new_parent: &Inode,
         new_name: &OsStr,
         flags: u32,
-    ) -> Result<(), Errno> {
+    ) -> Result<(), Error> {
         // RENAME_WHITEOUT (overlayfs upper directories) leaves a 0/0 character device under
         // the source name: the backing rename makes it under the encrypted name, which is
         // exactly that. EXCHANGE combines with nothing.
@@ -369,7 +378,7 @@ impl SecretFs {
         if flags & !known != 0
             || (flags & libc::RENAME_EXCHANGE != 0 && flags != libc::RENAME_EXCHANGE)
         {
-            return Err(Errno::EINVAL);
+            return Err(Errno::EINVAL.into());
         }
         let replacing = flags & (libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) == 0;
         let src = self.stored_name(parent, name)?;
@@ -432,7 +441,7 @@ struct EmptiedDir {
 impl EmptiedDir {
     /// ENOTEMPTY if `name` holds any entry but internal files. The kernel holds the victim's
     /// lock (rmdir and rename both), so no entry can appear while we empty it.
-    fn empty(parent: i32, name: &CString) -> Result<Self, Errno> {
+    fn empty(parent: i32, name: &CString) -> Result<Self, Error> {
         let fd = sys::openat(
             parent,
             name,
@@ -447,7 +456,7 @@ impl EmptiedDir {
             }
             match std::str::from_utf8(&raw).map(classify) {
                 Ok(BackingEntry::Internal) => internal.push(raw),
-                _ => return Err(Errno::ENOTEMPTY),
+                _ => return Err(Errno::ENOTEMPTY.into()),
             }
         }
         let saved_id = read_dir_id(fd.as_raw_fd()).ok();

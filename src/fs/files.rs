@@ -2,13 +2,13 @@
 //! writes to different blocks of one file run in parallel, read-modify-write of partial blocks,
 //! and the crypto of one large request split across cores.
 
-use crate::audit;
 use crate::crypto::content::{
     block_count, block_offset, plain_size, stored_size, FileCipher, FileHeader, BLOCK_OVERHEAD,
     BLOCK_SIZE, HEADER_LEN, NONCE_LEN, STORED_BLOCK_SIZE,
 };
 use crate::crypto::keys::KeyRing;
 use crate::crypto::Codec;
+use crate::fs::Error;
 use crate::sys;
 use arc_swap::ArcSwap;
 use fuser::Errno;
@@ -74,12 +74,8 @@ pub struct Content {
     stripes: [RwLock<()>; STRIPES],
 }
 
-fn eio() -> Errno {
-    Errno::EIO
-}
-
-fn io(e: std::io::Error) -> Errno {
-    Errno::from(e)
+fn io(e: std::io::Error) -> Error {
+    Error::from(e)
 }
 
 /// One write as sealing sees it: `data` at `offset`, the file going from `old` to `new` bytes
@@ -126,7 +122,7 @@ fn with_scratch<T>(f: impl FnOnce(&mut Scratch) -> T) -> T {
 
 impl Content {
     /// Reads the header of the backing file behind `fd` (or makes a new one for an empty file).
-    pub fn load(ino: u64, fd: RawFd, keys: &KeyRing, codec: Codec) -> Result<Self, Errno> {
+    pub fn load(ino: u64, fd: RawFd, keys: &KeyRing, codec: Codec) -> Result<Self, Error> {
         let st = sys::fstat(fd).map_err(io)?;
         let stored = st.st_size as u64;
         let (header, size) = if stored == 0 {
@@ -134,14 +130,10 @@ impl Content {
         } else {
             let mut raw = [0u8; HEADER_LEN];
             let n = sys::pread(fd, &mut raw, 0).map_err(io)?;
-            let header = FileHeader::decode(&raw[..n]).map_err(|e| {
-                audit::integrity_failure("header", ino, &e.to_string());
-                eio()
-            })?;
-            let size = plain_size(stored).map_err(|e| {
-                audit::integrity_failure("size", ino, &e.to_string());
-                eio()
-            })?;
+            let header = FileHeader::decode(&raw[..n])
+                .map_err(|e| Error::integrity("header", ino, e.to_string()))?;
+            let size =
+                plain_size(stored).map_err(|e| Error::integrity("size", ino, e.to_string()))?;
             (header, size)
         };
         // Holes (found by SEEK_HOLE, or fewer allocated bytes than the size on a filesystem
@@ -202,15 +194,14 @@ impl Content {
         size: u64,
         stored: &mut Vec<u8>,
         out: &mut [u8],
-    ) -> Result<(), Errno> {
+    ) -> Result<(), Error> {
         let last = block_count(size) - 1;
         let start = block_offset(b0);
         let end = block_offset(b1 + 1).min(stored_size(size));
         let stored = take(stored, (end - start) as usize);
         let n = sys::pread(fd, stored, start).map_err(io)?;
         if n != stored.len() {
-            audit::integrity_failure("block", self.ino, "backing file is shorter than its blocks");
-            return Err(eio());
+            return Err(self.too_short());
         }
         let blocks = stored.len().div_ceil(STORED_BLOCK_SIZE);
         let parts = parts_for(blocks);
@@ -233,14 +224,17 @@ impl Content {
 
     /// Decrypts the consecutive stored blocks in `stored`, the first being block `b0`, into
     /// `out`; `last` is the index of the file's final block.
-    fn open_run(&self, b0: u64, last: u64, stored: &[u8], out: &mut [u8]) -> Result<(), Errno> {
+    fn open_run(&self, b0: u64, last: u64, stored: &[u8], out: &mut [u8]) -> Result<(), Error> {
         let cipher = self.cipher.load();
         for (i, chunk) in stored.chunks(STORED_BLOCK_SIZE).enumerate() {
             let b = b0 + i as u64;
             let dst = &mut out[i * BLOCK_SIZE..];
             if let Err(e) = cipher.open_block(b, b == last, chunk, dst) {
-                audit::integrity_failure("block", self.ino, &format!("block {b}: {e}"));
-                return Err(eio());
+                return Err(Error::integrity(
+                    "block",
+                    self.ino,
+                    format!("block {b}: {e}"),
+                ));
             }
         }
         Ok(())
@@ -248,18 +242,24 @@ impl Content {
 
     /// Decrypts one block into `out` without touching the scratch buffers (for read-modify-write
     /// of the partial blocks at the edges of a write).
-    fn open_one(&self, fd: RawFd, b: u64, size: u64, out: &mut [u8]) -> Result<(), Errno> {
+    fn too_short(&self) -> Error {
+        Error::integrity("block", self.ino, "backing file is shorter than its blocks")
+    }
+
+    fn open_one(&self, fd: RawFd, b: u64, size: u64, out: &mut [u8]) -> Result<(), Error> {
         let len = Self::block_len(size, b) + BLOCK_OVERHEAD;
         let mut stored = [0u8; STORED_BLOCK_SIZE];
         let stored = &mut stored[..len];
         if sys::pread(fd, stored, block_offset(b)).map_err(io)? != len {
-            audit::integrity_failure("block", self.ino, "backing file is shorter than its blocks");
-            return Err(eio());
+            return Err(self.too_short());
         }
         let last = block_count(size) - 1;
         if let Err(e) = self.cipher.load().open_block(b, b == last, stored, out) {
-            audit::integrity_failure("block", self.ino, &format!("block {b}: {e}"));
-            return Err(eio());
+            return Err(Error::integrity(
+                "block",
+                self.ino,
+                format!("block {b}: {e}"),
+            ));
         }
         Ok(())
     }
@@ -274,7 +274,7 @@ impl Content {
         b1: u64,
         patch: Patch,
         out: &mut [u8],
-    ) -> Result<usize, Errno> {
+    ) -> Result<usize, Error> {
         let blocks = (b1 - b0 + 1) as usize;
         let parts = parts_for(blocks);
         if parts == 1 {
@@ -312,7 +312,7 @@ impl Content {
         b1: u64,
         patch: Patch,
         out: &mut [u8],
-    ) -> Result<usize, Errno> {
+    ) -> Result<usize, Error> {
         let Patch {
             old,
             new,
@@ -366,7 +366,7 @@ impl Content {
         offset: u64,
         len: u32,
         reply: impl FnOnce(&[u8]),
-    ) -> Result<(), Errno> {
+    ) -> Result<(), Error> {
         let size = self.size.read();
         if offset >= *size || len == 0 {
             reply(&[]);
@@ -383,7 +383,7 @@ impl Content {
         })
     }
 
-    pub fn write(&self, fd: RawFd, offset: u64, data: &[u8]) -> Result<(), Errno> {
+    pub fn write(&self, fd: RawFd, offset: u64, data: &[u8]) -> Result<(), Error> {
         if data.is_empty() {
             return Ok(());
         }
@@ -403,7 +403,7 @@ impl Content {
     }
 
     /// A write that ends inside the file: only its own blocks change, the final flag does not.
-    fn write_within(&self, fd: RawFd, offset: u64, data: &[u8], size: u64) -> Result<(), Errno> {
+    fn write_within(&self, fd: RawFd, offset: u64, data: &[u8], size: u64) -> Result<(), Error> {
         let end = offset + data.len() as u64;
         let (b0, b1) = (offset / BS, (end - 1) / BS);
         let stored_len = (block_offset(b1) - block_offset(b0)) as usize
@@ -436,7 +436,7 @@ impl Content {
         offset: u64,
         data: &[u8],
         size: &mut u64,
-    ) -> Result<(), Errno> {
+    ) -> Result<(), Error> {
         let old = *size;
         let end = offset + data.len() as u64;
         let (b0, b1) = (offset / BS, (end - 1) / BS);
@@ -529,12 +529,12 @@ impl Content {
         Ok(())
     }
 
-    fn stored_block(&self, fd: RawFd, b: u64, size: u64) -> Result<Segment, Errno> {
+    fn stored_block(&self, fd: RawFd, b: u64, size: u64) -> Result<Segment, Error> {
         let offset = block_offset(b);
         let len = Self::block_len(size, b) + BLOCK_OVERHEAD;
         let mut bytes = vec![0u8; len];
         if sys::pread(fd, &mut bytes, offset).map_err(io)? != len {
-            return Err(eio());
+            return Err(Errno::EIO.into());
         }
         Ok(Segment { offset, bytes })
     }
@@ -547,7 +547,7 @@ impl Content {
         }
     }
 
-    pub fn truncate(&self, fd: RawFd, new: u64, keys: &KeyRing) -> Result<(), Errno> {
+    pub fn truncate(&self, fd: RawFd, new: u64, keys: &KeyRing) -> Result<(), Error> {
         within_max_size(Some(new))?;
         let mut size = self.size.write();
         let old = *size;
@@ -581,12 +581,12 @@ impl Content {
     }
 
     /// fallocate(2): allocate (optionally extending), punch a hole or zero a range.
-    pub fn fallocate(&self, fd: RawFd, offset: u64, len: u64, mode: i32) -> Result<(), Errno> {
+    pub fn fallocate(&self, fd: RawFd, offset: u64, len: u64, mode: i32) -> Result<(), Error> {
         const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE;
         const ZERO: i32 = libc::FALLOC_FL_ZERO_RANGE;
         const KEEP: i32 = libc::FALLOC_FL_KEEP_SIZE;
         if mode & !(PUNCH | ZERO | KEEP) != 0 || (mode & PUNCH != 0 && mode & KEEP == 0) {
-            return Err(Errno::EOPNOTSUPP);
+            return Err(Errno::EOPNOTSUPP.into());
         }
         let end = within_max_size(offset.checked_add(len))?;
         if mode & (PUNCH | ZERO) != 0 {
@@ -622,7 +622,7 @@ impl Content {
 
     /// Zeroes [offset, end) within the file: whole inner blocks become backing holes (which
     /// read as zeros), partial and final blocks are rewritten with zeros.
-    fn zero_range(&self, fd: RawFd, offset: u64, end: u64) -> Result<(), Errno> {
+    fn zero_range(&self, fd: RawFd, offset: u64, end: u64) -> Result<(), Error> {
         let size = self.size.write();
         let end = end.min(*size);
         if offset >= end {
@@ -655,7 +655,7 @@ impl Content {
         Ok(())
     }
 
-    fn write_zeros(&self, fd: RawFd, from: u64, to: u64, size: u64) -> Result<(), Errno> {
+    fn write_zeros(&self, fd: RawFd, from: u64, to: u64, size: u64) -> Result<(), Error> {
         const CHUNK: u64 = 1 << 20;
         let zeros = vec![0u8; CHUNK as usize];
         let mut at = from;
@@ -667,7 +667,7 @@ impl Content {
         Ok(())
     }
 
-    fn stored_block_is_zero(&self, fd: RawFd, b: u64, size: u64) -> Result<bool, Errno> {
+    fn stored_block_is_zero(&self, fd: RawFd, b: u64, size: u64) -> Result<bool, Error> {
         let stored = self.stored_block(fd, b, size)?;
         Ok(stored.bytes.iter().all(|x| *x == 0))
     }
@@ -682,7 +682,7 @@ impl Content {
         fd: RawFd,
         b: u64,
         size: u64,
-    ) -> Result<bool, Errno> {
+    ) -> Result<bool, Error> {
         let Some(direct) = direct else {
             return self.stored_block_is_zero(fd, b, size);
         };
@@ -706,7 +706,7 @@ impl Content {
     /// The final block is always stored (it carries the file's end), so it is judged by its
     /// plaintext: all zeros, as a file made longer by truncate leaves it, is a hole (as on
     /// ext4). One that fails to open counts as data, and reading it reports the damage.
-    fn final_block_is_zero(&self, fd: RawFd, size: u64) -> Result<bool, Errno> {
+    fn final_block_is_zero(&self, fd: RawFd, size: u64) -> Result<bool, Error> {
         let last = block_count(size) - 1;
         let _guard = self.read_lock(last, last);
         let mut plain = [0u8; BS as usize];
@@ -718,10 +718,10 @@ impl Content {
     /// stored bytes are all zeros (the hole rule of the format), or when it is the final block
     /// and its plaintext is all zeros; the backing file's own SEEK_DATA / SEEK_HOLE only say
     /// where to look next, since stored blocks are not aligned to its pages.
-    pub fn seek(&self, fd: RawFd, offset: u64, whence: i32) -> Result<u64, Errno> {
+    pub fn seek(&self, fd: RawFd, offset: u64, whence: i32) -> Result<u64, Error> {
         let size = *self.size.read();
         if offset >= size {
-            return Err(Errno::ENXIO);
+            return Err(Errno::ENXIO.into());
         }
         let block_of =
             |stored: u64| stored.saturating_sub(HEADER_LEN as u64) / STORED_BLOCK_SIZE as u64;
@@ -755,7 +755,7 @@ impl Content {
                     }
                     b = k + 1;
                 }
-                Err(Errno::ENXIO)
+                Err(Errno::ENXIO.into())
             }
             libc::SEEK_HOLE => {
                 let mut b = first;
@@ -780,7 +780,7 @@ impl Content {
                 }
                 Ok(size)
             }
-            _ => Err(Errno::EINVAL),
+            _ => Err(Errno::EINVAL.into()),
         }
     }
 }
@@ -788,15 +788,15 @@ impl Content {
 /// The largest plaintext size whose stored size still fits a file offset (`off_t`); anything
 /// larger is EFBIG, as a write or truncate past any filesystem's maximum size is (it used to
 /// wrap into a negative length: EINVAL).
-fn within_max_size(end: Option<u64>) -> Result<u64, Errno> {
+fn within_max_size(end: Option<u64>) -> Result<u64, Error> {
     // Below 2^63 the stored size cannot overflow u64 (4,124 stored bytes per 4,096).
     end.filter(|&e| e < 1 << 63 && stored_size(e) <= i64::MAX as u64)
-        .ok_or(Errno::EFBIG)
+        .ok_or(Error::new(Errno::EFBIG))
 }
 
 /// Allocates backing space without changing the size; a filesystem without fallocate gets
 /// the old behaviour (ENOSPC may then surface from the write itself).
-fn reserve(fd: RawFd, offset: u64, len: u64) -> Result<(), Errno> {
+fn reserve(fd: RawFd, offset: u64, len: u64) -> Result<(), Error> {
     match sys::fallocate(fd, libc::FALLOC_FL_KEEP_SIZE, offset, len) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),

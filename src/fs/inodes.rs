@@ -2,7 +2,7 @@
 //! from the backing store, with lookup counts honoured on forget and a bounded set of descriptors.
 
 use super::files::Content;
-use crate::audit;
+use crate::fs::Error;
 use crate::sys;
 use dashmap::DashMap;
 use fuser::{FileAttr, FileType, INodeNo};
@@ -92,7 +92,7 @@ impl Inode {
     /// The backing descriptor, reopened by file handle if the sweep closed it. The handle
     /// names the very object this inode was opened on (never a path that may since name
     /// another), and the reopened object must still have this inode's number and type.
-    pub fn fd(&self) -> Result<PathFd, fuser::Errno> {
+    pub fn fd(&self) -> Result<PathFd, Error> {
         // Read first: a store on every call would bounce this cache line between the cores
         // that serve one busy inode, while the bit is nearly always set already.
         if !self.used.load(Ordering::Relaxed) {
@@ -113,7 +113,7 @@ impl Inode {
     /// `fd`, just opened on the object this inode's number names, becomes its descriptor if the
     /// sweep had closed it (true: one more is open). The object must be the one the inode was
     /// opened on: the store may have freed it behind our back and reused its number.
-    fn adopt(&self, fd: OwnedFd, st: &libc::stat) -> Result<bool, fuser::Errno> {
+    fn adopt(&self, fd: OwnedFd, st: &libc::stat) -> Result<bool, Error> {
         let mut slot = self.slot.lock();
         let reused = match &*slot {
             _ if file_type(st.st_mode) != self.kind => true,
@@ -121,12 +121,11 @@ impl Inode {
             Slot::Closed(handle) => sys::handle_of(fd.as_raw_fd())? != *handle,
         };
         if reused {
-            audit::integrity_failure(
+            return Err(Error::integrity(
                 "inode",
                 self.ino,
                 "inode number reused by another object behind the filesystem's back",
-            );
-            return Err(fuser::Errno::EIO);
+            ));
         }
         *slot = Slot::Open(Arc::new(fd));
         Ok(true)
@@ -235,7 +234,7 @@ pub struct FdStats {
 }
 
 impl FdPool {
-    fn reopen(&self, handle: &sys::FileHandle, ino: u64, kind: FileType) -> io::Result<OwnedFd> {
+    fn reopen(&self, handle: &sys::FileHandle, ino: u64, kind: FileType) -> Result<OwnedFd, Error> {
         let fd = sys::open_handle(
             self.mount.as_raw_fd(),
             handle,
@@ -246,9 +245,11 @@ impl FdPool {
             || self.inos.to_fuse(st.st_ino) != ino
             || file_type(st.st_mode) != kind
         {
-            let detail = "file handle reopened a different object";
-            audit::integrity_failure("inode", ino, detail);
-            return Err(crate::store::confined::hostile(detail));
+            return Err(Error::integrity(
+                "inode",
+                ino,
+                "file handle reopened a different object",
+            ));
         }
         self.reopens.fetch_add(1, Ordering::Relaxed);
         Ok(fd)
@@ -477,7 +478,7 @@ impl InodeTable {
     /// Registers one more kernel reference to the object behind `fd` (a fresh O_PATH fd) and
     /// returns its inode; an inode already known keeps its descriptor and `fd` is dropped (or
     /// becomes its descriptor, if the sweep had closed it and `fd` is the same object).
-    pub fn remember(&self, fd: OwnedFd, st: &libc::stat) -> Result<Arc<Inode>, fuser::Errno> {
+    pub fn remember(&self, fd: OwnedFd, st: &libc::stat) -> Result<Arc<Inode>, Error> {
         let ino = self.inos.to_fuse(st.st_ino);
         let (inode, opened) = match self.map.entry(ino) {
             dashmap::Entry::Occupied(e) => {
@@ -762,9 +763,12 @@ mod tests {
         // Another object arriving under a's number (as after a reuse) is not a.
         let b = dir.path().join("b");
         std::fs::write(&b, b"b").unwrap();
+        let refused = table.remember(path_fd(&b), &st_a).err();
+        assert_eq!(refused.as_ref().map(Error::errno), Some(fuser::Errno::EIO));
         assert_eq!(
-            table.remember(path_fd(&b), &st_a).err(),
-            Some(fuser::Errno::EIO)
+            refused.and_then(|e| e.integrity_failure().map(|i| i.what)),
+            Some("inode"),
+            "a reused number is an integrity failure, audited at the boundary"
         );
         // a itself is adopted back without a reopen.
         let reopens = table.fd_stats().reopens;

@@ -3,6 +3,7 @@
 
 pub(crate) mod acl;
 mod dirs;
+pub mod error;
 mod files;
 pub mod inodes;
 pub mod kmount;
@@ -17,6 +18,7 @@ use crate::crypto::Codec;
 use crate::sys;
 use dashmap::DashMap;
 use dirs::{io, Listed};
+pub use error::Error;
 use files::Content;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
@@ -200,19 +202,19 @@ impl SecretFs {
         FileHandle(fh)
     }
 
-    fn handle(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
+    fn handle(&self, fh: FileHandle) -> Result<Arc<Handle>, Error> {
         self.handles
             .get(&fh.0)
             .map(|h| Arc::clone(&h))
-            .ok_or(Errno::EBADF)
+            .ok_or(Error::new(Errno::EBADF))
     }
 
     /// Runs `f` on the backing descriptor and content state behind an open file handle.
     fn with_file<T>(
         &self,
         fh: FileHandle,
-        f: impl FnOnce(RawFd, &Content, &Inode) -> Result<T, Errno>,
-    ) -> Result<T, Errno> {
+        f: impl FnOnce(RawFd, &Content, &Inode) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         match &*self.handle(fh)? {
             Handle::File { inode, sync, io } => {
                 let (fd, content) = match io.get() {
@@ -222,17 +224,17 @@ impl SecretFs {
                         let content = self.content(inode, fd.as_raw_fd())?;
                         // Two first I/Os may race: one descriptor wins, the other is closed.
                         let _ = io.set((fd, content));
-                        io.get().ok_or(Errno::EIO)?
+                        io.get().ok_or(Error::new(Errno::EIO))?
                     }
                 };
                 f(fd.as_raw_fd(), content, inode)
             }
-            Handle::Dir { .. } => Err(Errno::EISDIR),
+            Handle::Dir { .. } => Err(Errno::EISDIR.into()),
         }
     }
 
     /// The shared content state of a regular file, loaded with `fd` on first use.
-    fn content(&self, inode: &Inode, fd: i32) -> Result<Arc<Content>, Errno> {
+    fn content(&self, inode: &Inode, fd: i32) -> Result<Arc<Content>, Error> {
         let mut slot = inode.content.lock();
         if let Some(c) = slot.as_ref() {
             return Ok(Arc::clone(c));
@@ -244,7 +246,7 @@ impl SecretFs {
 
     /// Opens the backing file for I/O. Always read-write (unless mounted read-only): partial
     /// block writes must read the block first, even through an O_WRONLY handle.
-    fn open_backing(&self, inode: &Inode, flags: i32) -> Result<OwnedFd, Errno> {
+    fn open_backing(&self, inode: &Inode, flags: i32) -> Result<OwnedFd, Error> {
         let sync = flags & (libc::O_SYNC | libc::O_DSYNC);
         sys::reopen(inode.fd()?.raw(), self.backing_access() | sync).map_err(io)
     }
@@ -264,7 +266,7 @@ impl SecretFs {
         inode: &Arc<Inode>,
         flags: i32,
         created: Option<OwnedFd>,
-    ) -> Result<(FileHandle, FopenFlags), Errno> {
+    ) -> Result<(FileHandle, FopenFlags), Error> {
         let io = OnceLock::new();
         if let Some(fd) = created {
             let content = self.content(inode, fd.as_raw_fd())?;
@@ -293,7 +295,7 @@ impl SecretFs {
         FopenFlags::FOPEN_NOFLUSH
     }
 
-    fn set_attr(&self, inode: &Arc<Inode>, change: SetAttr) -> Result<FileAttr, Errno> {
+    fn set_attr(&self, inode: &Arc<Inode>, change: SetAttr) -> Result<FileAttr, Error> {
         let SetAttr {
             mode,
             uid,
@@ -322,7 +324,8 @@ impl SecretFs {
                     Errno::EISDIR
                 } else {
                     Errno::EINVAL
-                });
+                }
+                .into());
             }
             // HANDLE_KILLPRIV_V2: truncation by an unprivileged caller drops setuid/setgid.
             // fuser does not pass the kernel's FATTR_KILL_SUIDGID, so "unprivileged" is
@@ -360,7 +363,7 @@ impl SecretFs {
     /// outside the file's group without CAP_FSETID (the kernel's `setattr_should_drop_sgid`),
     /// as a write, truncate or fallocate by an unprivileged caller must (we asked for
     /// FUSE_HANDLE_KILLPRIV_V2).
-    fn kill_suid_sgid(&self, inode: &Inode, pid: u32, fsgid: u32) -> Result<(), Errno> {
+    fn kill_suid_sgid(&self, inode: &Inode, pid: u32, fsgid: u32) -> Result<(), Error> {
         let st = sys::fstat(inode.fd()?.raw()).map_err(io)?;
         let mode = st.st_mode;
         let mut kill = mode & libc::S_ISUID;
@@ -376,12 +379,14 @@ impl SecretFs {
         Ok(())
     }
 
-    fn fill_dir(&self, fh: FileHandle, offset: u64) -> Result<Arc<Handle>, Errno> {
+    fn fill_dir(&self, fh: FileHandle, offset: u64) -> Result<Arc<Handle>, Error> {
         let handle = self.handle(fh)?;
         if let Handle::Dir { inode, entries } = &*handle {
             // Offset 0 means a fresh walk (opendir or rewinddir): take a new snapshot.
             if offset == 0 {
-                *entries.lock() = self.list(inode)?;
+                let listing = self.list(inode)?;
+                listing.damaged.iter().for_each(Error::audit);
+                *entries.lock() = listing.entries;
             }
         }
         Ok(handle)
@@ -419,25 +424,25 @@ fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
     }
 }
 
-fn reply_entry(reply: ReplyEntry, ttl: &Duration, result: Result<(Arc<Inode>, FileAttr), Errno>) {
+fn reply_entry(reply: ReplyEntry, ttl: &Duration, result: Result<(Arc<Inode>, FileAttr), Error>) {
     match result {
         Ok((_, attr)) => reply.entry(ttl, &attr, GEN),
-        Err(e) => reply.error(e),
+        Err(e) => reply.error(e.report()),
     }
 }
 
-fn reply_empty(reply: ReplyEmpty, result: Result<(), Errno>) {
+fn reply_empty(reply: ReplyEmpty, result: Result<(), Error>) {
     match result {
         Ok(()) => reply.ok(),
-        Err(e) => reply.error(e),
+        Err(e) => reply.error(e.report()),
     }
 }
 
-fn reply_xattr(reply: ReplyXattr, result: Result<XattrReply, Errno>) {
+fn reply_xattr(reply: ReplyXattr, result: Result<XattrReply, Error>) {
     match result {
         Ok(XattrReply::Size(n)) => reply.size(n),
         Ok(XattrReply::Data(d)) => reply.data(&d),
-        Err(e) => reply.error(e),
+        Err(e) => reply.error(e.report()),
     }
 }
 
@@ -484,7 +489,7 @@ impl Filesystem for SecretFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.inode(ino.0).and_then(|i| self.attr_of(&i)) {
             Ok(attr) => reply.attr(&self.opts.ttl, &attr),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.report()),
         }
     }
 
@@ -518,14 +523,14 @@ impl Filesystem for SecretFs {
         };
         match self.change_attrs(&Caller::of(req), ino.0, change) {
             Ok(attr) => reply.attr(&self.opts.ttl, &attr),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.report()),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.read_symlink(ino.0) {
             Ok(target) => reply.data(&target),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.report()),
         }
     }
 
@@ -619,7 +624,7 @@ impl Filesystem for SecretFs {
             .and_then(|i| self.open_file(&i, flags.0, None))
         {
             Ok((fh, fopen)) => reply.opened(fh, fopen),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.report()),
         }
     }
 
@@ -642,7 +647,7 @@ impl Filesystem for SecretFs {
             }
         });
         if let (Err(e), Some(r)) = (result, reply.take()) {
-            r.error(e)
+            r.error(e.report())
         }
     }
 
@@ -661,7 +666,7 @@ impl Filesystem for SecretFs {
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         match self.write_file(&Caller::of(req), fh, offset, data, kill) {
             Ok(()) => reply.written(data.len() as u32),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.report()),
         }
     }
 
@@ -705,7 +710,7 @@ impl Filesystem for SecretFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.open_dir(ino.0) {
             Ok(fh) => reply.opened(fh, FopenFlags::empty()),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.report()),
         }
     }
 
@@ -719,7 +724,7 @@ impl Filesystem for SecretFs {
     ) {
         let handle = match self.fill_dir(fh, offset) {
             Ok(h) => h,
-            Err(e) => return reply.error(e),
+            Err(e) => return reply.error(e.report()),
         };
         let Handle::Dir { entries, .. } = &*handle else {
             return reply.error(Errno::ENOTDIR);
@@ -742,7 +747,7 @@ impl Filesystem for SecretFs {
     ) {
         let handle = match self.fill_dir(fh, offset) {
             Ok(h) => h,
-            Err(e) => return reply.error(e),
+            Err(e) => return reply.error(e.report()),
         };
         let Handle::Dir {
             inode: dir,
@@ -832,7 +837,7 @@ impl Filesystem for SecretFs {
                 255,
                 st.f_frsize as u32,
             ),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.report()),
         }
     }
 
@@ -859,9 +864,13 @@ impl Filesystem for SecretFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let listed = self.inode(ino.0).and_then(|i| self.list_xattr(&i, size));
         reply_xattr(
             reply,
-            self.inode(ino.0).and_then(|i| self.list_xattr(&i, size)),
+            listed.map(|(names, damaged)| {
+                damaged.iter().for_each(Error::audit);
+                names
+            }),
         )
     }
 
@@ -908,7 +917,7 @@ impl Filesystem for SecretFs {
     ) {
         match self.create_file(&Caller::of(req), parent.0, name, mode, umask, flags) {
             Ok((attr, fh, fopen)) => reply.created(&self.opts.ttl, &attr, GEN, fh, fopen),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.report()),
         }
     }
 
@@ -944,7 +953,7 @@ impl Filesystem for SecretFs {
         });
         match result {
             Ok(off) => reply.offset(off as i64),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(e.report()),
         }
     }
 }

@@ -7,6 +7,7 @@
 use super::dirs::io;
 use super::inodes::{self, Inode, Stamp};
 use super::{Caller, Handle, SecretFs, SetAttr};
+use crate::fs::Error;
 use crate::store::symlinks;
 use crate::sys;
 use fuser::{Errno, FileAttr, FileHandle, FileType, FopenFlags};
@@ -22,7 +23,7 @@ impl SecretFs {
         name: &OsStr,
         mode: u32,
         umask: u32,
-    ) -> Result<(Arc<Inode>, FileAttr), Errno> {
+    ) -> Result<(Arc<Inode>, FileAttr), Error> {
         let p = self.inode(parent)?;
         let (mode, inherited) = self.creation_mode(&p, mode, umask, true)?;
         let (inode, attr) = self.make_dir(caller, &p, name, mode)?;
@@ -39,7 +40,7 @@ impl SecretFs {
         mode: u32,
         umask: u32,
         rdev: u32,
-    ) -> Result<(Arc<Inode>, FileAttr), Errno> {
+    ) -> Result<(Arc<Inode>, FileAttr), Error> {
         let p = self.inode(parent)?;
         let (mode, inherited) = self.creation_mode(&p, mode, umask, false)?;
         let (inode, attr) = self.create_entry(caller, &p, name, |pfd, backing| {
@@ -68,7 +69,7 @@ impl SecretFs {
         mode: u32,
         umask: u32,
         flags: i32,
-    ) -> Result<(FileAttr, FileHandle, FopenFlags), Errno> {
+    ) -> Result<(FileAttr, FileHandle, FopenFlags), Error> {
         let p = self.inode(parent)?;
         let (mode, inherited) = self.creation_mode(&p, mode, umask, false)?;
         // Created read-write right away: the handle keeps this descriptor, no reopen.
@@ -96,11 +97,11 @@ impl SecretFs {
         parent: u64,
         name: &OsStr,
         target: &[u8],
-    ) -> Result<(Arc<Inode>, FileAttr), Errno> {
+    ) -> Result<(Arc<Inode>, FileAttr), Error> {
         let p = self.inode(parent)?;
         // As the kernel: up to PATH_MAX less the NUL (long encodings are split, §7).
         if target.len() >= libc::PATH_MAX as usize {
-            return Err(Errno::ENAMETOOLONG);
+            return Err(Errno::ENAMETOOLONG.into());
         }
         let encrypted = self.names.encrypt_symlink(target);
         self.create_entry(caller, &p, name, |pfd, backing| {
@@ -108,20 +109,18 @@ impl SecretFs {
         })
     }
 
-    pub(super) fn read_symlink(&self, ino: u64) -> Result<Vec<u8>, Errno> {
+    pub(super) fn read_symlink(&self, ino: u64) -> Result<Vec<u8>, Error> {
         let inode = self.inode(ino)?;
         let stored = symlinks::read(inode.fd()?.raw()).map_err(|e| {
             if crate::store::confined::is_hostile(&e) {
-                crate::audit::integrity_failure("symlink", inode.ino, &e.to_string());
-                Errno::EIO
+                Error::integrity("symlink", inode.ino, e.to_string())
             } else {
                 io(e)
             }
         })?;
-        self.names.decrypt_symlink(&stored).map_err(|e| {
-            crate::audit::integrity_failure("symlink", inode.ino, &e.to_string());
-            Errno::EIO
-        })
+        self.names
+            .decrypt_symlink(&stored)
+            .map_err(|e| Error::integrity("symlink", inode.ino, e.to_string()))
     }
 
     /// A hard link: the backing file gets a second name, its content key stays the same.
@@ -130,7 +129,7 @@ impl SecretFs {
         ino: u64,
         new_parent: u64,
         new_name: &OsStr,
-    ) -> Result<(Arc<Inode>, FileAttr), Errno> {
+    ) -> Result<(Arc<Inode>, FileAttr), Error> {
         let inode = self.inode(ino)?;
         let np = self.inode(new_parent)?;
         let stored = self.stored_name(&np, new_name)?;
@@ -151,7 +150,7 @@ impl SecretFs {
         offset: u64,
         data: &[u8],
         kill_suidgid: bool,
-    ) -> Result<(), Errno> {
+    ) -> Result<(), Error> {
         self.with_file(fh, |fd, content, inode| {
             if kill_suidgid {
                 self.kill_suid_sgid(inode, caller.pid, caller.gid)?;
@@ -170,7 +169,7 @@ impl SecretFs {
         offset: u64,
         size: u32,
         reply: impl FnOnce(&[u8]),
-    ) -> Result<(), Errno> {
+    ) -> Result<(), Error> {
         self.with_file(fh, |fd, content, _| content.read(fd, offset, size, reply))
     }
 
@@ -181,7 +180,7 @@ impl SecretFs {
         offset: u64,
         length: u64,
         mode: i32,
-    ) -> Result<(), Errno> {
+    ) -> Result<(), Error> {
         self.with_file(fh, |fd, content, inode| {
             content.fallocate(fd, offset, length, mode)?;
             self.kill_caps(inode)?;
@@ -195,7 +194,7 @@ impl SecretFs {
         })
     }
 
-    pub(super) fn sync_file(&self, fh: FileHandle, datasync: bool) -> Result<(), Errno> {
+    pub(super) fn sync_file(&self, fh: FileHandle, datasync: bool) -> Result<(), Error> {
         self.with_file(fh, |fd, _, _| sys::fsync(fd, datasync).map_err(io))
     }
 
@@ -216,7 +215,7 @@ impl SecretFs {
         caller: &Caller,
         ino: u64,
         mut change: SetAttr,
-    ) -> Result<FileAttr, Errno> {
+    ) -> Result<FileAttr, Error> {
         let inode = self.inode(ino)?;
         change.kill_privs =
             (caller.uid != 0 && change.mode.is_none()).then_some((caller.pid, caller.gid));
@@ -230,17 +229,17 @@ impl SecretFs {
         name: &[u8],
         value: &[u8],
         flags: i32,
-    ) -> Result<(), Errno> {
+    ) -> Result<(), Error> {
         // fuser does not pass the kernel's FUSE_SETXATTR_ACL_KILL_SGID: judged from /proc.
         let keeps_sgid = |gid| sys::in_group_or_capable(caller.pid, caller.gid, gid);
         let inode = self.inode(ino)?;
         self.set_xattr(&inode, name, value, flags, keeps_sgid)
     }
 
-    pub(super) fn open_dir(&self, ino: u64) -> Result<FileHandle, Errno> {
+    pub(super) fn open_dir(&self, ino: u64) -> Result<FileHandle, Error> {
         let inode = self.inode(ino)?;
         if inode.kind != FileType::Directory {
-            return Err(Errno::ENOTDIR);
+            return Err(Errno::ENOTDIR.into());
         }
         Ok(self.add_handle(Handle::Dir {
             inode,

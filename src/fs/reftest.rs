@@ -10,6 +10,7 @@ use crate::crypto::content::BLOCK_SIZE;
 use crate::crypto::keys::{KeyRing, MasterKey};
 use crate::fs::inodes::ROOT;
 use crate::fs::xattr::XattrReply;
+use crate::fs::Error;
 use fuser::{Errno, FileType};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -338,7 +339,7 @@ impl Core {
         self.fs = Self::open(&self.backing, &self.master, &self.fs_id, &self.root_id);
     }
 
-    fn ino(&self, path: &Path) -> Result<u64, Errno> {
+    fn ino(&self, path: &Path) -> Result<u64, Error> {
         let mut ino = ROOT;
         for name in path {
             let parent = self.fs.inode(ino)?;
@@ -347,16 +348,16 @@ impl Core {
         Ok(ino)
     }
 
-    fn parent_and_name<'a>(&self, path: &'a Path) -> Result<(u64, &'a OsStr), Errno> {
-        let (name, parent) = path.split_last().ok_or(Errno::EINVAL)?;
+    fn parent_and_name<'a>(&self, path: &'a Path) -> Result<(u64, &'a OsStr), Error> {
+        let (name, parent) = path.split_last().ok_or(Error::new(Errno::EINVAL))?;
         Ok((self.ino(&parent.to_vec())?, OsStr::new(name)))
     }
 
     fn with_open<T>(
         &self,
         path: &Path,
-        f: impl FnOnce(fuser::FileHandle) -> Result<T, Errno>,
-    ) -> Result<T, Errno> {
+        f: impl FnOnce(fuser::FileHandle) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let inode = self.fs.inode(self.ino(path)?)?;
         let (fh, _) = self.fs.open_file(&inode, libc::O_RDWR, None)?;
         let result = f(fh);
@@ -364,7 +365,7 @@ impl Core {
         result
     }
 
-    fn read_all(&self, path: &Path) -> Result<Vec<u8>, Errno> {
+    fn read_all(&self, path: &Path) -> Result<Vec<u8>, Error> {
         self.with_open(path, |fh| {
             let mut out = Vec::new();
             loop {
@@ -380,7 +381,7 @@ impl Core {
         })
     }
 
-    fn apply(&mut self, op: &Op, model: &Model) -> Result<(), Errno> {
+    fn apply(&mut self, op: &Op, model: &Model) -> Result<(), Error> {
         let at = Picks::of(model);
         let c = self.caller;
         match *op {
@@ -621,10 +622,14 @@ fn compare(core: &Core, model: &Model, dir: &Path) -> Result<(), String> {
         .fs
         .inode(core.ino(dir).map_err(|e| format!("{dir:?}: {e:?}"))?)
         .map_err(|e| format!("{e:?}"))?;
-    let listed = core
+    let listing = core
         .fs
         .list(&inode)
         .map_err(|e| format!("list {dir:?}: {e:?}"))?;
+    if let Some(e) = listing.damaged.first() {
+        return Err(format!("list {dir:?}: a name reads as damaged: {e}"));
+    }
+    let listed = listing.entries;
     let mut got: Vec<(String, FileType)> = listed
         .iter()
         .map(|l| (l.name.to_string_lossy().into_owned(), l.kind))
@@ -649,7 +654,7 @@ fn compare(core: &Core, model: &Model, dir: &Path) -> Result<(), String> {
     for (name, node) in model.children(dir) {
         let mut path = dir.clone();
         path.push(name);
-        let err = |e: Errno| format!("{path:?}: {e:?}");
+        let err = |e: Error| format!("{path:?}: {e:?}");
         match node {
             Node::Dir => compare(core, model, &path)?,
             Node::Symlink(target) => {
@@ -687,7 +692,7 @@ fn compare(core: &Core, model: &Model, dir: &Path) -> Result<(), String> {
                     let got = match core.fs.get_xattr(&inode, name, 4096) {
                         Ok(XattrReply::Data(v)) => Some(v),
                         Ok(XattrReply::Size(_)) => return Err("size reply for a sized ask".into()),
-                        Err(Errno::ENODATA) => None,
+                        Err(e) if e.errno() == Errno::ENODATA => None,
                         Err(e) => return Err(err(e)),
                     };
                     if got.as_ref() != data.xattrs.get(name) {
@@ -706,6 +711,17 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     for (i, op) in ops.iter().enumerate() {
         // The core acts on the picks as they were before the model applies the step.
         let got = core.apply(op, &model);
+        if let Err(e) = &got {
+            // Nothing here tampers with the store: no step may see tampered data.
+            prop_assert!(
+                e.integrity_failure().is_none(),
+                "step {} {:?}: {}",
+                i,
+                op,
+                e
+            );
+        }
+        let got = got.map_err(|e| e.errno());
         let want = expect(op, &mut model);
         prop_assert_eq!(got, want, "step {} {:?}", i, op);
         if let Err(e) = compare(&core, &model, &Vec::new()) {

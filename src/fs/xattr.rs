@@ -5,8 +5,8 @@ use super::acl::{self, is_acl};
 use super::dirs::io;
 use super::inodes::{Inode, CAPS_MAYBE, CAPS_NONE};
 use super::SecretFs;
-use crate::audit;
 use crate::crypto::names::{is_other_xattr_namespace, XATTR_USER_PREFIX};
+use crate::fs::Error;
 use crate::sys;
 use std::ffi::CString;
 use std::sync::atomic::Ordering;
@@ -35,11 +35,11 @@ pub enum XattrReply {
     Data(Vec<u8>),
 }
 
-fn sized(value: Vec<u8>, size: u32) -> Result<XattrReply, Errno> {
+fn sized(value: Vec<u8>, size: u32) -> Result<XattrReply, Error> {
     if size == 0 {
         Ok(XattrReply::Size(value.len() as u32))
     } else if value.len() > size as usize {
-        Err(Errno::ERANGE)
+        Err(Errno::ERANGE.into())
     } else {
         Ok(XattrReply::Data(value))
     }
@@ -52,7 +52,7 @@ fn keeps_no_user_xattrs(inode: &Inode) -> bool {
 }
 
 /// The backing attribute that holds the sealed attribute `stored` ("user.<sealed>").
-fn backing_name(inode: &Inode, stored: &str) -> Result<CString, Errno> {
+fn backing_name(inode: &Inode, stored: &str) -> Result<CString, Error> {
     let name = match stored.strip_prefix(XATTR_USER_PREFIX) {
         Some(sealed) if keeps_no_user_xattrs(inode) => format!("{TRUSTED_PREFIX}{sealed}"),
         _ => stored.to_string(),
@@ -77,22 +77,22 @@ const TRUSTED_PREFIX: &str = "trusted.";
 
 impl SecretFs {
     /// The stored name of an attribute, or the errno Linux gives for those not offered.
-    fn stored_xattr(&self, inode: &Inode, name: &[u8], missing: Errno) -> Result<String, Errno> {
+    fn stored_xattr(&self, inode: &Inode, name: &[u8], missing: Errno) -> Result<String, Error> {
         let offered = name.starts_with(XATTR_USER_PREFIX.as_bytes())
             || (is_other_xattr_namespace(name) && name != SELINUX)
             || (is_acl(name) && self.acl_enabled());
         if !offered
             || (keeps_no_user_xattrs(inode) && name.starts_with(XATTR_USER_PREFIX.as_bytes()))
         {
-            return Err(missing);
+            return Err(missing.into());
         }
         if name.len() > 255 {
-            return Err(Errno::ERANGE);
+            return Err(Errno::ERANGE.into());
         }
         if let Some((_, stored)) = self.hot_xattrs.iter().find(|(n, _)| *n == name) {
             return Ok(stored.clone());
         }
-        self.names.encrypt_xattr_name(name).ok_or(missing)
+        self.names.encrypt_xattr_name(name).ok_or(missing.into())
     }
 
     pub(super) fn get_xattr(
@@ -100,14 +100,14 @@ impl SecretFs {
         inode: &Inode,
         name: &[u8],
         size: u32,
-    ) -> Result<XattrReply, Errno> {
+    ) -> Result<XattrReply, Error> {
         let value = if is_acl(name) && self.acl_enabled() {
             // Through the ACL layer, which knows when a file has none without asking.
             self.read_acl(inode, name)?.map(|a| a.to_bytes())
         } else {
             self.stored_value(inode, name)?
         };
-        sized(value.ok_or(Errno::NO_XATTR)?, size)
+        sized(value.ok_or(Error::new(Errno::NO_XATTR))?, size)
     }
 
     /// The decrypted value of an attribute, `None` when the object has none of that name.
@@ -115,7 +115,7 @@ impl SecretFs {
         &self,
         inode: &Inode,
         name: &[u8],
-    ) -> Result<Option<Vec<u8>>, Errno> {
+    ) -> Result<Option<Vec<u8>>, Error> {
         let stored = self.stored_xattr(inode, name, Errno::NO_XATTR)?;
         let stored_c = backing_name(inode, &stored)?;
         let fd = inode.fd()?;
@@ -134,10 +134,10 @@ impl SecretFs {
             Err(e) => return Err(io(e)),
         };
         buf.truncate(n);
-        let value = self.names.open_xattr_value(&stored, &buf).map_err(|e| {
-            audit::integrity_failure("xattr", inode.ino, &e.to_string());
-            Errno::EIO
-        })?;
+        let value = self
+            .names
+            .open_xattr_value(&stored, &buf)
+            .map_err(|e| Error::integrity("xattr", inode.ino, e.to_string()))?;
         Ok(Some(value))
     }
 
@@ -150,7 +150,7 @@ impl SecretFs {
         value: &[u8],
         flags: i32,
         keeps_sgid: impl FnOnce(u32) -> bool,
-    ) -> Result<(), Errno> {
+    ) -> Result<(), Error> {
         let unsupported = if inode.kind == FileType::Symlink {
             Errno::EPERM
         } else {
@@ -180,7 +180,7 @@ impl SecretFs {
         name: &[u8],
         value: &[u8],
         flags: i32,
-    ) -> Result<(), Errno> {
+    ) -> Result<(), Error> {
         let stored = self.stored_xattr(inode, name, Errno::EOPNOTSUPP)?;
         let sealed = self.names.seal_xattr_value(&stored, value);
         sys::setxattr(
@@ -192,9 +192,16 @@ impl SecretFs {
         .map_err(io)
     }
 
-    pub(super) fn list_xattr(&self, inode: &Inode, size: u32) -> Result<XattrReply, Errno> {
+    /// The attribute names as the caller sees them, and the damaged names left out (which the
+    /// boundary audits).
+    pub(super) fn list_xattr(
+        &self,
+        inode: &Inode,
+        size: u32,
+    ) -> Result<(XattrReply, Vec<Error>), Error> {
         let raw = sys::listxattr(inode.fd()?.raw()).map_err(io)?;
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         let special = keeps_no_user_xattrs(inode);
         for stored in raw
             .split(|b| *b == 0)
@@ -207,27 +214,27 @@ impl SecretFs {
                     out.extend_from_slice(&name);
                     out.push(0);
                 }
-                Err(e) => audit::integrity_failure("xattr-name", inode.ino, &e.to_string()),
+                Err(e) => damaged.push(Error::integrity("xattr-name", inode.ino, e.to_string())),
             }
         }
-        sized(out, size)
+        Ok((sized(out, size)?, damaged))
     }
 
-    pub(super) fn remove_xattr(&self, inode: &Inode, name: &[u8]) -> Result<(), Errno> {
+    pub(super) fn remove_xattr(&self, inode: &Inode, name: &[u8]) -> Result<(), Error> {
         if is_acl(name) && self.acl_enabled() {
             return self.remove_acl(inode, name);
         }
         self.remove_value(inode, name)
     }
 
-    pub(super) fn remove_value(&self, inode: &Inode, name: &[u8]) -> Result<(), Errno> {
+    pub(super) fn remove_value(&self, inode: &Inode, name: &[u8]) -> Result<(), Error> {
         let stored = self.stored_xattr(inode, name, Errno::NO_XATTR)?;
         sys::removexattr(inode.fd()?.raw(), &backing_name(inode, &stored)?).map_err(io)
     }
 
     /// Removes the file's capabilities, as any write, truncate or fallocate must (the kernel
     /// leaves it to us under FUSE_HANDLE_KILLPRIV_V2). Free once the file is known to have none.
-    pub(super) fn kill_caps(&self, inode: &Inode) -> Result<(), Errno> {
+    pub(super) fn kill_caps(&self, inode: &Inode) -> Result<(), Error> {
         if inode.kind != FileType::RegularFile || inode.caps.load(Ordering::SeqCst) == CAPS_NONE {
             return Ok(());
         }
