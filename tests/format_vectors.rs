@@ -18,11 +18,10 @@ use secretfs::crypto::content::{
     self, FileCipher, FileHeader, BLOCK_OVERHEAD, BLOCK_SIZE, HEADER_LEN, STORED_BLOCK_SIZE,
 };
 use secretfs::crypto::keys::{KeyRing, MasterKey};
-use secretfs::crypto::names::{
-    classify, long_name_side_file, BackingEntry, NameCipher, StoredName,
-};
+use secretfs::crypto::names::NameCipher;
 use secretfs::crypto::CryptoError;
 use secretfs::store::config::{FsConfig, KeySourceDescriptor, CIPHER_NAME};
+use secretfs::store::layout::{classify, long_name_side_file, BackingEntry, StoredName};
 use sha2::{Digest, Sha256};
 
 // ---- fixed inputs ---------------------------------------------------------------------------
@@ -461,7 +460,7 @@ fn content_holes_and_sizes() {
 fn file_names() {
     let keys = keyring();
     let names = name_cipher(&keys);
-    let StoredName::Short(enc) = names.encrypt_name(&DIR_ID, NAME) else {
+    let StoredName::Short(enc) = StoredName::of(names.encrypt_name(&DIR_ID, NAME)) else {
         panic!("short name expected")
     };
     assert_eq!(enc, rc_siv(keys.names_key().expose(), &DIR_ID, NAME));
@@ -478,10 +477,12 @@ fn long_names() {
     let keys = keyring();
     let names = name_cipher(&keys);
     // 175 bytes: 191 sealed bytes → 255 base64url characters, the longest short name.
-    let longest_short = names.encrypt_name(&DIR_ID, &[b'a'; 175]);
+    let longest_short = StoredName::of(names.encrypt_name(&DIR_ID, &[b'a'; 175]));
     assert!(matches!(&longest_short, StoredName::Short(s) if s.len() == 255));
     // 176 bytes: 256 characters → hashed.
-    let StoredName::Long { hashed, full } = names.encrypt_name(&DIR_ID, &[b'a'; 176]) else {
+    let StoredName::Long { hashed, full } =
+        StoredName::of(names.encrypt_name(&DIR_ID, &[b'a'; 176]))
+    else {
         panic!("176-byte name must be long")
     };
     assert_eq!(full.len(), 256);
@@ -506,7 +507,8 @@ fn long_names() {
         [b'a'; 176]
     );
     // The longest name Linux allows still fits the side file.
-    let StoredName::Long { full, .. } = names.encrypt_name(&DIR_ID, &[b'a'; 255]) else {
+    let StoredName::Long { full, .. } = StoredName::of(names.encrypt_name(&DIR_ID, &[b'a'; 255]))
+    else {
         panic!()
     };
     assert_eq!(full.len(), 362);

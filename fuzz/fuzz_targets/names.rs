@@ -3,7 +3,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use secretfs_pure::crypto::keys::SecretBytes;
-use secretfs_pure::crypto::names::{classify, NameCipher};
+use secretfs_pure::crypto::names::NameCipher;
+use secretfs_pure::store::layout::{classify, long_name_matches};
 
 fuzz_target!(|data: &[u8]| {
     let names = NameCipher::new(
@@ -17,6 +18,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = names.open_xattr_value("user.x", data);
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = classify(text);
-        let _ = NameCipher::long_name_matches(text, data);
+        let _ = long_name_matches(text, data);
     }
 });

@@ -6,14 +6,14 @@ use crate::crypto::content::{
     block_count, block_offset, plain_size, FileCipher, FileHeader, HEADER_LEN, STORED_BLOCK_SIZE,
 };
 use crate::crypto::keys::KeyRing;
-use crate::crypto::names::{
-    classify, BackingEntry, NameCipher, CONFIG_FILE, DIRID_FILE, DIR_ID_LEN, LONG_NAME_PREFIX,
-    LONG_NAME_SIDE_SUFFIX, TEMP_PREFIX,
-};
+use crate::crypto::names::{NameCipher, DIR_ID_LEN};
 use crate::fs::acl::{is_acl, Acl};
 use crate::fs::xattr::sealed_name;
 use crate::store::confined;
-use crate::store::layout::{read_dir_id, read_long_name, write_dir_id};
+use crate::store::layout::{
+    classify, read_dir_id, read_long_name, write_dir_id, BackingEntry, CONFIG_FILE, DIRID_FILE,
+    LONG_NAME_PREFIX, LONG_NAME_SIDE_SUFFIX, TEMP_PREFIX,
+};
 use crate::sys;
 use serde::Serialize;
 use std::ffi::CString;

@@ -1,5 +1,5 @@
 //! Encryption of everything that names something: file names (AES-SIV bound to the parent
-//! directory id), long-name hashing, symlink targets and `user.*` xattr names and values.
+//! directory id), symlink targets and `user.*` xattr names and values.
 
 use super::keys::{SecretBytes, NAME_KEY_LEN};
 use super::passthrough::Passthrough;
@@ -9,21 +9,10 @@ use aes_siv::KeyInit;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use sha2::{Digest, Sha256};
 
-/// Length of the random id that each directory stores in `DIRID_FILE`.
+/// Length of the random id each directory stores (store::layout::DIRID_FILE), the associated
+/// data of the names in it.
 pub const DIR_ID_LEN: usize = 16;
-/// Longest backing name most filesystems accept; longer encodings go to a side file.
-pub const MAX_STORED_NAME: usize = 255;
-/// Internal names all contain a '.', which base64url never produces, so they cannot collide
-/// with an encrypted name.
-pub const DIRID_FILE: &str = "secretfs.dirid";
-pub const CONFIG_FILE: &str = "secretfs.conf";
-pub const LONG_NAME_PREFIX: &str = "lname.";
-pub const LONG_NAME_SIDE_SUFFIX: &str = ".name";
-pub const TEMP_PREFIX: &str = "secretfs.tmp.";
-/// Largest legal long-name side file: the encoding of a 255-byte name is under 400 bytes.
-pub const MAX_SIDE_FILE_LEN: usize = 1024;
 const SYMLINK_AD: &[u8] = b"secretfs/v1/symlink";
 const XATTR_NAME_AD: &[u8] = b"secretfs/v1/xattr-name";
 pub const XATTR_USER_PREFIX: &str = "user.";
@@ -44,49 +33,6 @@ pub fn is_other_xattr_namespace(name: &[u8]) -> bool {
 /// Names sealed whole behind a NUL: every stored name that is not `user.*`.
 fn sealed_whole(name: &[u8]) -> bool {
     is_other_xattr_namespace(name) || name == ACL_ACCESS_XATTR || name == ACL_DEFAULT_XATTR
-}
-
-/// How an encrypted name is laid out in the backing directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoredName {
-    /// The encoding itself is the backing name.
-    Short(String),
-    /// The backing entry is `hashed`; the full encoding lives in the side file `hashed.name`.
-    Long { hashed: String, full: String },
-}
-
-impl StoredName {
-    pub fn backing_name(&self) -> &str {
-        match self {
-            StoredName::Short(name) => name,
-            StoredName::Long { hashed, .. } => hashed,
-        }
-    }
-}
-
-/// Name of the side file holding the full encoding of a long name.
-pub fn long_name_side_file(hashed: &str) -> String {
-    format!("{hashed}{LONG_NAME_SIDE_SUFFIX}")
-}
-
-/// What a backing directory entry is, judged by its name alone.
-#[derive(Debug, PartialEq, Eq)]
-pub enum BackingEntry<'a> {
-    Short(&'a str),
-    Long(&'a str),
-    Internal,
-}
-
-pub fn classify(backing_name: &str) -> BackingEntry<'_> {
-    if !backing_name.contains('.') {
-        BackingEntry::Short(backing_name)
-    } else if backing_name.starts_with(LONG_NAME_PREFIX)
-        && !backing_name.ends_with(LONG_NAME_SIDE_SUFFIX)
-    {
-        BackingEntry::Long(backing_name)
-    } else {
-        BackingEntry::Internal
-    }
 }
 
 /// AES-SIV's synthetic IV, which leads every sealed name.
@@ -164,15 +110,10 @@ impl NameCipher {
         }
     }
 
-    /// Encrypts one path component for the directory whose id is `dir_id`.
-    pub fn encrypt_name(&self, dir_id: &[u8; DIR_ID_LEN], name: &[u8]) -> StoredName {
-        let full = self.seal(dir_id, name);
-        if full.len() <= MAX_STORED_NAME {
-            return StoredName::Short(full);
-        }
-        let digest = Sha256::digest(full.as_bytes());
-        let hashed = format!("{LONG_NAME_PREFIX}{}", URL_SAFE_NO_PAD.encode(digest));
-        StoredName::Long { hashed, full }
+    /// Encrypts one path component for the directory whose id is `dir_id`: its full encoding
+    /// (base64url, never a '.'), which `store::layout::StoredName` lays out in the directory.
+    pub fn encrypt_name(&self, dir_id: &[u8; DIR_ID_LEN], name: &[u8]) -> String {
+        self.seal(dir_id, name)
     }
 
     /// Decrypts a full encoding (a short backing name or a long name's side-file content).
@@ -193,14 +134,6 @@ impl NameCipher {
             ));
         }
         Ok(name)
-    }
-
-    /// Checks that a long name's side file belongs to the hashed backing entry.
-    pub fn long_name_matches(hashed: &str, full: &[u8]) -> bool {
-        let digest = Sha256::digest(full);
-        hashed
-            .strip_prefix(LONG_NAME_PREFIX)
-            .is_some_and(|h| h == URL_SAFE_NO_PAD.encode(digest))
     }
 
     /// Symlink targets are not bound to a directory, so hard links and renames keep them valid.
@@ -308,9 +241,7 @@ mod tests {
         let a = c.encrypt_name(&[1; 16], b"report.pdf");
         assert_eq!(a, c.encrypt_name(&[1; 16], b"report.pdf"));
         assert_ne!(a, c.encrypt_name(&[2; 16], b"report.pdf"));
-        let StoredName::Short(enc) = &a else {
-            panic!("short name expected")
-        };
+        let enc = &a;
         assert!(!enc.contains("report"));
         assert_eq!(
             c.decrypt_name(&[1; 16], enc.as_bytes()).unwrap(),
@@ -320,36 +251,12 @@ mod tests {
             c.decrypt_name(&[2; 16], enc.as_bytes()),
             Err(CryptoError::Auth)
         );
-        assert_eq!(classify(enc), BackingEntry::Short(enc));
-    }
-
-    #[test]
-    fn long_names_hash_and_round_trip() {
-        let c = cipher();
-        let name = vec![b'x'; 255];
-        let StoredName::Long { hashed, full } = c.encrypt_name(&[1; 16], &name) else {
-            panic!("255-byte name must be long")
-        };
-        assert!(hashed.len() <= MAX_STORED_NAME);
-        assert!(NameCipher::long_name_matches(&hashed, full.as_bytes()));
-        assert!(!NameCipher::long_name_matches(&hashed, b"other"));
-        assert_eq!(c.decrypt_name(&[1; 16], full.as_bytes()).unwrap(), name);
-        assert_eq!(classify(&hashed), BackingEntry::Long(&hashed));
-        assert_eq!(
-            classify(&long_name_side_file(&hashed)),
-            BackingEntry::Internal
-        );
-        assert_eq!(classify(DIRID_FILE), BackingEntry::Internal);
-        assert_eq!(classify(CONFIG_FILE), BackingEntry::Internal);
     }
 
     #[test]
     fn flipped_name_bit_is_rejected() {
         let c = cipher();
-        let enc = c
-            .encrypt_name(&[1; 16], b"secret")
-            .backing_name()
-            .to_string();
+        let enc = c.encrypt_name(&[1; 16], b"secret");
         let mut raw = URL_SAFE_NO_PAD.decode(&enc).unwrap();
         raw[5] ^= 0x40;
         let tampered = URL_SAFE_NO_PAD.encode(raw);
@@ -405,9 +312,8 @@ mod tests {
                 .prop_filter("no slash, not . or ..", |n| !n.contains(&b'/') && n != b"." && n != b"..")
         ) {
             let c = cipher();
-            let stored = c.encrypt_name(&[9; 16], &name);
-            prop_assert!(stored.backing_name().len() <= MAX_STORED_NAME);
-            let full = match &stored { StoredName::Short(s) => s.clone(), StoredName::Long { full, .. } => full.clone() };
+            let full = c.encrypt_name(&[9; 16], &name);
+            prop_assert!(!full.contains('.'), "an encoding must never look internal");
             prop_assert_eq!(c.decrypt_name(&[9; 16], full.as_bytes()).unwrap(), name);
         }
 
@@ -449,22 +355,17 @@ mod identity_tests {
     fn identity_names_are_base64url_of_the_plaintext_and_never_internal() {
         let c = identity();
         let stored = c.encrypt_name(&[1; 16], b"report.pdf");
-        let StoredName::Short(enc) = &stored else {
-            panic!("short name expected")
-        };
+        let enc = &stored;
         assert_eq!(clear(enc), b"report.pdf");
-        assert_eq!(classify(enc), BackingEntry::Short(enc));
         // No directory binding: the same name is stored the same everywhere.
         assert_eq!(stored, c.encrypt_name(&[2; 16], b"report.pdf"));
         assert_eq!(
             c.decrypt_name(&[2; 16], enc.as_bytes()).unwrap(),
             b"report.pdf"
         );
-        let internal = c.encrypt_name(&[1; 16], DIRID_FILE.as_bytes());
-        assert_eq!(
-            classify(internal.backing_name()),
-            BackingEntry::Short(internal.backing_name())
-        );
+        // An internal file's name, encoded, is no internal name (it has no '.').
+        let internal = c.encrypt_name(&[1; 16], b"secretfs.dirid");
+        assert!(!internal.contains('.'));
     }
 
     #[test]
@@ -472,12 +373,12 @@ mod identity_tests {
         let (id, real) = (identity(), aead());
         let enc = real.encrypt_name(&[1; 16], b"secret");
         assert_eq!(
-            id.decrypt_name(&[1; 16], enc.backing_name().as_bytes()),
+            id.decrypt_name(&[1; 16], enc.as_bytes()),
             Err(CryptoError::Auth)
         );
         let clear_name = id.encrypt_name(&[1; 16], b"secret");
         assert_eq!(
-            real.decrypt_name(&[1; 16], clear_name.backing_name().as_bytes()),
+            real.decrypt_name(&[1; 16], clear_name.as_bytes()),
             Err(CryptoError::Auth)
         );
         let n = real.encrypt_xattr_name(b"user.k").unwrap();
@@ -512,24 +413,14 @@ mod identity_tests {
 
     proptest! {
         #[test]
-        fn identity_names_have_the_encrypted_length_and_long_name_handling(
+        fn identity_names_have_the_encrypted_length(
             name in proptest::collection::vec(1u8..=255, 1..=255)
                 .prop_filter("no slash, not . or ..", |n| !n.contains(&b'/') && n != b"." && n != b"..")
         ) {
             let (id, real) = (identity(), aead());
-            let stored = id.encrypt_name(&[9; 16], &name);
-            let encrypted = real.encrypt_name(&[9; 16], &name);
-            prop_assert_eq!(stored.backing_name().len(), encrypted.backing_name().len());
-            // Short or long alike: the long-name threshold falls on the same name lengths.
-            prop_assert_eq!(std::mem::discriminant(&stored), std::mem::discriminant(&encrypted));
-            let full = match &stored {
-                StoredName::Short(s) => s.clone(),
-                StoredName::Long { hashed, full } => {
-                    prop_assert!(NameCipher::long_name_matches(hashed, full.as_bytes()));
-                    prop_assert_eq!(classify(hashed), BackingEntry::Long(hashed));
-                    full.clone()
-                }
-            };
+            let full = id.encrypt_name(&[9; 16], &name);
+            // The same length, so the long-name threshold falls on the same name lengths.
+            prop_assert_eq!(full.len(), real.encrypt_name(&[9; 16], &name).len());
             prop_assert_eq!(clear(&full), name.clone());
             prop_assert_eq!(id.decrypt_name(&[9; 16], full.as_bytes()).unwrap(), name);
         }

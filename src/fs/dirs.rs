@@ -4,12 +4,13 @@
 use super::inodes::{attr_from_stat, dirent_type, Inode, ROOT};
 use super::{Caller, SecretFs};
 use crate::crypto::content::plain_size;
-use crate::crypto::names::{
-    classify, long_name_side_file, BackingEntry, StoredName, DIR_ID_LEN, TEMP_PREFIX,
-};
+use crate::crypto::names::DIR_ID_LEN;
 use crate::fs::Error;
 use crate::store::confined;
-use crate::store::layout::{read_dir_id, read_long_name, write_dir_id};
+use crate::store::layout::{
+    classify, long_name_side_file, read_dir_id, read_long_name, write_dir_id, BackingEntry,
+    StoredName, TEMP_PREFIX,
+};
 use crate::sys;
 use fuser::{Errno, FileAttr, FileType};
 use std::ffi::{CString, OsStr, OsString};
@@ -96,7 +97,9 @@ impl SecretFs {
         if bytes.len() > 255 {
             return Err(Errno::ENAMETOOLONG.into());
         }
-        Ok(self.names.encrypt_name(&self.dir_id(parent)?, bytes))
+        Ok(StoredName::of(
+            self.names.encrypt_name(&self.dir_id(parent)?, bytes),
+        ))
     }
 
     pub(super) fn attr_of(&self, inode: &Inode) -> Result<FileAttr, Error> {

@@ -1,8 +1,8 @@
 //! The per-filesystem config file `secretfs.conf`: what it holds, how it is parsed, authenticated
 //! with the config-MAC subkey, and written atomically (temp, fsync, rename, fsync dir).
 
+use super::layout::CONFIG_FILE;
 use crate::crypto::keys::{KeyRing, SecretBytes};
-use crate::crypto::names::CONFIG_FILE;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -247,11 +247,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut suffix = [0u8; 8];
     crate::crypto::keys::fill_random(&mut suffix);
-    let tmp = dir.join(format!(
-        "{}{}",
-        crate::crypto::names::TEMP_PREFIX,
-        hex(&suffix)
-    ));
+    let tmp = dir.join(format!("{}{}", super::layout::TEMP_PREFIX, hex(&suffix)));
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)

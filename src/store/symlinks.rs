@@ -2,7 +2,7 @@
 //! its encoding is longer than a backing target may be, a marked head inline and the tail in a
 //! `trusted.` xattr of the same symlink (FORMAT.md §7). Shared by the daemon and fsck.
 
-use crate::crypto::names::TEMP_PREFIX;
+use super::layout::TEMP_PREFIX;
 use crate::store::confined::hostile;
 use crate::sys;
 use std::ffi::CStr;
