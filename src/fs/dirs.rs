@@ -1,7 +1,7 @@
 //! Directories and names: per-directory ids (created crash-safely), name encryption on every
 //! path component, long-name side files, readdir snapshots, create/mkdir/link/rename/unlink.
 
-use super::inodes::{attr_from_stat, dirent_type, Inode, ROOT};
+use super::inodes::{attr_from_stat, dirent_type, Inode, PathFd, ROOT};
 use super::{Caller, SecretFs};
 use crate::crypto::content::plain_size;
 use crate::crypto::names::DIR_ID_LEN;
@@ -123,6 +123,8 @@ impl SecretFs {
                     fd.raw(),
                     st.st_size as u64,
                 )),
+                // The descriptor stays closed, so the readlink that follows meets (and
+                // reports) the same failure.
                 Err(_) => 0,
             },
             _ => st.st_size as u64,
@@ -338,14 +340,20 @@ impl SecretFs {
         })
     }
 
+    /// `keep_alive` for the entry `backing` of the directory `dir`, if it is there.
+    fn keep_alive_at(&self, dir: i32, backing: &CString) -> Result<Option<PathFd>, Error> {
+        match sys::fstatat(dir, backing) {
+            Ok(st) => self.inodes.keep_alive(&st),
+            Err(_) => Ok(None),
+        }
+    }
+
     pub(super) fn remove_dir(&self, parent: &Inode, name: &OsStr) -> Result<(), Error> {
         let stored = self.stored_name(parent, name)?;
         let backing = sys::cstring(stored.backing_name().as_bytes()).map_err(io)?;
         let dir = parent.fd()?;
+        let _alive = self.keep_alive_at(dir.raw(), &backing)?;
         let victim = EmptiedDir::empty(dir.raw(), &backing)?;
-        let _alive = sys::fstat(victim.fd.as_raw_fd())
-            .ok()
-            .and_then(|st| self.inodes.keep_alive(&st));
         if let Err(e) = sys::unlinkat(dir.raw(), &backing, libc::AT_REMOVEDIR) {
             victim.restore();
             return Err(io(e));
@@ -358,9 +366,7 @@ impl SecretFs {
         let stored = self.stored_name(parent, name)?;
         let backing = sys::cstring(stored.backing_name().as_bytes()).map_err(io)?;
         let dir = parent.fd()?;
-        let _alive = sys::fstatat(dir.raw(), &backing)
-            .ok()
-            .and_then(|st| self.inodes.keep_alive(&st));
+        let _alive = self.keep_alive_at(dir.raw(), &backing)?;
         sys::unlinkat(dir.raw(), &backing, 0).map_err(io)?;
         self.forget_name(parent, &stored);
         Ok(())
@@ -413,7 +419,15 @@ impl SecretFs {
             }
             None => None,
         };
-        let _alive = target.and_then(|st| self.inodes.keep_alive(&st));
+        let _alive = match target.map(|st| self.inodes.keep_alive(&st)).transpose() {
+            Ok(alive) => alive.flatten(),
+            Err(e) => {
+                if let Some(victim) = replaced {
+                    victim.restore();
+                }
+                return Err(e);
+            }
+        };
         let renamed = self.prepare_name(new_parent, &dst).and_then(|()| {
             sys::renameat2(parent.fd()?.raw(), &src_c, new_dir.raw(), &dst_c, flags).map_err(|e| {
                 self.forget_name(new_parent, &dst);

@@ -505,15 +505,24 @@ impl InodeTable {
     /// returned descriptor is held and afterwards: it is about to be unlinked through this mount,
     /// and a freed inode number could be reused by the next object created, which the table
     /// would take for the old one. Such an inode is not swept while it has no link left, so it
-    /// lives until forgotten.
-    pub fn keep_alive(&self, st: &libc::stat) -> Option<PathFd> {
-        let inode = self.get(self.inos.to_fuse(st.st_ino))?;
+    /// lives until forgotten. A swept descriptor that reopens to another object is an
+    /// integrity failure, returned so that nothing is unlinked under a name that no longer
+    /// names what the kernel knows.
+    pub fn keep_alive(&self, st: &libc::stat) -> Result<Option<PathFd>, Error> {
+        let Some(inode) = self.get(self.inos.to_fuse(st.st_ino)) else {
+            return Ok(None);
+        };
         if inode.kind != file_type(st.st_mode) {
-            return None;
+            return Ok(None);
         }
         // Before the descriptor is taken, so that no sweep closes it in between.
         inode.kept.store(true, Ordering::Relaxed);
-        inode.fd().ok()
+        match inode.fd() {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if e.integrity_failure().is_some() => Err(e),
+            // Gone behind our back (ESTALE): nothing to keep alive.
+            Err(_) => Ok(None),
+        }
     }
 
     /// One more kernel reference to an inode already in the table, if it is (then the

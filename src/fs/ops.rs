@@ -198,14 +198,18 @@ impl SecretFs {
         self.with_file(fh, |fd, _, _| sys::fsync(fd, datasync).map_err(io))
     }
 
-    pub(super) fn release_file(&self, fh: FileHandle) {
+    /// Drops the handle; an error only says why the next open cannot reuse the kernel's cache
+    /// (the release itself cannot fail).
+    pub(super) fn release_file(&self, fh: FileHandle) -> Result<(), Error> {
         if let Some((_, handle)) = self.handles.remove(&fh.0) {
             if let Handle::File { inode, .. } = &*handle {
                 // What the next open compares against to let the kernel keep its cache.
-                let st = inode.fd().ok().and_then(|fd| sys::fstat(fd.raw()).ok());
-                *inode.stamp.lock() = st.map(|st| Stamp::of(&st));
+                *inode.stamp.lock() = None;
+                let st = sys::fstat(inode.fd()?.raw())?;
+                *inode.stamp.lock() = Some(Stamp::of(&st));
             }
         }
+        Ok(())
     }
 
     /// setattr; a caller other than root that changes the size (not the mode) loses setuid and

@@ -361,7 +361,7 @@ impl Core {
         let inode = self.fs.inode(self.ino(path)?)?;
         let (fh, _) = self.fs.open_file(&inode, libc::O_RDWR, None)?;
         let result = f(fh);
-        self.fs.release_file(fh);
+        self.fs.release_file(fh)?;
         result
     }
 
@@ -389,8 +389,7 @@ impl Core {
                 let path = at.child(dir, name);
                 let (p, n) = self.parent_and_name(&path)?;
                 let (_, fh, _) = self.fs.create_file(&c, p, n, 0o644, 0o022, libc::O_RDWR)?;
-                self.fs.release_file(fh);
-                Ok(())
+                self.fs.release_file(fh)
             }
             Op::Mkdir { dir, name } => {
                 let path = at.child(dir, name);
