@@ -1,5 +1,5 @@
-//! The error of a filesystem operation: the errno the caller gets and, for tampered data, the
-//! integrity failure behind it, which the FUSE boundary (fs/mod.rs) audits once.
+//! The error of a filesystem operation: the errno the caller gets and what caused it (tampered
+//! data, or an unexpected error of the store), which the FUSE boundary audits or logs once.
 
 use fuser::Errno;
 
@@ -12,34 +12,38 @@ pub struct Integrity {
     pub detail: String,
 }
 
-/// An errno, flagged with the integrity failure that caused it when there is one. Ordinary
-/// errors (ENOENT, EACCES, an I/O error of the store) carry only their errno, so they cost no
-/// allocation on the paths where they are common (negative lookups).
-#[derive(Debug, PartialEq, Eq)]
+/// An errno and, where it is worth telling, its cause: the integrity failure behind an EIO, or
+/// the store's own error when it is EIO or carries no errno (a disk error, an object of the
+/// wrong type). Expected errors (ENOENT, EEXIST, EACCES, ENOSPC…) carry only their errno, so
+/// they cost no allocation on the paths where they are common (negative lookups).
+#[derive(Debug)]
 pub struct Error {
     errno: Errno,
-    integrity: Option<Box<Integrity>>,
+    cause: Option<Box<Cause>>,
+}
+
+#[derive(Debug)]
+enum Cause {
+    Integrity(Integrity),
+    Store(std::io::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub const fn new(errno: Errno) -> Self {
-        Self {
-            errno,
-            integrity: None,
-        }
+        Self { errno, cause: None }
     }
 
     /// Tampered or damaged data: EIO for the caller, an audit event at the boundary.
     pub fn integrity(what: &'static str, ino: u64, detail: impl Into<String>) -> Self {
         Self {
             errno: Errno::EIO,
-            integrity: Some(Box::new(Integrity {
+            cause: Some(Box::new(Cause::Integrity(Integrity {
                 what,
                 ino,
                 detail: detail.into(),
-            })),
+            }))),
         }
     }
 
@@ -48,14 +52,30 @@ impl Error {
     }
 
     pub fn integrity_failure(&self) -> Option<&Integrity> {
-        self.integrity.as_deref()
+        match self.cause.as_deref() {
+            Some(Cause::Integrity(i)) => Some(i),
+            _ => None,
+        }
     }
 
-    /// Audits an integrity failure: the one place the daemon does, called only by the FUSE
-    /// adapter (for failed operations through `report`, and for damage a listing left out).
+    /// The store's error behind an unexpected failure.
+    pub fn store_error(&self) -> Option<&std::io::Error> {
+        match self.cause.as_deref() {
+            Some(Cause::Store(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Audits an integrity failure, logs a store error: the one place the daemon does, called
+    /// only by the FUSE adapter (for failed operations through `report`, and for damage a
+    /// listing left out).
     pub fn audit(&self) {
-        if let Some(i) = &self.integrity {
-            crate::audit::integrity_failure(i.what, i.ino, &i.detail);
+        match self.cause.as_deref() {
+            Some(Cause::Integrity(i)) => crate::audit::integrity_failure(i.what, i.ino, &i.detail),
+            Some(Cause::Store(e)) => {
+                tracing::warn!(errno = self.errno.code(), "backing store: {e}")
+            }
+            None => {}
         }
     }
 
@@ -74,14 +94,22 @@ impl From<Errno> for Error {
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Self::new(Errno::from(e))
+        let worth_telling = matches!(e.raw_os_error(), None | Some(libc::EIO));
+        if !worth_telling {
+            return Self::new(Errno::from(e));
+        }
+        Self {
+            errno: Errno::EIO,
+            cause: Some(Box::new(Cause::Store(e))),
+        }
     }
 }
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.integrity {
-            Some(i) => write!(f, "{} of inode {}: {}", i.what, i.ino, i.detail),
+        match self.cause.as_deref() {
+            Some(Cause::Integrity(i)) => write!(f, "{} of inode {}: {}", i.what, i.ino, i.detail),
+            Some(Cause::Store(e)) => write!(f, "backing store: {e}"),
             None => write!(f, "errno {}", self.errno.code()),
         }
     }
@@ -104,6 +132,16 @@ mod tests {
         let plain: Error = std::io::Error::from_raw_os_error(libc::ENOENT).into();
         assert_eq!(plain.errno(), Errno::ENOENT);
         assert!(plain.integrity_failure().is_none());
+        assert!(
+            plain.store_error().is_none(),
+            "an expected errno needs no cause"
+        );
         assert_eq!(plain.report(), Errno::ENOENT);
+        let disk: Error = std::io::Error::from_raw_os_error(libc::EIO).into();
+        assert_eq!(disk.errno(), Errno::EIO);
+        assert!(disk.store_error().is_some() && disk.integrity_failure().is_none());
+        let odd: Error = crate::store::confined::hostile("a FIFO where a file should be").into();
+        assert_eq!(odd.errno(), Errno::EIO, "an error without errno is EIO");
+        assert!(odd.to_string().contains("FIFO"), "{odd}");
     }
 }
