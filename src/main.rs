@@ -74,7 +74,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             std::process::exit(code);
         }
         Command::Status(args) => {
-            if let Some(b) = secretfs::block::status(&args.path.to_string_lossy()) {
+            if let Some(b) = app::block::status(&args.path.to_string_lossy()) {
                 return cli::print_report(&b, args.json, block::render);
             }
             cli::print_report(

@@ -101,3 +101,18 @@ pub fn open(req: &OpenRequest, key: &KeyChoice, option: Option<&str>) -> Result<
     );
     Ok(opened)
 }
+
+/// Unmounts and closes a volume named by its mount point or mapping; returns the mapping name.
+pub fn close(target: &str) -> Result<String> {
+    Ok(block::close(target)?)
+}
+
+/// An open volume named by its mount point or mapping, if `target` is one.
+pub fn status(target: &str) -> Option<block::BlockStatus> {
+    block::status(target)
+}
+
+/// Whether `target` names an open secretfs volume (rather than a file-mode mount).
+pub fn is_volume(target: &str) -> bool {
+    block::resolve_name(target).is_some()
+}

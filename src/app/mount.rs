@@ -347,3 +347,18 @@ fn session_config(plan: &MountPlan) -> fuser::Config {
     config.clone_fd = true;
     config
 }
+
+/// mount(8)'s `-f`: everything but the mount — options, paths and (if present) the config are
+/// checked.
+pub fn dry_run(source: &Path, dir: &Path, opts: &MountOptions) -> Result<()> {
+    super::existing_dir(dir, "mount point", ErrorKind::Mount)?;
+    if opts.mode == crate::mountopts::Mode::Block {
+        // No config to read: the device describes itself once it is opened.
+        crate::block::preflight()?;
+        return Ok(());
+    }
+    if crate::store::config::config_path(source).exists() || !opts.init_auto {
+        crate::store::config::load(source)?;
+    }
+    Ok(())
+}

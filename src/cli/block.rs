@@ -113,12 +113,12 @@ pub fn run(args: &BlockArgs) -> Result<(), CliError> {
             Ok(())
         }
         BlockCommand::Close(a) => {
-            let name = block::close(&a.target).map_err(crate::app::Error::from)?;
+            let name = crate::app::block::close(&a.target)?;
             println!("closed {name}");
             Ok(())
         }
         BlockCommand::Status(a) => {
-            let s = block::status(&a.target).ok_or_else(|| {
+            let s = crate::app::block::status(&a.target).ok_or_else(|| {
                 CliError::new(
                     exit::NOT_MOUNTED,
                     format!("{} is not an open secretfs block volume", a.target),

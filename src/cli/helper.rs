@@ -137,7 +137,7 @@ pub fn mount_main(program: &str, args: impl IntoIterator<Item = OsString>) -> i3
         );
     }
     if parsed.fake {
-        return match fake_check(source, dir, &opts) {
+        return match mount::dry_run(source, dir, &opts) {
             Ok(()) => 0,
             Err(e) => {
                 report(program, &e.into());
@@ -192,20 +192,6 @@ fn mount_block(source: &Path, dir: &Path, opts: &MountOptions) -> app::Result<()
     app::block::open(&req, &key, opts.key.as_deref()).map(drop)
 }
 
-/// `-f`: everything but the mount — options, paths and (if present) the config are checked.
-fn fake_check(source: &Path, dir: &Path, opts: &MountOptions) -> app::Result<()> {
-    app::existing_dir(dir, "mount point", app::ErrorKind::Mount)?;
-    if opts.mode == crate::mountopts::Mode::Block {
-        // No config to read: the device describes itself once it is opened.
-        crate::block::preflight()?;
-        return Ok(());
-    }
-    if crate::store::config::config_path(source).exists() || !opts.init_auto {
-        crate::store::config::load(source)?;
-    }
-    Ok(())
-}
-
 /// `umount.fuse.secretfs DIR [-flnrv]`: unmount and wait for the daemon, as `secretfs umount`.
 pub fn umount_main(program: &str, args: impl IntoIterator<Item = OsString>) -> i32 {
     let parsed = match parse_args(args) {
@@ -217,11 +203,11 @@ pub fn umount_main(program: &str, args: impl IntoIterator<Item = OsString>) -> i
     };
     // A block-mode mount (ext4 on /dev/mapper/secretfs-…) reaches us through helper=secretfs.
     let target = parsed.positional[0].to_string_lossy().into_owned();
-    if crate::block::resolve_name(&target).is_some() {
-        return match crate::block::close(&target) {
+    if app::block::is_volume(&target) {
+        return match app::block::close(&target) {
             Ok(_) => 0,
             Err(e) => {
-                report(program, &app::Error::from(e).into());
+                report(program, &e.into());
                 EX_FAIL
             }
         };
