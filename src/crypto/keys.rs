@@ -224,9 +224,98 @@ impl KeyRing {
     }
 }
 
+/// Length of a wrapped key: nonce(12) ‖ AES-256-GCM(key)(32) ‖ tag(16).
+pub const WRAPPED_KEY_LEN: usize = 12 + KEY_LEN + 16;
+
+fn wrapping_key(kek: &SecretBytes<KEY_LEN>) -> aws_lc_rs::aead::LessSafeKey {
+    use aws_lc_rs::aead::{LessSafeKey, UnboundKey, AES_256_GCM};
+    // A 32-byte key is always a valid AES-256 key.
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, kek.expose()).unwrap_or_else(|_| unreachable!()))
+}
+
+/// Wraps a key under `kek` with AES-256-GCM, bound to `aad` (a passphrase slot binds the fs id),
+/// with a fresh random nonce: `nonce ‖ ciphertext ‖ tag`, `WRAPPED_KEY_LEN` bytes.
+pub fn wrap_key(kek: &SecretBytes<KEY_LEN>, key: &SecretBytes<KEY_LEN>, aad: &[u8]) -> Vec<u8> {
+    use aws_lc_rs::aead::{Aad, Nonce};
+    let mut nonce = [0u8; 12];
+    fill_random(&mut nonce);
+    let mut sealed = Zeroizing::new(key.expose().to_vec());
+    let tag = wrapping_key(kek)
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut sealed[..],
+        )
+        .unwrap_or_else(|_| unreachable!("a 32-byte message is within GCM's limits"));
+    let mut wrapped = nonce.to_vec();
+    wrapped.extend_from_slice(&sealed);
+    wrapped.extend_from_slice(tag.as_ref());
+    wrapped
+}
+
+/// Opens what `wrap_key` made; `Auth` for another key, another `aad` or any modified byte.
+pub fn unwrap_key(
+    kek: &SecretBytes<KEY_LEN>,
+    wrapped: &[u8],
+    aad: &[u8],
+) -> Result<SecretBytes<KEY_LEN>, super::CryptoError> {
+    use aws_lc_rs::aead::{Aad, Nonce};
+    if wrapped.len() != WRAPPED_KEY_LEN {
+        return Err(super::CryptoError::Malformed(
+            "wrapped key has the wrong length",
+        ));
+    }
+    let mut nonce = [0u8; 12];
+    nonce.copy_from_slice(&wrapped[..12]);
+    let mut body = Zeroizing::new(wrapped[12..].to_vec());
+    let plain = wrapping_key(kek)
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut body[..],
+        )
+        .map_err(|_| super::CryptoError::Auth)?;
+    SecretBytes::from_slice(plain).ok_or(super::CryptoError::Malformed(
+        "wrapped key has the wrong length",
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wrapped_keys_open_only_with_their_key_and_binding() {
+        let (kek, key) = (SecretBytes::random(), SecretBytes::random());
+        let wrapped = wrap_key(&kek, &key, b"fs-a");
+        assert_eq!(wrapped.len(), WRAPPED_KEY_LEN);
+        assert_ne!(
+            wrapped,
+            wrap_key(&kek, &key, b"fs-a"),
+            "a fresh nonce per wrap"
+        );
+        assert_eq!(
+            unwrap_key(&kek, &wrapped, b"fs-a").unwrap().expose(),
+            key.expose()
+        );
+        assert_eq!(
+            unwrap_key(&kek, &wrapped, b"fs-b").err(),
+            Some(crate::crypto::CryptoError::Auth)
+        );
+        assert_eq!(
+            unwrap_key(&SecretBytes::random(), &wrapped, b"fs-a").err(),
+            Some(crate::crypto::CryptoError::Auth)
+        );
+        for at in [0, 12, WRAPPED_KEY_LEN - 1] {
+            let mut bad = wrapped.clone();
+            bad[at] ^= 1;
+            assert!(
+                unwrap_key(&kek, &bad, b"fs-a").is_err(),
+                "byte {at} flipped"
+            );
+        }
+        assert!(unwrap_key(&kek, &wrapped[1..], b"fs-a").is_err());
+    }
 
     #[test]
     fn wiped_states_are_zero_after_drop() {

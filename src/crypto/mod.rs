@@ -5,6 +5,7 @@ pub mod content;
 pub mod keys;
 pub mod names;
 pub mod passthrough;
+pub mod recovery;
 
 /// Authentication failed or the input is not in the expected shape: the caller decides whether
 /// that becomes EIO (data path) or a clear error (config, CLI).

@@ -2,9 +2,8 @@
 //! (The ephemeral source is just a random key and lives in `mod.rs`.)
 
 use super::{KeySourceError, PassphraseInput};
-use crate::crypto::keys::{MasterKey, SecretBytes, KEY_LEN};
+use crate::crypto::keys::{unwrap_key, wrap_key, MasterKey, SecretBytes, KEY_LEN, WRAPPED_KEY_LEN};
 use crate::store::config::KeySourceDescriptor;
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use std::io::{Read, Write};
@@ -169,10 +168,6 @@ pub(crate) fn argon2id(
     Ok(kek)
 }
 
-fn gcm(kek: &SecretBytes<KEY_LEN>) -> LessSafeKey {
-    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, kek.expose()).unwrap_or_else(|_| unreachable!()))
-}
-
 pub fn init_passphrase(
     input: &PassphraseInput,
     fs_id: &[u8; 16],
@@ -182,19 +177,7 @@ pub fn init_passphrase(
     crate::crypto::keys::fill_random(&mut salt);
     let kek = argon2_kek(&pass, &salt, ARGON2_M_KIB, ARGON2_T, ARGON2_P)?;
     let master = MasterKey::random();
-    let mut nonce = [0u8; 12];
-    crate::crypto::keys::fill_random(&mut nonce);
-    let mut sealed = Zeroizing::new(master.expose().to_vec());
-    let tag = gcm(&kek)
-        .seal_in_place_separate_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(fs_id),
-            &mut sealed[..],
-        )
-        .unwrap_or_else(|_| unreachable!());
-    let mut wrapped = nonce.to_vec();
-    wrapped.extend_from_slice(&sealed);
-    wrapped.extend_from_slice(tag.as_ref());
+    let wrapped = wrap_key(&kek, &master, fs_id);
     let descriptor = KeySourceDescriptor::Passphrase {
         m_cost_kib: ARGON2_M_KIB,
         t_cost: ARGON2_T,
@@ -250,25 +233,14 @@ pub fn unwrap_passphrase(
     let wrapped = B64
         .decode(wrapped_key)
         .map_err(|_| KeySourceError::Damaged("wrapped key is not base64".into()))?;
-    if wrapped.len() != 12 + KEY_LEN + 16 {
+    if wrapped.len() != WRAPPED_KEY_LEN {
         return Err(KeySourceError::Damaged(
             "wrapped key has the wrong length".into(),
         ));
     }
     let pass = read_passphrase(input, false)?;
     let kek = argon2_kek(&pass, &salt, *m_cost_kib, *t_cost, *p_cost)?;
-    let mut nonce = [0u8; 12];
-    nonce.copy_from_slice(&wrapped[..12]);
-    let mut body = Zeroizing::new(wrapped[12..].to_vec());
-    let plain = gcm(&kek)
-        .open_in_place(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(fs_id),
-            &mut body[..],
-        )
-        .map_err(|_| KeySourceError::WrongPassphrase)?;
-    MasterKey::from_slice(plain)
-        .ok_or_else(|| KeySourceError::Damaged("unwrapped key has the wrong length".into()))
+    unwrap_key(&kek, &wrapped, fs_id).map_err(|_| KeySourceError::WrongPassphrase)
 }
 
 #[cfg(test)]
