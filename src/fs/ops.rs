@@ -204,9 +204,11 @@ impl SecretFs {
         if let Some((_, handle)) = self.handles.remove(&fh.0) {
             if let Handle::File { inode, .. } = &*handle {
                 // What the next open compares against to let the kernel keep its cache.
-                *inode.stamp.lock() = None;
-                let st = sys::fstat(inode.fd()?.raw())?;
-                *inode.stamp.lock() = Some(Stamp::of(&st));
+                let st = inode
+                    .fd()
+                    .and_then(|fd| sys::fstat(fd.raw()).map_err(Error::from));
+                *inode.stamp.lock() = st.as_ref().ok().map(Stamp::of);
+                st?;
             }
         }
         Ok(())
