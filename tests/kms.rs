@@ -397,6 +397,12 @@ fn kms_rewrap_to_a_new_key_then_mount() {
         "no rewrap audit event: {}",
         stderr(&out)
     );
+    // Logs written to a pipe carry no colour codes (journald would store them).
+    assert!(
+        !stderr(&out).contains('\x1b'),
+        "ANSI escape codes in piped stderr: {:?}",
+        stderr(&out)
+    );
     let after = a.config();
     assert_eq!(after["key_source"]["key_arn"], new_arn.as_str());
     assert_eq!(after["key_source"]["context"]["team"], "storage");
