@@ -191,18 +191,16 @@ pub fn on_termination(
     Ok(())
 }
 
-fn stderr_is_terminal() -> bool {
-    use std::io::IsTerminal;
-    std::io::stderr().is_terminal()
-}
-
 /// Installs the tracing subscriber: stderr in the foreground, else `log` or syslog.
 pub fn init_logging(foreground: bool, log: Option<&Path>) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SECRETFS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    // Colour only for a person at a terminal: journald and log shippers store the codes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(true);
+        .with_target(true)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match (log, foreground) {
         (Some(path), _) => match std::fs::OpenOptions::new()
             .create(true)
@@ -213,16 +211,9 @@ pub fn init_logging(foreground: bool, log: Option<&Path>) {
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(file))
                 .try_init(),
-            Err(_) => builder
-                .with_ansi(stderr_is_terminal())
-                .with_writer(std::io::stderr)
-                .try_init(),
+            Err(_) => builder.with_writer(std::io::stderr).try_init(),
         },
-        // Colour only for a person at a terminal: journald and log shippers store the codes.
-        (None, true) => builder
-            .with_ansi(stderr_is_terminal())
-            .with_writer(std::io::stderr)
-            .try_init(),
+        (None, true) => builder.with_writer(std::io::stderr).try_init(),
         (None, false) => {
             // SAFETY: the ident is a static C string, as openlog requires.
             unsafe { libc::openlog(c"secretfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
