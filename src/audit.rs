@@ -1,7 +1,7 @@
 //! Structured audit events: unlock, mount, unmount and integrity failures, emitted as tracing
 //! events under the `secretfs::audit` target so they can be shipped and matched (e.g. CloudTrail).
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 pub const TARGET: &str = "secretfs::audit";
 
@@ -21,6 +21,7 @@ pub fn unmounted(fs_id: &str, mountpoint: &str) {
 /// matches the CloudTrail record, the outcome is "ok" or the error's one-line message.
 pub fn kms_call(
     fs_id: &str,
+    slot: Option<u32>,
     operation: &str,
     kms_key: &str,
     request_id: Option<&str>,
@@ -28,10 +29,25 @@ pub fn kms_call(
 ) {
     let request_id = request_id.unwrap_or("");
     if outcome == "ok" {
-        info!(target: TARGET, event = "kms", fs_id, operation, kms_key, request_id, outcome, "KMS call");
+        info!(target: TARGET, event = "kms", fs_id, slot, operation, kms_key, request_id, outcome, "KMS call");
     } else {
-        error!(target: TARGET, event = "kms", fs_id, operation, kms_key, request_id, outcome, "KMS call failed");
+        error!(target: TARGET, event = "kms", fs_id, slot, operation, kms_key, request_id, outcome, "KMS call failed");
     }
+}
+
+/// One attempt to open a filesystem with one key slot, in the order the mount tried them:
+/// `outcome` is "ok", "skipped: why" or the failure's message.
+pub fn slot_attempt(fs_id: &str, slot: u32, key_source: &str, key: &str, outcome: &str) {
+    if outcome == "ok" {
+        info!(target: TARGET, event = "slot", fs_id, slot, key_source, key, outcome, "key slot opened the filesystem");
+    } else {
+        warn!(target: TARGET, event = "slot", fs_id, slot, key_source, key, outcome, "key slot did not open the filesystem");
+    }
+}
+
+/// A key slot was added to or removed from a filesystem.
+pub fn slot_changed(fs_id: &str, change: &str, slot: u32, key_source: &str, key: &str) {
+    info!(target: TARGET, event = "key_slot", fs_id, change, slot, key_source, key, outcome = "ok", "key slots changed");
 }
 
 /// The wrapped key of a filesystem now sits under another KMS key.

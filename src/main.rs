@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use secretfs::app;
-use secretfs::cli::{self, block, fsck, init, mount, pin, rewrap, status, umount, CliError};
+use secretfs::cli::{self, block, fsck, init, key, mount, pin, rewrap, status, umount, CliError};
 
 #[derive(Parser)]
 #[command(name = "secretfs", version, about = "Encrypted storage for cloud instances: a FUSE filesystem with per-file keys", after_help = cli::EXIT_CODES_HELP)]
@@ -22,6 +22,8 @@ enum Command {
     Umount(umount::UmountArgs),
     /// Record on this host which key opens a backing store (after checking that it does).
     Pin(pin::PinArgs),
+    /// Key slots: list, add (e.g. a recovery key or a second region's KMS key), remove.
+    Key(key::KeyCommand),
     /// Wrap the master key of a kms filesystem with another KMS key (ReEncrypt).
     Rewrap(rewrap::RewrapArgs),
     /// Show whether a path is mounted, and with which filesystem and key source.
@@ -41,7 +43,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 done.config.fs_id,
                 done.backing.display()
             );
-            println!("  key source: {}", done.config.key_source.kind());
+            println!(
+                "  key source: {}",
+                secretfs::app::status::describe_slots(&done.config)
+            );
+            if let Some(text) = &done.recovery_text {
+                key::print_recovery_key(text);
+            }
             println!(
                 "  next: secretfs mount {} /mnt/secretfs",
                 done.backing.display()
@@ -49,6 +57,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Mount(args) => mount::run(&args),
+        Command::Key(args) => key::run(&args),
         Command::Pin(args) => {
             let pin = app::pin::run(&args.request())?;
             println!(

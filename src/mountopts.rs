@@ -34,6 +34,10 @@ pub struct MountOptions {
     pub aws_timeout: Option<u64>,
     /// `region=`: the AWS region, when neither the key ARN nor the environment names it.
     pub region: Option<String>,
+    /// `slot=N`: open with this key slot only.
+    pub slot: Option<u32>,
+    /// `slot-timeout=SECS`: how long one slot may take before the next is tried.
+    pub slot_timeout: Option<u64>,
     /// Options for mount(8)/systemd that the daemon itself has no use for.
     pub ignored: Vec<String>,
 }
@@ -56,6 +60,8 @@ pub const VALID: &[&str] = &[
     "context=",
     "region=",
     "aws-timeout=",
+    "slot=",
+    "slot-timeout=",
     "threads=",
     "max-fds=",
     "log=",
@@ -171,17 +177,26 @@ impl MountOptions {
                 "kms-context" | "context" => o.context = Some(need(name, value)?.to_string()),
                 "region" => o.region = Some(need(name, value)?.to_string()),
                 "aws-timeout" => {
+                    o.aws_timeout = Some(seconds(name, need(name, value)?)?);
+                }
+                "slot" => {
                     let v = need(name, value)?;
-                    let secs: u64 =
-                        v.parse()
-                            .ok()
-                            .filter(|s| *s > 0)
-                            .ok_or_else(|| OptionError::BadValue {
-                                name: name.into(),
-                                value: v.into(),
-                                why: "must be a number of seconds, at least 1".into(),
-                            })?;
-                    o.aws_timeout = Some(secs);
+                    let id: u32 = v
+                        .parse()
+                        .ok()
+                        .filter(|id| *id <= crate::store::config::MAX_SLOT_ID)
+                        .ok_or_else(|| OptionError::BadValue {
+                            name: name.into(),
+                            value: v.into(),
+                            why: format!(
+                                "must be a slot number, 0 to {}",
+                                crate::store::config::MAX_SLOT_ID
+                            ),
+                        })?;
+                    o.slot = Some(id);
+                }
+                "slot-timeout" => {
+                    o.slot_timeout = Some(seconds(name, need(name, value)?)?);
                 }
                 "ro" => o.read_only = true,
                 "rw" => o.read_only = false,
@@ -254,6 +269,18 @@ fn need<'a>(name: &str, value: Option<&'a str>) -> Result<&'a str, OptionError> 
     value
         .filter(|v| !v.is_empty())
         .ok_or_else(|| OptionError::MissingValue(name.to_string()))
+}
+
+/// A positive number of seconds (`aws-timeout=`, `slot-timeout=`).
+fn seconds(name: &str, v: &str) -> Result<u64, OptionError> {
+    v.parse()
+        .ok()
+        .filter(|s| *s > 0)
+        .ok_or_else(|| OptionError::BadValue {
+            name: name.into(),
+            value: v.into(),
+            why: "must be a number of seconds, at least 1".into(),
+        })
 }
 
 #[cfg(test)]

@@ -617,16 +617,20 @@ fn xattrs() {
 // ---- config ---------------------------------------------------------------------------------
 
 fn vector_config() -> FsConfig {
-    FsConfig {
-        format_version: 1,
-        fs_id: uuid::Uuid::parse_str(FS_ID_UUID).unwrap(),
-        cipher: CIPHER_NAME.to_string(),
-        block_size: 4096,
-        key_source: KeySourceDescriptor::Keyfile {
-            path: "/etc/secretfs/key".into(),
-        },
-        root_dir_id: B64.encode(DIR_ID),
-    }
+    let mut config = FsConfig::new(KeySourceDescriptor::Keyfile {
+        path: "/etc/secretfs/key".into(),
+    });
+    config.fs_id = uuid::Uuid::parse_str(FS_ID_UUID).unwrap();
+    config.root_dir_id = B64.encode(DIR_ID);
+    assert_eq!(
+        (
+            config.format_version,
+            config.cipher.as_str(),
+            config.block_size
+        ),
+        (1, CIPHER_NAME, 4096)
+    );
+    config
 }
 
 #[test]

@@ -87,6 +87,7 @@ pub fn open(req: &OpenRequest, key: &KeyChoice, option: Option<&str>) -> Result<
                     fs_id,
                     backing: target,
                     key_source: opened.descriptor.clone(),
+                    slots: Vec::new(),
                 },
             ) {
                 eprintln!("secretfs: warning: {e}; give --key at every open until it is pinned");

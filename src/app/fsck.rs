@@ -86,9 +86,20 @@ pub fn run(req: &FsckRequest, progress: &mut dyn FnMut(&Report)) -> Result<Repor
         }
     }
     crate::daemon::forbid_core_dumps();
-    let (config, keys) = super::keys::unlock(&backing, &req.key)?;
+    let (config, opened) = super::keys::unlock(&backing, &req.key)?;
     let root_id = config.root_dir_id()?;
-    Ok(check(&backing, root_id, &keys, req.repair, progress))
+    let slot_problems = super::keys::verify_other_slots(&req.key, &config, &opened);
+    let mut report = check(&backing, root_id, &opened.keys, req.repair, progress);
+    for (slot, detail) in slot_problems {
+        report.problems.push(Problem {
+            path: format!("/ (key slot {slot})"),
+            backing: backing.join(CONFIG_FILE),
+            kind: "key-slot",
+            detail,
+            repaired: false,
+        });
+    }
+    Ok(report)
 }
 
 /// Checks the whole tree under `backing` (whose root directory id comes from the config).

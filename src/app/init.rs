@@ -3,7 +3,8 @@
 
 use super::{Error, ErrorKind, KeyChoice, Result};
 use crate::crypto::keys::KeyRing;
-use crate::store::config::{self, FsConfig};
+use crate::keysource::{KeySpec, PassphraseInput};
+use crate::store::config::{self, FsConfig, KeySlot};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
@@ -14,11 +15,15 @@ pub struct InitRequest {
     pub backing: PathBuf,
     pub key: KeyChoice,
     pub force: bool,
+    /// Also make a recovery slot (a random key shown once, for when every other key is gone).
+    pub recovery: bool,
 }
 
 pub struct Initialized {
     pub config: FsConfig,
     pub backing: PathBuf,
+    /// The recovery key's printable form: shown once, stored nowhere.
+    pub recovery_text: Option<zeroize::Zeroizing<String>>,
 }
 
 pub fn run(args: &InitRequest) -> Result<Initialized> {
@@ -34,6 +39,7 @@ pub fn run(args: &InitRequest) -> Result<Initialized> {
     };
     crate::daemon::forbid_core_dumps();
     let mut spec = args.key.spec(key_text)?;
+    let (region, endpoint) = args.key.aws.placement()?;
     if let Some(aws) = spec.aws_args_mut() {
         aws.force = args.force;
         // KMS calls are audit events: show them on stderr.
@@ -77,14 +83,35 @@ pub fn run(args: &InitRequest) -> Result<Initialized> {
             return Err(e.into());
         }
     };
-    config.key_source = descriptor;
-    let keys = KeyRing::new(&master, &config.fs_id_bytes());
+    let fs_id = config.fs_id_bytes();
+    let mut recovery_text = None;
+    if args.recovery || region.is_some() || endpoint.is_some() {
+        // Several slots, or a slot with its own AWS placement: format 2.
+        let mut slots = vec![KeySlot {
+            region,
+            endpoint,
+            ..KeySlot::direct(0, descriptor)
+        }];
+        if args.recovery {
+            let new = KeySpec::Recovery(PassphraseInput::Tty).create(&fs_id)?;
+            slots.push(crate::keysource::slots::wrapped(
+                1,
+                &new.key,
+                new.descriptor,
+                &master,
+                &fs_id,
+            ));
+            recovery_text = new.recovery_text;
+        }
+        config.set_slots(slots).map_err(Error::usage)?;
+    } else {
+        config
+            .set_slot_source(0, descriptor)
+            .map_err(Error::failure)?;
+    }
+    let keys = KeyRing::new(&master, &fs_id);
     config::store(&backing, &config, &keys, false)?;
-    let pin = crate::keysource::pins::Pin {
-        fs_id: config.fs_id,
-        backing: backing.clone(),
-        key_source: config.key_source.clone(),
-    };
+    let pin = crate::keysource::pins::Pin::of(&config, &backing);
     if let Err(e) =
         crate::keysource::pins::store(std::path::Path::new(crate::keysource::pins::PIN_DIR), &pin)
     {
@@ -93,5 +120,9 @@ pub fn run(args: &InitRequest) -> Result<Initialized> {
             backing.display()
         );
     }
-    Ok(Initialized { config, backing })
+    Ok(Initialized {
+        config,
+        backing,
+        recovery_text,
+    })
 }

@@ -1,30 +1,37 @@
 //! Which key may open a store: the user's key choice, checked against the host's pin and never
 //! taken from the store alone, then proven against the config MAC (shared by every command).
 
-use super::{Error, Result};
-use crate::crypto::keys::KeyRing;
+use super::{Error, ErrorKind, Result};
+use crate::crypto::keys::{KeyRing, MasterKey};
 use crate::keysource::pins::{self, Pin};
 use crate::keysource::{AwsKeyArgs, KeySpec, PassphraseInput, S3Uri};
-use crate::store::config::{FsConfig, KeySourceDescriptor};
+use crate::store::config::{FsConfig, KeySlot, KeySourceDescriptor};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// The AWS part of a key choice (`--kms-key`, `--wrapped-key`, `--context`, `--aws-timeout`).
+/// The AWS part of a key choice (`--kms-key`, `--wrapped-key`, `--context`, `--aws-timeout`,
+/// `--region`, `--endpoint-url`).
 #[derive(Debug, Clone)]
 pub struct AwsChoice {
     pub kms_key: Option<String>,
     pub wrapped_key: Option<String>,
     pub context: Option<String>,
     pub timeout_secs: u64,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
 }
 
-/// What the user said about the key: a source (`keyfile:PATH`, `kms`, …) or nothing, how a
-/// passphrase is to be read, and the AWS details.
+/// What the user said about the key: a source (`keyfile:PATH`, `kms`, …) or nothing, a slot,
+/// how a passphrase is to be read, and the AWS details.
 #[derive(Debug, Clone)]
 pub struct KeyChoice {
     pub key: Option<String>,
     pub passphrase: PassphraseInput,
     pub aws: AwsChoice,
+    /// `--slot N`: open with this slot only.
+    pub slot: Option<u32>,
+    /// `--slot-timeout SECS`: how long one slot may take before the next is tried.
+    pub slot_timeout_secs: Option<u64>,
 }
 
 impl AwsChoice {
@@ -34,11 +41,17 @@ impl AwsChoice {
             wrapped_key: None,
             context: None,
             timeout_secs: crate::keysource::aws::DEFAULT_TIMEOUT.as_secs(),
+            region: None,
+            endpoint: None,
         }
     }
 
     fn given(&self) -> bool {
-        self.kms_key.is_some() || self.wrapped_key.is_some() || self.context.is_some()
+        self.kms_key.is_some()
+            || self.wrapped_key.is_some()
+            || self.context.is_some()
+            || self.region.is_some()
+            || self.endpoint.is_some()
     }
 
     pub fn to_key_args(&self) -> Result<AwsKeyArgs> {
@@ -61,7 +74,22 @@ impl AwsChoice {
                 .map_err(Error::usage)?,
             timeout: Duration::from_secs(self.timeout_secs),
             force: false,
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            slot: None,
         })
+    }
+
+    /// Checks `--region` / `--endpoint-url` as a slot records them (the same rules the config
+    /// parser applies, so a slot that is written can be read back).
+    pub fn placement(&self) -> Result<(Option<String>, Option<String>)> {
+        let probe = KeySlot {
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            ..KeySlot::direct(0, KeySourceDescriptor::Recovery)
+        };
+        probe.check_placement().map_err(Error::usage)?;
+        Ok((self.region.clone(), self.endpoint.clone()))
     }
 }
 
@@ -72,6 +100,17 @@ impl KeyChoice {
             key: None,
             passphrase: PassphraseInput::Tty,
             aws: AwsChoice::none(),
+            slot: None,
+            slot_timeout_secs: None,
+        }
+    }
+
+    /// How long one slot may take, within the overall AWS deadline.
+    pub fn slot_timeout(&self) -> Result<Duration> {
+        match self.slot_timeout_secs {
+            Some(0) => Err(Error::usage("--slot-timeout must be at least 1 second")),
+            Some(s) => Ok(Duration::from_secs(s)),
+            None => Ok(DEFAULT_SLOT_TIMEOUT),
         }
     }
 
@@ -85,6 +124,8 @@ impl KeyChoice {
         if let Some(t) = o.aws_timeout {
             k.aws.timeout_secs = t;
         }
+        k.slot = k.slot.or(o.slot);
+        k.slot_timeout_secs = k.slot_timeout_secs.or(o.slot_timeout);
         k
     }
 
@@ -102,7 +143,7 @@ impl KeyChoice {
             Some(args) => *args = self.aws.to_key_args()?,
             None if self.aws.given() => {
                 return Err(Error::usage(format!(
-                    "--kms-key, --wrapped-key and --context apply to --key kms or kms-password, not {kind}"
+                    "--kms-key, --wrapped-key, --context, --region and --endpoint-url apply to --key kms or kms-password, not {kind}"
                 )))
             }
             None => {}
@@ -111,11 +152,35 @@ impl KeyChoice {
     }
 }
 
-/// The key a command may use on a store, and the pin to record once that key has opened it.
-pub struct Trusted {
+/// The default time one key slot may take before the next is tried (the last slot gets all
+/// that is left of the command's deadline): an unreachable region costs seconds, not the boot.
+pub const DEFAULT_SLOT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One slot to try and the spec that will open it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub slot: KeySlot,
     pub spec: KeySpec,
-    /// Written after the config MAC checks out: the first use of an explicitly named key.
+}
+
+/// Which slots a command will try, in order, each within its own deadline inside the overall
+/// one; and the pin to record once one of them has opened the store (first explicit use).
+#[derive(Debug)]
+pub struct UnlockPlan {
+    fs_id: uuid::Uuid,
+    attempts: Vec<Attempt>,
+    /// Slots of the config that will not be tried, and why (audited at every unlock).
+    skipped: Vec<(KeySlot, String)>,
+    slot_timeout: Duration,
+    total: Duration,
     pub new_pin: Option<Pin>,
+}
+
+/// What opened a store: its key ring, the master key (for adding a slot) and the slot used.
+pub struct Opened {
+    pub keys: KeyRing,
+    pub master: MasterKey,
+    pub slot: u32,
 }
 
 /// Records the pin of a first use, once its key has opened the store; the store is already
@@ -133,63 +198,420 @@ pub fn record_pin(new_pin: &Option<Pin>) {
     }
 }
 
-/// Chooses the key source from what this host trusts, never from the store alone: the pin
-/// (`/etc/secretfs/pins`) when there is one, which the store's config must match exactly; else
-/// only a source named by the user (`--key`, `-o key=`), whose identity (key file, KMS key, S3
-/// object) then also comes from the user. Every refusal happens before anything is touched.
-pub fn trusted_spec(
+fn slot_list(slots: &[KeySlot]) -> String {
+    slots
+        .iter()
+        .map(|s| format!("{} {}", s.id, s.source.kind()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Chooses the slots to try from what this host trusts, never from the store alone: the pin
+/// (`/etc/secretfs/pins`) when there is one — only slots it names exactly are tried, a slot the
+/// store added or changed on its own never is; else only a source named by the user (`--key`,
+/// `-o key=`), whose identity (key file, KMS key, S3 object) and AWS placement then also come
+/// from the user. `--slot` narrows either to one slot. Every refusal happens before anything
+/// is touched.
+pub fn plan_unlock(
     backing: &Path,
     key: &KeyChoice,
     option: Option<&str>,
     config: &FsConfig,
-) -> Result<Trusted> {
+) -> Result<UnlockPlan> {
     let pin = pins::load(Path::new(pins::PIN_DIR), &config.fs_id).map_err(|e| {
         Error::key(e.to_string())
             .hint("a pin must be a root-owned file writable only by root; re-create it with `secretfs pin BACKING --key SOURCE`")
     })?;
+    let Some(pin) = pin else {
+        return plan_unlock_untrusted(backing, key, option, config);
+    };
     let given = key.key.as_deref().or(option);
     let fs_id = config.fs_id;
-    let Some(pin) = pin else {
-        let Some(text) = given else {
-            return Err(Error::key(
-                format!(
-                    "filesystem {fs_id} in {} has no key pin on this host, and the store's own config cannot be trusted to name its key",
-                    backing.display()
-                ),
-            )
-            .hint(format!(
-                "name the key: `secretfs pin {} --key SOURCE` (once), or --key / -o key= on the command",
-                backing.display()
-            )));
+    let slots = config.slots();
+    let mut plan = UnlockPlan::new(key, config)?;
+    check_pin_backing(&pin, backing, config)?;
+    let (trusted, untrusted): (Vec<KeySlot>, Vec<KeySlot>) =
+        slots.into_iter().partition(|s| pin.trusts(s));
+    if trusted.is_empty() {
+        return Err(Error::key(format!(
+            "the config in {} has key slots [{}], but this host pinned [{}] for filesystem {fs_id}: the config was replaced or edited; nothing was touched",
+            backing.display(),
+            slot_list(&config.slots()),
+            slot_list(&pin.slots()),
+        ))
+        .hint("restore the config from a backup; to trust a new key on purpose: secretfs pin BACKING --key SOURCE"));
+    }
+    for slot in untrusted {
+        tracing::warn!(fs_id = %fs_id, slot = slot.id, key_source = slot.source.kind(), "key slot in the store's config is not pinned on this host: never tried (`secretfs pin` trusts it)");
+        plan.skipped
+            .push((slot, "not pinned on this host".to_string()));
+    }
+    let candidates = narrow(&trusted, key.slot, given.map(kind_of), "the pin")?;
+    let automatic = given.is_some()
+        || key.slot.is_some()
+        || candidates.iter().all(|s| s.source.is_interactive());
+    for slot in candidates {
+        if !automatic && slot.source.is_interactive() {
+            let why = match (&slot.source, &key.passphrase) {
+                (KeySourceDescriptor::Recovery, _) => {
+                    "a recovery key is used only when named (--key recovery or --slot)"
+                }
+                (_, PassphraseInput::Tty) => {
+                    "a passphrase prompt is not tried after automatic slots (--key passphrase asks for it)"
+                }
+                _ => "",
+            };
+            if !why.is_empty() {
+                plan.skipped.push((slot, why.to_string()));
+                continue;
+            }
+        }
+        let mut spec = match given {
+            Some(text) => key.spec(text)?,
+            None => spec_for(key, None, &slot.source)?,
         };
-        let spec = key.spec(text)?;
-        check_untrusted_spec(&spec, config, backing)?;
-        return Ok(Trusted {
-            spec,
-            new_pin: Some(Pin {
-                fs_id,
-                backing: backing.to_path_buf(),
-                key_source: config.key_source.clone(),
-            }),
-        });
+        refuse_keyfile_in_store(&spec, backing)?;
+        pin_kms_key(&mut spec, &slot.source);
+        if let Some(aws) = spec.aws_args_mut() {
+            // Explicit flags win; else the slot's own placement (pinned, so trusted).
+            aws.region = aws.region.take().or_else(|| slot.region.clone());
+            aws.endpoint = aws.endpoint.take().or_else(|| slot.endpoint.clone());
+            aws.slot = Some(slot.id);
+        }
+        plan.attempts.push(Attempt { slot, spec });
+    }
+    if plan.attempts.is_empty() {
+        let why = plan
+            .skipped
+            .iter()
+            .map(|(s, why)| format!("slot {}: {why}", s.id))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(Error::key(format!(
+            "no key slot of filesystem {fs_id} can be tried: {why}"
+        ))
+        .hint("name one: --key SOURCE or --slot N"));
+    }
+    Ok(plan)
+}
+
+/// The plan when no pin vouches for the store (a first use, or `secretfs pin`): only a source
+/// named by the user, whose identity and AWS placement come from the user too; the store
+/// chooses nothing but which of its slots of that kind (or the `--slot`) to try.
+pub fn plan_unlock_untrusted(
+    backing: &Path,
+    key: &KeyChoice,
+    option: Option<&str>,
+    config: &FsConfig,
+) -> Result<UnlockPlan> {
+    let fs_id = config.fs_id;
+    let Some(text) = key.key.as_deref().or(option) else {
+        return Err(Error::key(format!(
+            "filesystem {fs_id} in {} has no key pin on this host, and the store's own config cannot be trusted to name its key",
+            backing.display()
+        ))
+        .hint(format!(
+            "name the key: `secretfs pin {} --key SOURCE` (once), or --key / -o key= on the command",
+            backing.display()
+        )));
     };
-    check_pin(&pin, backing, config)?;
-    let mut spec = match given {
-        Some(text) => key.spec(text)?,
-        None => spec_for(key, None, &pin.key_source)?,
-    };
-    same_kind(&spec, &pin.key_source, "the pin")?;
+    let spec = key.spec(text)?;
+    require_identity(&spec)?;
     refuse_keyfile_in_store(&spec, backing)?;
-    pin_kms_key(&mut spec, &pin.key_source);
-    Ok(Trusted {
-        spec,
-        new_pin: None,
+    let mut plan = UnlockPlan::new(key, config)?;
+    for slot in narrow(
+        &config.slots(),
+        key.slot,
+        Some(spec.kind()),
+        "the store's config",
+    )? {
+        let mut spec = spec.clone();
+        if let Some(aws) = spec.aws_args_mut() {
+            aws.slot = Some(slot.id);
+        }
+        plan.attempts.push(Attempt { slot, spec });
+    }
+    plan.new_pin = Some(Pin::of(config, backing));
+    Ok(plan)
+}
+
+/// The kind named by a `--key` text (`keyfile:PATH` is `keyfile`).
+fn kind_of(text: &str) -> &str {
+    text.split_once(':').map_or(text, |(kind, _)| kind)
+}
+
+/// The slots a choice allows: the one `--slot` names, else those of the kind `--key` names
+/// (all of them when neither is given), automatic sources first, in stored order.
+fn narrow(
+    slots: &[KeySlot],
+    slot: Option<u32>,
+    kind: Option<&str>,
+    whose: &str,
+) -> Result<Vec<KeySlot>> {
+    let mut chosen: Vec<KeySlot> = match slot {
+        Some(id) => {
+            let Some(s) = slots.iter().find(|s| s.id == id) else {
+                return Err(Error::key(format!(
+                    "there is no slot {id} in {whose} (slots: {})",
+                    slot_list(slots)
+                ))
+                .hint("secretfs key list BACKING shows the slots"));
+            };
+            if let Some(kind) = kind.filter(|k| *k != s.source.kind()) {
+                return Err(Error::key(format!(
+                    "key source `{kind}` was given, but slot {id} in {whose} is `{}`; nothing was touched",
+                    s.source.kind()
+                )));
+            }
+            vec![s.clone()]
+        }
+        None => slots
+            .iter()
+            .filter(|s| kind.is_none_or(|k| k == s.source.kind()))
+            .cloned()
+            .collect(),
+    };
+    if chosen.is_empty() {
+        let kind = kind.unwrap_or("?");
+        let kinds: Vec<&str> = slots.iter().map(|s| s.source.kind()).collect();
+        return Err(Error::key(format!(
+            "key source `{kind}` was given, but {whose} says `{}`; nothing was touched",
+            kinds.join("`, `")
+        )));
+    }
+    chosen.sort_by_key(|s| s.source.is_interactive());
+    Ok(chosen)
+}
+
+impl UnlockPlan {
+    fn new(key: &KeyChoice, config: &FsConfig) -> Result<Self> {
+        Ok(UnlockPlan {
+            fs_id: config.fs_id,
+            attempts: Vec::new(),
+            skipped: Vec::new(),
+            slot_timeout: key.slot_timeout()?,
+            total: Duration::from_secs(key.aws.timeout_secs.max(1)),
+            new_pin: None,
+        })
+    }
+
+    /// Reads each typed secret (passphrase, recovery key) once, before the daemon forks away
+    /// from the terminal, and hands the same text to every slot of that kind.
+    pub fn preread(&mut self) -> Result<()> {
+        let mut read: Vec<(&'static str, zeroize::Zeroizing<String>)> = Vec::new();
+        for attempt in &mut self.attempts {
+            let kind = attempt.spec.kind();
+            let (input, prompt) = match &mut attempt.spec {
+                KeySpec::Passphrase(input) => (input, "secretfs passphrase: "),
+                KeySpec::Recovery(input) => (input, "secretfs recovery key: "),
+                _ => continue,
+            };
+            if matches!(input, PassphraseInput::Preread(_)) {
+                continue;
+            }
+            let text = match read.iter().find(|(k, _)| *k == kind) {
+                Some((_, text)) => text.clone(),
+                None => {
+                    let text = crate::keysource::local::read_secret(input, prompt, false)?;
+                    read.push((kind, text.clone()));
+                    text
+                }
+            };
+            *input = PassphraseInput::Preread(text);
+        }
+        Ok(())
+    }
+
+    /// Only an ephemeral filesystem's own ephemeral source: the store is emptied and re-keyed.
+    pub fn is_ephemeral(&self) -> bool {
+        matches!(
+            self.attempts.as_slice(),
+            [Attempt {
+                spec: KeySpec::Ephemeral,
+                slot: KeySlot {
+                    source: KeySourceDescriptor::Ephemeral,
+                    ..
+                },
+            }]
+        )
+    }
+
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.attempts
+    }
+
+    /// Tries the slots in order until one opens the store (its key recovers a master key
+    /// under which the config MAC checks out). Each slot gets `slot_timeout` (the last all
+    /// that is left) inside the overall deadline; every attempt is an audit event.
+    pub fn open(&self, config: &FsConfig, mac: &[u8]) -> Result<Opened> {
+        let fs_id = self.fs_id.to_string();
+        for (slot, why) in &self.skipped {
+            crate::audit::slot_attempt(
+                &fs_id,
+                slot.id,
+                slot.source.kind(),
+                &slot.source.identity(),
+                &format!("skipped: {why}"),
+            );
+        }
+        let started = Instant::now();
+        let mut failures: Vec<(u32, Error)> = Vec::new();
+        for (i, attempt) in self.attempts.iter().enumerate() {
+            let slot = &attempt.slot;
+            let left = self.total.saturating_sub(started.elapsed());
+            let outcome = if left.is_zero() {
+                Err(Error::new(
+                    ErrorKind::AwsUnreachable,
+                    format!(
+                        "not tried: the overall deadline of {} s had passed",
+                        self.total.as_secs()
+                    ),
+                ))
+            } else {
+                let budget = if i + 1 == self.attempts.len() {
+                    left
+                } else {
+                    self.slot_timeout.min(left)
+                };
+                let mut spec = attempt.spec.clone();
+                if let Some(aws) = spec.aws_args_mut() {
+                    aws.timeout = budget;
+                }
+                open_slot(&spec, slot, config, mac)
+            };
+            let label = slot.source.identity();
+            match outcome {
+                Ok(opened) => {
+                    crate::audit::slot_attempt(&fs_id, slot.id, slot.source.kind(), &label, "ok");
+                    return Ok(opened);
+                }
+                Err(e) => {
+                    crate::audit::slot_attempt(
+                        &fs_id,
+                        slot.id,
+                        slot.source.kind(),
+                        &label,
+                        &e.message,
+                    );
+                    failures.push((slot.id, e));
+                }
+            }
+        }
+        Err(combine(&self.fs_id, failures))
+    }
+}
+
+/// One slot: the master key it recovers, proven by the config MAC.
+fn open_slot(spec: &KeySpec, slot: &KeySlot, config: &FsConfig, mac: &[u8]) -> Result<Opened> {
+    let fs_id = config.fs_id_bytes();
+    let master = crate::keysource::slots::open(spec, slot, &fs_id)?;
+    let keys = KeyRing::new(&master, &fs_id);
+    config.verify_mac(mac, &keys)?;
+    Ok(Opened {
+        keys,
+        master,
+        slot: slot.id,
     })
 }
 
-/// A pin applies only to the backing directory it was made for, and the config must name
-/// exactly the key source it pinned.
-pub fn check_pin(pin: &Pin, backing: &Path, config: &FsConfig) -> Result<()> {
+/// One failure is returned as it is (its message, hint and class); several become one error
+/// naming every slot, classed as a retry when any slot could not be reached.
+fn combine(fs_id: &uuid::Uuid, mut failures: Vec<(u32, Error)>) -> Error {
+    if failures.len() == 1 {
+        if let Some((_, e)) = failures.pop() {
+            return e;
+        }
+    }
+    let kind = if failures
+        .iter()
+        .any(|(_, e)| e.kind == ErrorKind::AwsUnreachable)
+    {
+        ErrorKind::AwsUnreachable
+    } else if failures.iter().all(|(_, e)| e.kind == ErrorKind::Key) {
+        ErrorKind::Key
+    } else {
+        failures.first().map_or(ErrorKind::Key, |(_, e)| e.kind)
+    };
+    let each = failures
+        .iter()
+        .map(|(id, e)| format!("slot {id}: {}", e.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Error::new(
+        kind,
+        format!("no key slot opened filesystem {fs_id}: {each}"),
+    )
+    .hint("name another slot with --slot N, or use the recovery key: --key recovery")
+}
+
+/// fsck's check of the slots a store was not opened with: each automatic slot this host trusts
+/// is opened and must recover the same master key; a slot the pin does not name is reported
+/// (a mount never tries it). Typed slots (passphrase, recovery) need a person and are skipped.
+pub fn verify_other_slots(
+    key: &KeyChoice,
+    config: &FsConfig,
+    opened: &Opened,
+) -> Vec<(u32, String)> {
+    let pin = match pins::load(Path::new(pins::PIN_DIR), &config.fs_id) {
+        Ok(pin) => pin,
+        Err(e) => return vec![(opened.slot, e.to_string())],
+    };
+    let fs_id = config.fs_id_bytes();
+    let mut problems = Vec::new();
+    for slot in config.slots() {
+        if slot.id == opened.slot || slot.source.is_interactive() {
+            continue;
+        }
+        let trusted = pin.as_ref().is_some_and(|p| p.trusts(&slot));
+        if !trusted {
+            problems.push((
+                slot.id,
+                format!(
+                    "slot {} ({}) is not pinned on this host: a mount never tries it; `secretfs pin` trusts it, `secretfs key remove` drops it",
+                    slot.id,
+                    slot.source.kind()
+                ),
+            ));
+            continue;
+        }
+        let mut spec = match spec_for(&KeyChoice::none(), None, &slot.source) {
+            Ok(spec) => spec,
+            Err(e) => {
+                problems.push((slot.id, e.message));
+                continue;
+            }
+        };
+        pin_kms_key(&mut spec, &slot.source);
+        if let Some(aws) = spec.aws_args_mut() {
+            aws.region = key.aws.region.clone().or_else(|| slot.region.clone());
+            aws.endpoint = key.aws.endpoint.clone().or_else(|| slot.endpoint.clone());
+            aws.timeout = key.slot_timeout().unwrap_or(DEFAULT_SLOT_TIMEOUT);
+            aws.slot = Some(slot.id);
+        }
+        match crate::keysource::slots::open(&spec, &slot, &fs_id) {
+            Ok(master) if master.expose() == opened.master.expose() => {}
+            Ok(_) => problems.push((
+                slot.id,
+                format!(
+                    "slot {} recovers another master key than slot {}",
+                    slot.id, opened.slot
+                ),
+            )),
+            Err(e) => problems.push((
+                slot.id,
+                format!(
+                    "slot {} ({}) does not open: {e}",
+                    slot.id,
+                    slot.source.kind()
+                ),
+            )),
+        }
+    }
+    problems
+}
+
+/// A pin applies only to the backing directory it was made for.
+pub fn check_pin_backing(pin: &Pin, backing: &Path, config: &FsConfig) -> Result<()> {
     let fs_id = config.fs_id;
     if pin.backing != backing {
         return Err(Error::backing(format!(
@@ -202,17 +624,6 @@ pub fn check_pin(pin: &Pin, backing: &Path, config: &FsConfig) -> Result<()> {
             backing.display()
         )));
     }
-    if pin.key_source != config.key_source {
-        return Err(Error::key(
-            format!(
-                "the config in {} names key source `{}`, but this host pinned `{}` for filesystem {fs_id}: the config was replaced or edited; nothing was touched",
-                backing.display(),
-                config.key_source.kind(),
-                pin.key_source.kind()
-            ),
-        )
-        .hint("restore the config from a backup; to trust a new key on purpose: secretfs pin BACKING --key SOURCE"));
-    }
     Ok(())
 }
 
@@ -220,7 +631,12 @@ pub fn check_pin(pin: &Pin, backing: &Path, config: &FsConfig) -> Result<()> {
 /// comes from the user, its kind matches the config, and it does not live in the store.
 pub fn check_untrusted_spec(spec: &KeySpec, config: &FsConfig, backing: &Path) -> Result<()> {
     require_identity(spec)?;
-    same_kind(spec, &config.key_source, "the store's config")?;
+    narrow(
+        &config.slots(),
+        None,
+        Some(spec.kind()),
+        "the store's config",
+    )?;
     refuse_keyfile_in_store(spec, backing)
 }
 
@@ -301,19 +717,17 @@ pub fn spec_for(
         KeySourceDescriptor::Ephemeral => KeySpec::Ephemeral,
         KeySourceDescriptor::Kms { .. } => KeySpec::Kms(key.aws.to_key_args()?),
         KeySourceDescriptor::KmsPassword { .. } => KeySpec::KmsPassword(key.aws.to_key_args()?),
+        KeySourceDescriptor::Recovery => KeySpec::Recovery(key.passphrase.clone()),
     })
 }
 
-/// Loads the config of `backing`, obtains the trusted key and checks that it opens this
-/// filesystem (recording the pin of a first use).
-pub fn unlock(backing: &Path, key: &KeyChoice) -> Result<(FsConfig, KeyRing)> {
+/// Loads the config of `backing`, opens it with a trusted slot (the config MAC proves it) and
+/// records the pin of a first use.
+pub fn unlock(backing: &Path, key: &KeyChoice) -> Result<(FsConfig, Opened)> {
     let (config, mac) = crate::store::config::load(backing)?;
-    let trusted = trusted_spec(backing, key, None, &config)?;
-    let master = trusted
-        .spec
-        .resolve(&config.key_source, &config.fs_id_bytes())?;
-    let keys = KeyRing::new(&master, &config.fs_id_bytes());
-    config.verify_mac(&mac, &keys)?;
-    record_pin(&trusted.new_pin);
-    Ok((config, keys))
+    let mut plan = plan_unlock(backing, key, None, &config)?;
+    plan.preread()?;
+    let opened = plan.open(&config, &mac)?;
+    record_pin(&plan.new_pin);
+    Ok((config, opened))
 }

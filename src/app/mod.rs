@@ -9,6 +9,7 @@ pub mod keys;
 pub mod mount;
 pub mod pin;
 pub mod rewrap;
+pub mod slots;
 pub mod status;
 pub mod umount;
 

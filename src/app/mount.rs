@@ -7,7 +7,6 @@ use crate::crypto::{passthrough, Codec};
 use crate::daemon::{self, Forked, MountState, Readiness};
 use crate::fs::kmount::{self, KernelMount};
 use crate::fs::{FsOptions, SecretFs};
-use crate::keysource::{KeySpec, PassphraseInput};
 use crate::mountopts::{Mode, MountOptions};
 use crate::store::config::{self, FsConfig, KeySourceDescriptor};
 use crate::{audit, mounts};
@@ -20,9 +19,8 @@ pub struct MountPlan {
     pub mountpoint: PathBuf,
     pub config: FsConfig,
     pub mac: Vec<u8>,
-    pub spec: KeySpec,
-    /// The pin to record once the key has opened the store (first explicit use).
-    pub new_pin: Option<crate::keysource::pins::Pin>,
+    /// The trusted slots to try, in order, and the pin of a first use.
+    pub unlock: super::keys::UnlockPlan,
     pub opts: MountOptions,
     pub foreground: bool,
     pub codec: Codec,
@@ -38,11 +36,11 @@ pub fn passthrough_control(mut plan: MountPlan) -> Result<MountPlan> {
             "this secretfs was built without `--features passthrough-control`",
         ));
     };
-    if !matches!(plan.config.key_source, KeySourceDescriptor::Ephemeral) {
+    if !plan.unlock.is_ephemeral() {
         return Err(Error::usage(format!(
             "--passthrough-control stores everything in clear, so it mounts only an ephemeral filesystem; {} uses key source {}",
             plan.backing.display(),
-            plan.config.key_source.kind()
+            plan.config.primary().kind()
         ))
         .hint("secretfs init NEW_BACKING --key ephemeral"));
     }
@@ -93,14 +91,13 @@ pub fn plan(
         .hint("one backing store can be served by one daemon at a time"));
     }
     let (config, mac) = config::load(&backing)?;
-    let trusted = super::keys::trusted_spec(&backing, key, opts.key.as_deref(), &config)?;
+    let unlock = super::keys::plan_unlock(&backing, key, opts.key.as_deref(), &config)?;
     Ok(MountPlan {
         backing,
         mountpoint,
         config,
         mac,
-        spec: trusted.spec,
-        new_pin: trusted.new_pin,
+        unlock,
         opts,
         foreground,
         codec: Codec::default(),
@@ -121,6 +118,7 @@ fn init_if_blank(backing: &Path, key: &KeyChoice) -> Result<()> {
         backing: backing.to_path_buf(),
         key: key.clone(),
         force: false,
+        recovery: false,
     };
     let done = super::init::run(&args)?;
     tracing::info!(fs_id = %done.config.fs_id, backing = %done.backing.display(), "init=auto created a new filesystem");
@@ -130,11 +128,8 @@ fn init_if_blank(backing: &Path, key: &KeyChoice) -> Result<()> {
 /// Mounts according to `plan`: in the foreground, or forks and waits for the daemon's word.
 pub fn start(mut plan: MountPlan) -> Result<()> {
     daemon::forbid_core_dumps();
-    if let KeySpec::Passphrase(PassphraseInput::Tty) = &plan.spec {
-        // The daemon has no terminal: ask now, before forking.
-        let pass = crate::keysource::local::read_passphrase(&PassphraseInput::Tty, false)?;
-        plan.spec = KeySpec::Passphrase(PassphraseInput::Preread(pass));
-    }
+    // The daemon has no terminal: ask for typed secrets now, before forking.
+    plan.unlock.preread()?;
     if plan.foreground {
         daemon::init_logging(true, plan.opts.log.as_deref());
         return serve(plan, &mut Readiness::none());
@@ -232,24 +227,21 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<()> {
         }
     };
     // The store is emptied only when the trusted source itself is ephemeral: a config edited
-    // to say `ephemeral` meets a keyfile or KMS spec and fails in resolve, touching nothing.
-    let ephemeral = matches!(
-        (&plan.spec, &plan.config.key_source),
-        (KeySpec::Ephemeral, KeySourceDescriptor::Ephemeral)
-    );
-    let (config, keys) = if ephemeral {
-        rekey_ephemeral(&plan)?
+    // to say `ephemeral` meets a keyfile or KMS spec and fails to open, touching nothing.
+    let (config, keys, key_source) = if plan.unlock.is_ephemeral() {
+        let (config, keys) = rekey_ephemeral(&plan)?;
+        (config, keys, "ephemeral")
     } else {
-        let master = plan
-            .spec
-            .resolve(&plan.config.key_source, &plan.config.fs_id_bytes())?;
-        let keys = KeyRing::new(&master, &plan.config.fs_id_bytes());
-        plan.config.verify_mac(&plan.mac, &keys)?;
-        (plan.config.clone(), keys)
+        let opened = plan.unlock.open(&plan.config, &plan.mac)?;
+        let kind = plan
+            .config
+            .slot(opened.slot)
+            .map_or("?", |s| s.source.kind());
+        (plan.config.clone(), opened.keys, kind)
     };
-    super::keys::record_pin(&plan.new_pin);
+    super::keys::record_pin(&plan.unlock.new_pin);
     let fs_id = config.fs_id.to_string();
-    audit::unlocked(&fs_id, config.key_source.kind());
+    audit::unlocked(&fs_id, key_source);
     if matches!(plan.codec, Codec::PassthroughControl(_)) {
         tracing::warn!(fs_id = %fs_id, "{CONTROL_WARNING}");
     }
@@ -313,7 +305,7 @@ fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<()> {
         backing: plan.backing.clone(),
         mountpoint: plan.mountpoint.clone(),
         fs_id: fs_id.clone(),
-        key_source: config.key_source.kind().into(),
+        key_source: key_source.into(),
         cipher: Some(plan.codec.cipher_name(&config.cipher).into()),
     };
     if let Err(e) = daemon::write_state(&state) {

@@ -2,7 +2,6 @@
 //! MAC checked with the key named here). Adopts stores made before pins existed.
 
 use super::{Error, ErrorKind, KeyChoice, Result};
-use crate::crypto::keys::KeyRing;
 use crate::keysource::pins::{self, Pin};
 use crate::keysource::KeySpec;
 use crate::store::config;
@@ -32,14 +31,13 @@ pub fn run(args: &PinRequest) -> Result<Pin> {
     crate::daemon::forbid_core_dumps();
     // An ephemeral store has no key to prove: it is emptied and re-keyed at every mount.
     if !matches!(spec, KeySpec::Ephemeral) {
-        let master = spec.resolve(&config.key_source, &config.fs_id_bytes())?;
-        config.verify_mac(&mac, &KeyRing::new(&master, &config.fs_id_bytes()))?;
+        // No pin vouches for the store here: the slots are those of the key named, tried with
+        // the identity and placement the user gave.
+        let mut plan = super::keys::plan_unlock_untrusted(&backing, &args.key, None, &config)?;
+        plan.preread()?;
+        plan.open(&config, &mac)?;
     }
-    let pin = Pin {
-        fs_id: config.fs_id,
-        backing,
-        key_source: config.key_source,
-    };
+    let pin = Pin::of(&config, &backing);
     pins::store(Path::new(pins::PIN_DIR), &pin).map_err(|e| Error::failure(e.to_string()))?;
     Ok(pin)
 }

@@ -2,8 +2,9 @@
 //! ReEncrypt, verifying the new blob against the config MAC before anything is replaced.
 
 use super::{AwsChoice, Error, ErrorKind, Result};
-use crate::crypto::keys::KeyRing;
-use crate::store::config::{self, FsConfig};
+use crate::crypto::keys::{unwrap_key, KeyRing, MasterKey};
+use crate::keysource::pins::Pin;
+use crate::store::config::{self, FsConfig, KeySlot};
 use crate::{audit, keysource};
 use std::path::PathBuf;
 
@@ -13,6 +14,8 @@ pub struct RewrapRequest {
     /// Made with --key kms or kms-password.
     pub backing: PathBuf,
     pub aws: AwsChoice,
+    /// The slot whose KMS key changes; needed only when several slots use KMS.
+    pub slot: Option<u32>,
 }
 
 pub struct Rewrapped {
@@ -62,37 +65,78 @@ pub fn run(args: &RewrapRequest) -> Result<Rewrapped> {
             backing.display()
         ))
     })?;
-    super::keys::check_pin(&pin, &backing, &config)?;
-    if !matches!(
-        config.key_source,
-        config::KeySourceDescriptor::Kms { .. } | config::KeySourceDescriptor::KmsPassword { .. }
-    ) {
-        return Err(Error::usage(format!(
-            "{} uses key source {}; only kms and kms-password filesystems can be rewrapped",
-            backing.display(),
-            config.key_source.kind()
-        )));
-    }
-    let fs_id = config.fs_id_bytes();
-    let opens = |master: &crate::crypto::keys::MasterKey| {
-        config
-            .verify_mac(&mac, &KeyRing::new(master, &fs_id))
-            .is_ok()
+    super::keys::check_pin_backing(&pin, &backing, &config)?;
+    // Only a pinned KMS slot moves: a slot the store added on its own is never touched.
+    let kms_slots: Vec<KeySlot> = config
+        .slots()
+        .into_iter()
+        .filter(|s| pin.trusts(s))
+        .filter(|s| {
+            matches!(
+                s.source,
+                config::KeySourceDescriptor::Kms { .. }
+                    | config::KeySourceDescriptor::KmsPassword { .. }
+            )
+        })
+        .collect();
+    let slot = match (args.slot, kms_slots.as_slice()) {
+        (Some(id), _) => kms_slots
+            .iter()
+            .find(|s| s.id == id)
+            .cloned()
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "slot {id} of {} is not a pinned kms or kms-password slot",
+                    backing.display()
+                ))
+                .hint(format!("secretfs key list {}", backing.display()))
+            })?,
+        (None, [only]) => only.clone(),
+        (None, []) => {
+            return Err(Error::usage(format!(
+                "{} uses key source {}; only kms and kms-password filesystems can be rewrapped",
+                backing.display(),
+                config.primary().kind()
+            )))
+        }
+        (None, _) => {
+            return Err(Error::usage(format!(
+                "{} has several KMS slots; name the one to rewrap with --slot N",
+                backing.display()
+            ))
+            .hint(format!("secretfs key list {}", backing.display())))
+        }
     };
-    let aws = args.aws.to_key_args()?;
-    let (master, descriptor) = keysource::kms::rewrap(&aws, &config.key_source, &fs_id, &opens)?;
-    let old_key = key_name(&config.key_source);
+    let fs_id = config.fs_id_bytes();
+    let wrapped = slot.wrapped_master().map_err(Error::backing)?;
+    // What the slot's key recovers: itself (direct slot) or the wrapped master key.
+    let master_of = |key: &MasterKey| -> Option<MasterKey> {
+        match &wrapped {
+            None => MasterKey::from_slice(key.expose()),
+            Some(w) => unwrap_key(key, w, &config::slot_aad(&fs_id, slot.id)).ok(),
+        }
+    };
+    let opens = |key: &MasterKey| {
+        master_of(key).is_some_and(|m| config.verify_mac(&mac, &KeyRing::new(&m, &fs_id)).is_ok())
+    };
+    let mut aws = args.aws.to_key_args()?;
+    aws.region = aws.region.take().or_else(|| slot.region.clone());
+    aws.endpoint = aws.endpoint.take().or_else(|| slot.endpoint.clone());
+    aws.slot = Some(slot.id);
+    let (key, descriptor) = keysource::kms::rewrap(&aws, &slot.source, &fs_id, &opens)?;
+    let master = master_of(&key)
+        .ok_or_else(|| Error::failure("the rewrapped key no longer opens its slot"))?;
+    let old_key = key_name(&slot.source);
     let mut new_config = config.clone();
-    new_config.key_source = descriptor;
-    let new_key = match &new_config.key_source {
-        config::KeySourceDescriptor::Kms { .. } => key_name(&new_config.key_source),
+    new_config
+        .set_slot_source(slot.id, descriptor.clone())
+        .map_err(Error::failure)?;
+    let new_key = match &descriptor {
+        config::KeySourceDescriptor::Kms { .. } => key_name(&descriptor),
         _ => aws.kms_key.clone().unwrap_or_default(),
     };
     config::store(&backing, &new_config, &KeyRing::new(&master, &fs_id), true)?;
-    super::keys::record_pin(&Some(crate::keysource::pins::Pin {
-        key_source: new_config.key_source.clone(),
-        ..pin
-    }));
+    super::keys::record_pin(&Some(Pin::of(&new_config, &backing)));
     audit::rewrapped(&new_config.fs_id.to_string(), &old_key, &new_key);
     Ok(Rewrapped {
         config: new_config,

@@ -50,8 +50,21 @@ pub fn collect(path: &Path) -> Result<Status> {
             .as_ref()
             .and_then(|s| s.cipher.clone())
             .or_else(|| loaded.as_ref().map(|c| c.cipher.clone())),
-        key_source: loaded.as_ref().map(|c| describe_key(&c.key_source)),
+        key_source: loaded.as_ref().map(describe_slots),
     })
+}
+
+/// One key source, or every slot of a filesystem that has several (`slot 0: kms (…); …`).
+pub fn describe_slots(config: &config::FsConfig) -> String {
+    if !config.is_slotted() {
+        return describe_key(config.primary());
+    }
+    config
+        .slots()
+        .iter()
+        .map(|s| format!("slot {}: {}", s.id, describe_key(&s.source)))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 pub fn describe_key(k: &config::KeySourceDescriptor) -> String {

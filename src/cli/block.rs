@@ -14,7 +14,7 @@ pub struct BlockArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum BlockCommand {
     /// Unlock (formatting a blank device first) and mount a device or file with dm-crypt.
-    Open(OpenArgs),
+    Open(Box<OpenArgs>),
     /// Unmount and close a block volume (loop devices detach themselves).
     Close(CloseArgs),
     /// Show an open block volume: mapping, device, backing file, key source.

@@ -1,7 +1,7 @@
 //! `secretfs fsck`: its arguments, the report as text or JSON with progress on a terminal, and
 //! fsck(8)'s exit codes (clean, all repaired, problems left, could not run).
 
-use super::{CliError, KeyArgs};
+use super::{CliError, KeyArgs, SlotArgs};
 use crate::app::fsck::{self, FsckRequest, Report};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -29,13 +29,15 @@ pub struct FsckArgs {
     pub json: bool,
     #[command(flatten)]
     pub key: KeyArgs,
+    #[command(flatten)]
+    pub slot: SlotArgs,
 }
 
 /// Runs fsck and returns the fsck(8)-style exit code; errors that stop it map to 8.
 pub fn run(args: &FsckArgs) -> Result<i32, CliError> {
     let request = FsckRequest {
         backing: args.backing.clone(),
-        key: args.key.choice(),
+        key: args.slot.apply(args.key.choice()),
         repair: args.repair,
     };
     let show_progress = std::io::stderr().is_terminal() && !args.json;

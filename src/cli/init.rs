@@ -13,6 +13,10 @@ pub struct InitArgs {
     /// Replace an existing S3 object named by --wrapped-key.
     #[arg(long)]
     pub force: bool,
+    /// Also create a recovery key (printed once: write it down) as a second slot, for when the
+    /// main key is lost, disabled or unreachable. Recommended.
+    #[arg(long)]
+    pub recovery: bool,
 }
 
 impl InitArgs {
@@ -21,6 +25,7 @@ impl InitArgs {
             backing: self.backing.clone(),
             key: self.key.choice(),
             force: self.force,
+            recovery: self.recovery,
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod block;
 pub mod fsck;
 pub mod helper;
 pub mod init;
+pub mod key;
 pub mod mount;
 pub mod pin;
 pub mod rewrap;
@@ -115,6 +116,12 @@ pub struct AwsArgs {
     /// Overall deadline for AWS calls, retries included.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub aws_timeout: u64,
+    /// AWS region of the KMS key and S3 object (init, key add: recorded in the slot).
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Endpoint URL for KMS and S3, e.g. a VPC endpoint (init, key add: recorded in the slot).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
 }
 
 impl AwsArgs {
@@ -124,6 +131,8 @@ impl AwsArgs {
             wrapped_key: self.wrapped_key.clone(),
             context: self.context.clone(),
             timeout_secs: self.aws_timeout,
+            region: self.region.clone(),
+            endpoint: self.endpoint_url.clone(),
         }
     }
 }
@@ -156,7 +165,30 @@ impl KeyArgs {
                 (None, None) => PassphraseInput::Tty,
             },
             aws: self.aws.choice(),
+            slot: None,
+            slot_timeout_secs: None,
         }
+    }
+}
+
+/// Which key slot opens the store, for the commands that open one (mount, fsck, key).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SlotArgs {
+    /// Open with this key slot only (see `secretfs key list`).
+    #[arg(long, value_name = "N")]
+    pub slot: Option<u32>,
+    /// How long one slot may take before the next is tried (the last gets what is left of
+    /// --aws-timeout).
+    #[arg(long, value_name = "SECS")]
+    pub slot_timeout: Option<u64>,
+}
+
+impl SlotArgs {
+    /// `key` completed with the slot flags.
+    pub fn apply(&self, mut key: KeyChoice) -> KeyChoice {
+        key.slot = self.slot;
+        key.slot_timeout_secs = self.slot_timeout;
+        key
     }
 }
 

@@ -1,6 +1,6 @@
 //! `secretfs mount`: its arguments and options, handed to `app::mount` (plan, then start).
 
-use super::{CliError, KeyArgs};
+use super::{CliError, KeyArgs, SlotArgs};
 use crate::app::{self, mount};
 use crate::mountopts::MountOptions;
 use std::path::PathBuf;
@@ -19,6 +19,8 @@ pub struct MountArgs {
     pub options: Vec<String>,
     #[command(flatten)]
     pub key: KeyArgs,
+    #[command(flatten)]
+    pub slot: SlotArgs,
     /// Benchmarks only: serve a fresh ephemeral filesystem with the identity codec, contents and
     /// names NOT encrypted (the FUSE-cost baseline). Hidden, and not an option at all (always
     /// false) in builds without the feature, so a release binary rejects it as unknown.
@@ -33,7 +35,7 @@ pub fn run(args: &MountArgs) -> Result<(), CliError> {
     let plan = mount::plan(
         &args.backing,
         &args.mountpoint,
-        &args.key.choice(),
+        &args.slot.apply(args.key.choice()),
         opts,
         args.foreground,
     )?;

@@ -10,6 +10,9 @@ pub struct RewrapArgs {
     pub backing: PathBuf,
     #[command(flatten)]
     pub aws: AwsArgs,
+    /// The KMS slot to rewrap, when the filesystem has several (see `secretfs key list`).
+    #[arg(long, value_name = "N")]
+    pub slot: Option<u32>,
 }
 
 impl RewrapArgs {
@@ -17,6 +20,7 @@ impl RewrapArgs {
         RewrapRequest {
             backing: self.backing.clone(),
             aws: self.aws.choice(),
+            slot: self.slot,
         }
     }
 }

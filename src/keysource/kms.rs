@@ -55,7 +55,7 @@ pub fn parse_context(text: &str) -> Result<BTreeMap<String, String>, String> {
 }
 
 /// The region in a KMS ARN (`arn:aws:kms:REGION:ACCOUNT:key/…`), used when no region is set.
-fn arn_region(key: &str) -> Option<&str> {
+pub fn arn_region(key: &str) -> Option<&str> {
     let mut parts = key.split(':');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some("arn"), Some(_), Some("kms"), Some(region)) if !region.is_empty() => Some(region),
@@ -131,7 +131,12 @@ fn with_sdk<T>(
     fs_id: &[u8; 16],
     flow: impl FnOnce(&Services) -> Result<T, KeySourceError>,
 ) -> Result<T, KeySourceError> {
-    let aws = Aws::connect(args.timeout, region_key.and_then(arn_region))?;
+    let placement = super::aws::Placement {
+        region: args.region.clone(),
+        endpoint: args.endpoint.clone(),
+        slot: args.slot,
+    };
+    let aws = Aws::connect(args.timeout, region_key.and_then(arn_region), &placement)?;
     let (kms, s3) = (Kms::new(&aws, fs_id), S3::new(&aws));
     flow(&Services {
         kms: &kms,

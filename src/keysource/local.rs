@@ -88,12 +88,20 @@ pub fn read_passphrase(
     input: &PassphraseInput,
     confirm: bool,
 ) -> Result<Zeroizing<String>, KeySourceError> {
+    read_secret(input, "secretfs passphrase: ", confirm)
+}
+
+/// Reads one line of secret text (a passphrase, a recovery key) from the chosen input.
+pub fn read_secret(
+    input: &PassphraseInput,
+    prompt: &str,
+    confirm: bool,
+) -> Result<Zeroizing<String>, KeySourceError> {
     let err = |e: std::io::Error| KeySourceError::PassphraseInput(e.to_string());
     let pass = match input {
         PassphraseInput::Preread(pass) => pass.clone(),
         PassphraseInput::Tty => {
-            let first =
-                Zeroizing::new(rpassword::prompt_password("secretfs passphrase: ").map_err(err)?);
+            let first = Zeroizing::new(rpassword::prompt_password(prompt).map_err(err)?);
             if confirm {
                 let again =
                     Zeroizing::new(rpassword::prompt_password("repeat passphrase: ").map_err(err)?);

@@ -8,6 +8,7 @@ pub mod kms;
 pub mod local;
 pub mod pins;
 pub mod services;
+pub mod slots;
 
 pub use services::S3Uri;
 
@@ -31,6 +32,12 @@ pub struct AwsKeyArgs {
     pub timeout: Duration,
     /// Replace an existing S3 object at init.
     pub force: bool,
+    /// The region of this key (a slot's own region wins over the SDK's chain).
+    pub region: Option<String>,
+    /// An endpoint URL for KMS and S3 (a slot's own endpoint, e.g. a VPC endpoint).
+    pub endpoint: Option<String>,
+    /// The key slot these calls are made for, named in their audit events.
+    pub slot: Option<u32>,
 }
 
 impl Default for AwsKeyArgs {
@@ -41,6 +48,9 @@ impl Default for AwsKeyArgs {
             context: None,
             timeout: aws::DEFAULT_TIMEOUT,
             force: false,
+            region: None,
+            endpoint: None,
+            slot: None,
         }
     }
 }
@@ -79,6 +89,16 @@ pub enum KeySpec {
     Kms(AwsKeyArgs),
     /// An existing `aws kms encrypt` password object in S3, mixed with the fs id by HKDF.
     KmsPassword(AwsKeyArgs),
+    /// A recovery key typed by a person (or read from a descriptor or a command).
+    Recovery(PassphraseInput),
+}
+
+/// A key made for a new slot, and the recovery key's printable form when it is one (shown to
+/// the user once, never stored).
+pub struct NewKey {
+    pub key: MasterKey,
+    pub descriptor: KeySourceDescriptor,
+    pub recovery_text: Option<zeroize::Zeroizing<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +133,16 @@ pub enum KeySourceError {
     WrappedKeyMissing,
     #[error("this key does not open this filesystem (config MAC mismatch): the blob belongs to another filesystem; nothing was changed")]
     DoesNotOpen,
+    #[error(
+        "wrong recovery key for this filesystem (it is well formed, but opens no recovery slot)"
+    )]
+    WrongRecoveryKey,
+    #[error("{0}; type it again (groups of 6 digits, dashes optional)")]
+    RecoveryKeyForm(#[from] crate::crypto::recovery::RecoveryKeyError),
+    #[error("slot {slot} ({kind}) does not open this filesystem: its key does not unwrap the master key")]
+    SlotDoesNotOpen { slot: u32, kind: &'static str },
+    #[error("a recovery key cannot be the only key: add it with `init --recovery` or `secretfs key add --new-key recovery`")]
+    RecoveryAlone,
     #[error(transparent)]
     Aws(#[from] aws::AwsError),
 }
@@ -125,6 +155,7 @@ impl KeySpec {
             KeySpec::Ephemeral => "ephemeral",
             KeySpec::Kms(_) => "kms",
             KeySpec::KmsPassword(_) => "kms-password",
+            KeySpec::Recovery(_) => "recovery",
         }
     }
 
@@ -147,8 +178,9 @@ impl KeySpec {
             None if text == "ephemeral" => Ok(KeySpec::Ephemeral),
             None if text == "kms" => Ok(KeySpec::Kms(AwsKeyArgs::default())),
             None if text == "kms-password" => Ok(KeySpec::KmsPassword(AwsKeyArgs::default())),
+            None if text == "recovery" => Ok(KeySpec::Recovery(passphrase)),
             _ => Err(format!(
-                "unknown key source `{text}`: expected keyfile:PATH, passphrase, ephemeral, kms or kms-password"
+                "unknown key source `{text}`: expected keyfile:PATH, passphrase, ephemeral, kms, kms-password or recovery"
             )),
         }
     }
@@ -167,7 +199,27 @@ impl KeySpec {
             KeySpec::Ephemeral => Ok((MasterKey::random(), KeySourceDescriptor::Ephemeral)),
             KeySpec::Kms(args) => kms::init_kms(args, fs_id),
             KeySpec::KmsPassword(args) => kms::init_kms_password(args, fs_id),
+            KeySpec::Recovery(_) => Err(KeySourceError::RecoveryAlone),
         }
+    }
+
+    /// Makes the key of a new slot: what `init` makes for every source, and for a recovery
+    /// slot a fresh recovery key, returned in its printable form.
+    pub fn create(&self, fs_id: &[u8; 16]) -> Result<NewKey, KeySourceError> {
+        if let KeySpec::Recovery(_) = self {
+            let recovery = crate::crypto::recovery::RecoveryKey::generate();
+            return Ok(NewKey {
+                key: recovery.slot_key(fs_id),
+                descriptor: KeySourceDescriptor::Recovery,
+                recovery_text: Some(recovery.display()),
+            });
+        }
+        let (key, descriptor) = self.init(fs_id)?;
+        Ok(NewKey {
+            key,
+            descriptor,
+            recovery_text: None,
+        })
     }
 
     /// Recovers the master key at mount time.
@@ -189,6 +241,11 @@ impl KeySpec {
             }
             (KeySpec::KmsPassword(args), KeySourceDescriptor::KmsPassword { .. }) => {
                 kms::resolve_kms_password(args, stored, fs_id)
+            }
+            (KeySpec::Recovery(input), KeySourceDescriptor::Recovery) => {
+                let text = local::read_secret(input, "secretfs recovery key: ", false)?;
+                let recovery = crate::crypto::recovery::RecoveryKey::parse(&text)?;
+                Ok(recovery.slot_key(fs_id))
             }
             _ => Err(KeySourceError::Mismatch {
                 created: stored.kind(),

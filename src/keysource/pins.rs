@@ -6,7 +6,7 @@
 //! without `--key` takes the key source from the pin, never from the store's config; a config
 //! whose key source differs from the pin is refused before anything is touched.
 
-use crate::store::config::KeySourceDescriptor;
+use crate::store::config::{FsConfig, KeySlot, KeySourceDescriptor};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -25,8 +25,44 @@ pub struct Pin {
     /// The canonical backing directory it was pinned for: another store moved here (or this
     /// one moved elsewhere) needs a new pin.
     pub backing: PathBuf,
-    /// The key source, exactly as the authenticated config held it when pinned.
+    /// The key source, exactly as the authenticated config held it when pinned (with slots:
+    /// the first slot's, for people who read the pin; `slots` is what is trusted).
     pub key_source: KeySourceDescriptor,
+    /// The trusted key slots of a format-2 filesystem, each exactly as the authenticated config
+    /// held it; absent for a one-key filesystem (its slot 0 is `key_source`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<KeySlot>,
+}
+
+impl Pin {
+    /// The pin of an authenticated config: every slot it has now.
+    pub fn of(config: &FsConfig, backing: &Path) -> Pin {
+        Pin {
+            fs_id: config.fs_id,
+            backing: backing.to_path_buf(),
+            key_source: config.primary().clone(),
+            slots: if config.is_slotted() {
+                config.slots()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// The slots this host trusts; a pin made before slots existed trusts slot 0 alone.
+    pub fn slots(&self) -> Vec<KeySlot> {
+        if self.slots.is_empty() {
+            vec![KeySlot::direct(0, self.key_source.clone())]
+        } else {
+            self.slots.clone()
+        }
+    }
+
+    /// Whether `slot` of a config is exactly one this host pinned (same id, source, placement
+    /// and wrapped key): a slot the store added or changed on its own is never tried.
+    pub fn trusts(&self, slot: &KeySlot) -> bool {
+        self.slots().iter().any(|p| p == slot)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +166,7 @@ mod tests {
             key_source: KeySourceDescriptor::Keyfile {
                 path: PathBuf::from("/etc/secretfs/key"),
             },
+            slots: Vec::new(),
         }
     }
 

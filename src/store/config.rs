@@ -12,8 +12,18 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// Format 1: one key source (`key_source`), whose key is the master key.
 pub const CONFIG_VERSION: u32 = 1;
+/// Format 2: a list of key slots (`slots`), each able to recover the master key on its own.
+pub const CONFIG_VERSION_SLOTS: u32 = 2;
 pub const CIPHER_NAME: &str = "AES-256-GCM-4096/AES-256-SIV";
+/// At most this many slots (LUKS2 has 32 keyslots): bounds what an edited config makes us try.
+pub const MAX_SLOTS: usize = 32;
+/// Slot ids are small numbers a person types (`--slot 3`).
+pub const MAX_SLOT_ID: u32 = 999;
+/// Bounds on the per-slot AWS placement a config may carry.
+const MAX_REGION_LEN: usize = 64;
+const MAX_ENDPOINT_LEN: usize = 512;
 
 /// How the master key of this filesystem is obtained. Only public data lives here: never a key.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -47,6 +57,9 @@ pub enum KeySourceDescriptor {
     },
     /// A password encrypted with `aws kms encrypt` in an S3 object (the classic recipe);
     /// the master key is HKDF(password, fs id).
+    /// A random 256-bit recovery key shown once at creation, never stored: the slot's key is
+    /// HKDF(recovery key, fs id), which wraps the master key (only in a wrapped slot).
+    Recovery,
     KmsPassword {
         s3_uri: String,
         #[serde(default)]
@@ -81,11 +94,151 @@ impl KeySourceDescriptor {
             KeySourceDescriptor::Ephemeral => "ephemeral",
             KeySourceDescriptor::Kms { .. } => "kms",
             KeySourceDescriptor::KmsPassword { .. } => "kms-password",
+            KeySourceDescriptor::Recovery => "recovery",
         }
+    }
+
+    /// What names this source's key for a person reading a log or a slot list (KMS key, file,
+    /// object); empty for sources that have nothing to name.
+    pub fn identity(&self) -> String {
+        match self {
+            KeySourceDescriptor::Keyfile { path } => path.display().to_string(),
+            KeySourceDescriptor::Kms {
+                key_id, key_arn, ..
+            } => key_arn.clone().unwrap_or_else(|| key_id.clone()),
+            KeySourceDescriptor::KmsPassword { s3_uri, .. } => s3_uri.clone(),
+            _ => String::new(),
+        }
+    }
+
+    /// Sources that need a person at mount (a typed secret): tried only when asked for or when
+    /// an input is at hand, and after every automatic one.
+    pub fn is_interactive(&self) -> bool {
+        matches!(
+            self,
+            KeySourceDescriptor::Passphrase { .. } | KeySourceDescriptor::Recovery
+        )
     }
 }
 
-/// Everything the MAC covers.
+/// One way in (format 2): a key source whose key either is the master key (`wrapped_master`
+/// absent: only slot 0, the source a format-1 filesystem was made with) or wraps it
+/// (AES-256-GCM, bound to the fs id and the slot id, see `slot_aad`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeySlot {
+    pub id: u32,
+    pub source: KeySourceDescriptor,
+    /// The AWS region of this slot's KMS key and S3 object (another region than the others
+    /// keeps a filesystem open when one region's KMS is down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// An endpoint URL for KMS and S3 (a VPC endpoint); absent means the SDK's default chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// base64 of `nonce ‖ AES-256-GCM(master) ‖ tag` under the slot's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrapped_master: Option<String>,
+}
+
+impl KeySlot {
+    /// A slot whose source's key is the master key itself (format 1's single source).
+    pub fn direct(id: u32, source: KeySourceDescriptor) -> Self {
+        KeySlot {
+            id,
+            source,
+            region: None,
+            endpoint: None,
+            wrapped_master: None,
+        }
+    }
+
+    /// The wrapped master key's bytes; `None` for a direct slot.
+    pub fn wrapped_master(&self) -> Result<Option<Vec<u8>>, String> {
+        let Some(text) = &self.wrapped_master else {
+            return Ok(None);
+        };
+        let bytes = B64
+            .decode(text)
+            .map_err(|_| format!("slot {}: wrapped_master is not base64", self.id))?;
+        if bytes.len() != crate::crypto::keys::WRAPPED_KEY_LEN {
+            return Err(format!(
+                "slot {}: wrapped_master has {} bytes, not {}",
+                self.id,
+                bytes.len(),
+                crate::crypto::keys::WRAPPED_KEY_LEN
+            ));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Structural rules, checked before anything is authenticated (the MAC needs a key, and
+    /// these bound what an edited config can make a mount do).
+    fn check(&self) -> Result<(), String> {
+        let id = self.id;
+        if id > MAX_SLOT_ID {
+            return Err(format!("slot id {id} is above {MAX_SLOT_ID}"));
+        }
+        let wrapped = self.wrapped_master()?;
+        match (&self.source, wrapped.is_some()) {
+            (KeySourceDescriptor::Ephemeral, _) => {
+                return Err(format!("slot {id}: an ephemeral key cannot be a slot"))
+            }
+            (KeySourceDescriptor::Recovery, false) => {
+                return Err(format!(
+                    "slot {id}: a recovery slot must wrap the master key"
+                ))
+            }
+            (_, false) if id != 0 => {
+                return Err(format!(
+                    "slot {id}: only slot 0 may hold the master key directly"
+                ))
+            }
+            _ => {}
+        }
+        self.check_placement()
+    }
+
+    /// The region and endpoint rules alone (also applied to `--region` / `--endpoint-url`).
+    pub fn check_placement(&self) -> Result<(), String> {
+        let id = self.id;
+        if let Some(region) = &self.region {
+            let ok = !region.is_empty()
+                && region.len() <= MAX_REGION_LEN
+                && region
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                return Err(format!(
+                    "slot {id}: region {region:?} is not an AWS region name"
+                ));
+            }
+        }
+        if let Some(endpoint) = &self.endpoint {
+            if endpoint.len() > MAX_ENDPOINT_LEN
+                || !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
+                || endpoint.chars().any(char::is_whitespace)
+            {
+                return Err(format!(
+                    "slot {id}: endpoint {endpoint:?} is not an http(s) URL"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What binds a slot's wrapped master key to its filesystem and its place in the list: a
+/// wrapped key copied to another slot or another filesystem does not open.
+pub fn slot_aad(fs_id: &[u8; 16], slot_id: u32) -> Vec<u8> {
+    let mut aad = b"secretfs/v2/key-slot\0".to_vec();
+    aad.extend_from_slice(fs_id);
+    aad.extend_from_slice(&slot_id.to_be_bytes());
+    aad
+}
+
+/// Everything the MAC covers. Format 1 holds `key_source`, format 2 `slots` (never both): the
+/// field order and the absent field keep format 1's bytes, and so its MAC, unchanged.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct FsConfig {
@@ -93,7 +246,10 @@ pub struct FsConfig {
     pub fs_id: uuid::Uuid,
     pub cipher: String,
     pub block_size: u32,
-    pub key_source: KeySourceDescriptor,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_source: Option<KeySourceDescriptor>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    slots: Vec<KeySlot>,
     /// base64 of the root directory's 16-byte id (other directories keep theirs in a file).
     pub root_dir_id: String,
 }
@@ -128,9 +284,73 @@ impl FsConfig {
             fs_id: uuid::Builder::from_random_bytes(fs_id).into_uuid(),
             cipher: CIPHER_NAME.to_string(),
             block_size: crate::crypto::content::BLOCK_SIZE as u32,
-            key_source,
+            key_source: Some(key_source),
+            slots: Vec::new(),
             root_dir_id: B64.encode(root_dir_id),
         }
+    }
+
+    /// The slots of this filesystem; a format-1 config reads as one direct slot 0.
+    pub fn slots(&self) -> Vec<KeySlot> {
+        match &self.key_source {
+            Some(source) => vec![KeySlot::direct(0, source.clone())],
+            None => self.slots.clone(),
+        }
+    }
+
+    pub fn slot(&self, id: u32) -> Option<KeySlot> {
+        self.slots().into_iter().find(|s| s.id == id)
+    }
+
+    /// The first slot's source: what a one-key filesystem was made with, and what status and
+    /// the audit name first.
+    pub fn primary(&self) -> &KeySourceDescriptor {
+        match (&self.key_source, self.slots.first()) {
+            (Some(source), _) => source,
+            (None, Some(slot)) => &slot.source,
+            // parse_unverified and set_slots never leave a config without a slot.
+            (None, None) => &KeySourceDescriptor::Ephemeral,
+        }
+    }
+
+    /// Replaces the source of slot `id` (rewrap moves a KMS blob to another key; the slot's
+    /// key, and so its wrapped master key, stays the same). Format 1 stays format 1.
+    pub fn set_slot_source(&mut self, id: u32, source: KeySourceDescriptor) -> Result<(), String> {
+        match (&mut self.key_source, id) {
+            (Some(current), 0) => *current = source,
+            (Some(_), _) => return Err(format!("there is no slot {id}")),
+            (None, _) => {
+                let slot = self
+                    .slots
+                    .iter_mut()
+                    .find(|s| s.id == id)
+                    .ok_or_else(|| format!("there is no slot {id}"))?;
+                slot.source = source;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_slotted(&self) -> bool {
+        self.key_source.is_none()
+    }
+
+    /// Makes this a format-2 config with `slots` (a format-1 config is converted here, on the
+    /// first `key add` or at init with several slots). Refuses what parsing would refuse.
+    pub fn set_slots(&mut self, slots: Vec<KeySlot>) -> Result<(), String> {
+        check_slots(&slots)?;
+        self.format_version = CONFIG_VERSION_SLOTS;
+        self.key_source = None;
+        self.slots = slots;
+        Ok(())
+    }
+
+    /// The smallest id not in use.
+    pub fn next_slot_id(&self) -> u32 {
+        let used: Vec<u32> = self.slots().iter().map(|s| s.id).collect();
+        (0..=MAX_SLOT_ID)
+            .find(|i| !used.contains(i))
+            .unwrap_or(MAX_SLOT_ID)
     }
 
     pub fn fs_id_bytes(&self) -> [u8; 16] {
@@ -179,11 +399,20 @@ impl FsConfig {
             .and_then(|m| m.as_str().and_then(unhex))
             .ok_or("no valid \"mac\" field")?;
         let config: FsConfig = serde_json::from_value(value).map_err(|e| e.to_string())?;
-        if config.format_version != CONFIG_VERSION {
-            return Err(format!(
-                "unsupported format_version {}",
-                config.format_version
-            ));
+        match (
+            config.format_version,
+            &config.key_source,
+            config.slots.is_empty(),
+        ) {
+            (CONFIG_VERSION, Some(_), true) => {}
+            (CONFIG_VERSION, _, _) => {
+                return Err("format 1 needs key_source and no slots".into());
+            }
+            (CONFIG_VERSION_SLOTS, None, false) => check_slots(&config.slots)?,
+            (CONFIG_VERSION_SLOTS, _, _) => {
+                return Err("format 2 needs slots and no key_source".into());
+            }
+            (v, _, _) => return Err(format!("unsupported format_version {v}")),
         }
         if config.block_size as usize != crate::crypto::content::BLOCK_SIZE
             || config.cipher != CIPHER_NAME
@@ -204,6 +433,22 @@ impl FsConfig {
             Err(ConfigError::MacMismatch)
         }
     }
+}
+
+fn check_slots(slots: &[KeySlot]) -> Result<(), String> {
+    if slots.is_empty() || slots.len() > MAX_SLOTS {
+        return Err(format!(
+            "{} key slots: a filesystem has 1 to {MAX_SLOTS}",
+            slots.len()
+        ));
+    }
+    for (i, slot) in slots.iter().enumerate() {
+        slot.check()?;
+        if slots[..i].iter().any(|s| s.id == slot.id) {
+            return Err(format!("slot id {} appears twice", slot.id));
+        }
+    }
+    Ok(())
 }
 
 pub fn config_path(backing: &Path) -> PathBuf {

@@ -134,10 +134,20 @@ impl<'a> Kms<'a> {
 
     fn audit<T>(&self, op: &str, key: &str, result: &Result<(T, Option<String>), AwsError>) {
         match result {
-            Ok((_, rid)) => audit::kms_call(&self.fs_id, op, key, rid.as_deref(), "ok"),
+            Ok((_, rid)) => {
+                audit::kms_call(&self.fs_id, self.aws.slot, op, key, rid.as_deref(), "ok")
+            }
             Err(e) => {
                 let rid = self.failed_rid.borrow_mut().take();
-                audit::kms_call(&self.fs_id, op, key, rid.as_deref(), &e.to_string())
+                let outcome = e.to_string();
+                audit::kms_call(
+                    &self.fs_id,
+                    self.aws.slot,
+                    op,
+                    key,
+                    rid.as_deref(),
+                    &outcome,
+                )
             }
         }
     }

@@ -96,6 +96,15 @@ pub(crate) enum Attempt {
     Fail(AwsError),
 }
 
+/// Where one key slot's AWS calls go: its own region and endpoint when it has them (a second
+/// region's slot), and the slot named in the audit events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub slot: Option<u32>,
+}
+
 /// A runtime, an SDK config and a deadline for one command's AWS calls. Built only in the
 /// process that needs it (the mount daemon builds it after forking, never before).
 pub struct Aws {
@@ -105,12 +114,20 @@ pub struct Aws {
     timeout: Duration,
     /// The last transient failure, so a deadline names what kept failing.
     last: RefCell<Option<AwsError>>,
+    /// The slot's own endpoint, which wins over the environment's.
+    endpoint: Option<String>,
+    pub(crate) slot: Option<u32>,
 }
 
 impl Aws {
     /// Loads the default chain. `region_hint` (from a key ARN) is used only when the chain
-    /// finds no region, so an ARN alone is enough on a host without AWS configuration.
-    pub fn connect(timeout: Duration, region_hint: Option<&str>) -> Result<Self, AwsError> {
+    /// finds no region, so an ARN alone is enough on a host without AWS configuration; a
+    /// slot's own region and endpoint win over both.
+    pub fn connect(
+        timeout: Duration,
+        region_hint: Option<&str>,
+        placement: &Placement,
+    ) -> Result<Self, AwsError> {
         let deadline = Instant::now() + timeout;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -124,9 +141,15 @@ impl Aws {
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .operation_attempt_timeout(timeout.min(Duration::from_secs(20)))
             .build();
-        let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .timeout_config(timeouts)
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3));
+        if let Some(region) = &placement.region {
+            loader = loader.region(aws_types::region::Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &placement.endpoint {
+            loader = loader.endpoint_url(endpoint.clone());
+        }
         let loaded = rt.block_on(async { tokio::time::timeout(timeout, loader.load()).await });
         let mut sdk = loaded.map_err(|_| AwsError::Unreachable {
             service: "configuration",
@@ -149,6 +172,8 @@ impl Aws {
             deadline,
             timeout,
             last: RefCell::new(None),
+            endpoint: placement.endpoint.clone(),
+            slot: placement.slot,
         })
     }
 
@@ -164,8 +189,9 @@ impl Aws {
 
     /// The endpoint a service is reached at, for error messages.
     pub fn endpoint(&self, env_suffix: &str) -> String {
-        std::env::var(format!("AWS_ENDPOINT_URL_{env_suffix}"))
-            .ok()
+        self.endpoint
+            .clone()
+            .or_else(|| std::env::var(format!("AWS_ENDPOINT_URL_{env_suffix}")).ok())
             .or_else(|| self.sdk.endpoint_url().map(str::to_string))
             .unwrap_or_else(|| format!("the default {} endpoint", self.region()))
     }
@@ -173,7 +199,8 @@ impl Aws {
     /// Whether a custom endpoint is in force (an emulator, a VPC endpoint): S3 then needs
     /// path-style addressing because the bucket cannot be a DNS label of an IP address.
     pub fn endpoint_overridden(&self, env_suffix: &str) -> bool {
-        std::env::var_os(format!("AWS_ENDPOINT_URL_{env_suffix}")).is_some()
+        self.endpoint.is_some()
+            || std::env::var_os(format!("AWS_ENDPOINT_URL_{env_suffix}")).is_some()
             || self.sdk.endpoint_url().is_some()
     }
 

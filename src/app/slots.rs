@@ -1,0 +1,330 @@
+//! `secretfs key list|add|remove` on a file-mode store: the slots that open it, a new one wrapped
+//! under a key proven to work, or one fewer; each change atomic, serialised and re-pinned.
+//!
+//! Crash safety: the config is written atomically (temp, fsync, rename, fsync dir) and is the
+//! commit point. The pin is written before it: a pin naming a slot the config does not (yet, or
+//! any more) hold is harmless, so a `kill -9` at any point leaves a store that opens with the
+//! slots it had, on this host too.
+
+use super::keys::{self, Opened};
+use super::{Error, ErrorKind, KeyChoice, Result};
+use crate::keysource::pins::{self, Pin};
+use crate::keysource::{slots, KeySpec};
+use crate::store::config::{self, FsConfig, KeySlot, KeySourceDescriptor};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// One slot as `key list` shows it: public facts only (never a key, never a wrapped key).
+#[derive(Debug, serde::Serialize)]
+pub struct SlotInfo {
+    pub id: u32,
+    pub key_source: &'static str,
+    /// What names the key: KMS key ARN, key file, S3 object (empty for passphrase, recovery).
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_object: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Whether the slot's key is the master key itself (format 1's source) or wraps it.
+    pub direct: bool,
+    /// Whether this host's pin names the slot (a mount tries only pinned slots); `None` when
+    /// the filesystem has no pin here.
+    pub pinned: Option<bool>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct SlotList {
+    pub backing: PathBuf,
+    pub fs_id: String,
+    pub format_version: u32,
+    pub slots: Vec<SlotInfo>,
+}
+
+/// Lists the slots as the store's config describes them, and which ones this host trusts. No
+/// key is needed: the list is authenticated only when a slot opens the store.
+pub fn list(backing: &Path) -> Result<SlotList> {
+    let backing = super::existing_dir(backing, "backing directory", ErrorKind::Backing)?;
+    let (config, _) = config::load(&backing)?;
+    let pin = pins::load(Path::new(pins::PIN_DIR), &config.fs_id)
+        .map_err(|e| Error::key(e.to_string()))?;
+    let slots = config
+        .slots()
+        .into_iter()
+        .map(|s| SlotInfo {
+            id: s.id,
+            key_source: s.source.kind(),
+            key: s.source.identity(),
+            s3_object: match &s.source {
+                KeySourceDescriptor::Kms { s3_uri, .. } => s3_uri.clone(),
+                _ => None,
+            },
+            direct: s.wrapped_master.is_none(),
+            pinned: pin.as_ref().map(|p| p.trusts(&s)),
+            region: s.region,
+            endpoint: s.endpoint,
+        })
+        .collect();
+    Ok(SlotList {
+        backing,
+        fs_id: config.fs_id.to_string(),
+        format_version: config.format_version,
+        slots,
+    })
+}
+
+/// Which store, the key that opens it now (`unlock`), and the key of the new slot (`new_key`:
+/// its source in `key`, its AWS details, how a new passphrase is read).
+#[derive(Debug, Clone)]
+pub struct AddRequest {
+    pub backing: PathBuf,
+    pub unlock: KeyChoice,
+    pub new_key: KeyChoice,
+    /// Replace an existing S3 object named for the new slot.
+    pub force: bool,
+}
+
+pub struct Added {
+    pub fs_id: String,
+    pub slot: u32,
+    pub key_source: &'static str,
+    /// The new recovery key's printable form: shown once, stored nowhere.
+    pub recovery_text: Option<zeroize::Zeroizing<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RemoveRequest {
+    pub backing: PathBuf,
+    pub unlock: KeyChoice,
+    pub slot: u32,
+    /// Also remove the slot the store was unlocked with (never the last one).
+    pub force: bool,
+}
+
+pub struct Removed {
+    pub fs_id: String,
+    pub slot: KeySlot,
+}
+
+/// An exclusive lock on the backing directory for one key change, so two concurrent commands
+/// cannot each write a config the other's change is missing from. Released on drop.
+struct StoreLock {
+    _dir: std::fs::File,
+}
+
+impl StoreLock {
+    fn take(backing: &Path) -> Result<StoreLock> {
+        let dir = std::fs::File::open(backing)
+            .map_err(|e| Error::backing(format!("cannot open {}: {e}", backing.display())))?;
+        // SAFETY: flock on a descriptor we own; no memory is passed.
+        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(Error::failure(format!(
+                "another `secretfs key` command is changing the slots of {}",
+                backing.display()
+            ))
+            .hint("wait for it to finish, then run this one again"));
+        }
+        Ok(StoreLock { _dir: dir })
+    }
+}
+
+/// Opens the store with a trusted slot, under the lock.
+fn open_locked(
+    backing: &Path,
+    unlock: &KeyChoice,
+) -> Result<(PathBuf, StoreLock, FsConfig, Opened)> {
+    let backing = super::existing_dir(backing, "backing directory", ErrorKind::Backing)?;
+    let lock = StoreLock::take(&backing)?;
+    crate::daemon::forbid_core_dumps();
+    let (config, opened) = keys::unlock(&backing, unlock)?;
+    if matches!(config.primary(), KeySourceDescriptor::Ephemeral) {
+        return Err(Error::usage(format!(
+            "{} is an ephemeral filesystem: it gets a new random key at every mount, so there is no key to add a slot to",
+            backing.display()
+        )));
+    }
+    Ok((backing, lock, config, opened))
+}
+
+/// The pin after a change: the slots this host trusted before that remain, plus `added`. A
+/// slot the store holds but this host never pinned stays untrusted.
+fn repin(backing: &Path, before: &FsConfig, after: &FsConfig, added: Option<u32>) -> Result<Pin> {
+    let old = pins::load(Path::new(pins::PIN_DIR), &before.fs_id)
+        .map_err(|e| Error::key(e.to_string()))?
+        // A first use has just been proven by the MAC: it trusts the slots it saw.
+        .unwrap_or_else(|| Pin::of(before, backing));
+    let trusted: Vec<KeySlot> = after
+        .slots()
+        .into_iter()
+        .filter(|s| old.trusts(s) || Some(s.id) == added)
+        .collect();
+    let Some(first) = trusted.first() else {
+        return Err(
+            Error::key("no slot this host trusts would be left; nothing was changed")
+                .hint("pin another slot first: secretfs pin BACKING --key SOURCE"),
+        );
+    };
+    Ok(Pin {
+        fs_id: after.fs_id,
+        backing: backing.to_path_buf(),
+        key_source: first.source.clone(),
+        slots: trusted,
+    })
+}
+
+/// Writes the pin, then the config (the commit point; see the module comment).
+fn commit(backing: &Path, pin: &Pin, config: &FsConfig, opened: &Opened) -> Result<()> {
+    pins::store(Path::new(pins::PIN_DIR), pin)
+        .map_err(|e| Error::failure(format!("{e}; nothing was changed")))?;
+    config::store(backing, config, &opened.keys, true)?;
+    Ok(())
+}
+
+/// Adds a slot: unlocks with an existing one, makes the new slot's key with its source (a KMS
+/// data key, a key file, a passphrase, a recovery key), wraps the master key under it, proves
+/// the new slot opens the store as a mount would open it, then commits.
+pub fn add(req: &AddRequest) -> Result<Added> {
+    let Some(text) = req.new_key.key.as_deref() else {
+        return Err(Error::usage("key add needs --new-key SOURCE")
+            .hint("e.g. --new-key recovery, --new-key keyfile:/etc/secretfs/key2, --new-key kms --new-kms-key ARN"));
+    };
+    let mut spec = req.new_key.spec(text)?;
+    if matches!(spec, KeySpec::Ephemeral) {
+        return Err(Error::usage(
+            "an ephemeral key cannot be a slot: it is random at every mount",
+        ));
+    }
+    if spec.aws_args_mut().is_some()
+        || req
+            .unlock
+            .key
+            .as_deref()
+            .is_some_and(|k| k.starts_with("kms"))
+    {
+        // KMS calls are audit events: show them on stderr.
+        crate::daemon::init_logging(true, None);
+    }
+    let (backing, _lock, config, opened) = open_locked(&req.backing, &req.unlock)?;
+    keys::refuse_keyfile_in_store(&spec, &backing)?;
+    let fs_id = config.fs_id_bytes();
+    let id = config.next_slot_id();
+    let (mut region, endpoint) = req.new_key.aws.placement()?;
+    if let Some(aws) = spec.aws_args_mut() {
+        aws.force = req.force;
+        aws.slot = Some(id);
+    }
+    let new = spec.create(&fs_id)?;
+    if region.is_none() {
+        // A key named by its ARN says its region: recorded, so the slot keeps working when the
+        // host's default region is another (a second region's slot, a multi-Region replica).
+        if let KeySourceDescriptor::Kms {
+            key_arn: Some(arn), ..
+        } = &new.descriptor
+        {
+            region = crate::keysource::kms::arn_region(arn).map(str::to_string);
+        }
+    }
+    let slot = KeySlot {
+        region,
+        endpoint,
+        ..slots::wrapped(id, &new.key, new.descriptor.clone(), &opened.master, &fs_id)
+    };
+    prove(&slot, &spec, &new.key, &opened, &fs_id)?;
+    let mut after = config.clone();
+    let mut all = config.slots();
+    all.push(slot.clone());
+    after.set_slots(all).map_err(Error::usage)?;
+    let pin = repin(&backing, &config, &after, Some(id))?;
+    commit(&backing, &pin, &after, &opened)?;
+    let fs = config.fs_id.to_string();
+    crate::audit::slot_changed(&fs, "add", id, slot.source.kind(), &slot.source.identity());
+    Ok(Added {
+        fs_id: fs,
+        slot: id,
+        key_source: slot.source.kind(),
+        recovery_text: new.recovery_text,
+    })
+}
+
+/// The new slot must open the store before it is written: sources that need no person are
+/// resolved again from the slot's own description (a KMS Decrypt in the slot's region, the key
+/// file read back); typed ones are checked with the key just made.
+fn prove(
+    slot: &KeySlot,
+    spec: &KeySpec,
+    made: &crate::crypto::keys::MasterKey,
+    opened: &Opened,
+    fs_id: &[u8; 16],
+) -> Result<()> {
+    let recovered = if slot.source.is_interactive() {
+        let wrapped = slot
+            .wrapped_master()
+            .map_err(Error::failure)?
+            .unwrap_or_default();
+        crate::crypto::keys::unwrap_key(made, &wrapped, &config::slot_aad(fs_id, slot.id))
+            .map_err(|_| Error::failure("the new slot does not unwrap what it wrapped"))?
+    } else {
+        let mut check = spec.clone();
+        if let Some(aws) = check.aws_args_mut() {
+            // As a mount will: the key KMS reported, in the slot's own region and endpoint.
+            let key = slot.source.identity();
+            aws.kms_key = Some(key).filter(|k| !k.is_empty()).or(aws.kms_key.take());
+            aws.region = slot.region.clone();
+            aws.endpoint = slot.endpoint.clone();
+            aws.force = false;
+        }
+        slots::open(&check, slot, fs_id).map_err(|e| {
+            Error::from(e).hint("the new slot was not written: it does not open the filesystem")
+        })?
+    };
+    if recovered.expose() != opened.master.expose() {
+        return Err(Error::failure(
+            "the new slot recovers another master key; it was not written",
+        ));
+    }
+    Ok(())
+}
+
+/// Removes a slot. Never the last one; the slot that unlocked this command only with `force`
+/// (so that a mistyped id cannot take away the key in hand without a second thought).
+pub fn remove(req: &RemoveRequest) -> Result<Removed> {
+    let (backing, _lock, config, opened) = open_locked(&req.backing, &req.unlock)?;
+    let all = config.slots();
+    let Some(slot) = all.iter().find(|s| s.id == req.slot).cloned() else {
+        return Err(
+            Error::usage(format!("{} has no slot {}", backing.display(), req.slot))
+                .hint(format!("secretfs key list {}", backing.display())),
+        );
+    };
+    if all.len() == 1 {
+        return Err(Error::usage(format!(
+            "slot {} is the last slot of {}: without it the filesystem could never be opened again; nothing was changed",
+            slot.id,
+            backing.display()
+        ))
+        .hint("add another slot first: secretfs key add BACKING --new-key SOURCE"));
+    }
+    if slot.id == opened.slot && !req.force {
+        return Err(Error::usage(format!(
+            "slot {} is the one that opened the filesystem for this command; nothing was changed",
+            slot.id
+        ))
+        .hint("unlock with another slot (--slot N) to prove it still opens, or pass --force"));
+    }
+    let mut after = config.clone();
+    after
+        .set_slots(all.into_iter().filter(|s| s.id != slot.id).collect())
+        .map_err(Error::usage)?;
+    let pin = repin(&backing, &config, &after, None)?;
+    commit(&backing, &pin, &after, &opened)?;
+    let fs = config.fs_id.to_string();
+    crate::audit::slot_changed(
+        &fs,
+        "remove",
+        slot.id,
+        slot.source.kind(),
+        &slot.source.identity(),
+    );
+    Ok(Removed { fs_id: fs, slot })
+}
