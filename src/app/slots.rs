@@ -210,21 +210,18 @@ pub fn add(req: &AddRequest) -> Result<Added> {
     let fs_id = config.fs_id_bytes();
     let id = config.next_slot_id();
     let (mut region, endpoint) = req.new_key.aws.placement()?;
+    if region.is_none() {
+        // A key named by its ARN says its region: used and recorded, so the slot keeps working
+        // when the host's default region is another (a second region's key, an MRK replica).
+        let arn = req.new_key.aws.kms_key.as_deref().unwrap_or_default();
+        region = crate::keysource::kms::arn_region(arn).map(str::to_string);
+    }
     if let Some(aws) = spec.aws_args_mut() {
         aws.force = req.force;
         aws.slot = Some(id);
+        aws.region = region.clone();
     }
     let new = spec.create(&fs_id)?;
-    if region.is_none() {
-        // A key named by its ARN says its region: recorded, so the slot keeps working when the
-        // host's default region is another (a second region's slot, a multi-Region replica).
-        if let KeySourceDescriptor::Kms {
-            key_arn: Some(arn), ..
-        } = &new.descriptor
-        {
-            region = crate::keysource::kms::arn_region(arn).map(str::to_string);
-        }
-    }
     let slot = KeySlot {
         region,
         endpoint,

@@ -3,6 +3,8 @@
 
 use aws_sdk_kms::primitives::Blob;
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 pub const REGION: &str = "us-east-1";
 
@@ -47,6 +49,10 @@ pub struct Admin {
 
 impl Admin {
     pub fn new(ep: &str) -> Self {
+        Self::in_region(ep, REGION)
+    }
+
+    pub fn in_region(ep: &str, region: &str) -> Self {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -54,7 +60,7 @@ impl Admin {
         let conf = rt.block_on(
             aws_config::defaults(aws_config::BehaviorVersion::latest())
                 .endpoint_url(ep)
-                .region(aws_types::region::Region::new(REGION))
+                .region(aws_types::region::Region::new(region.to_string()))
                 .credentials_provider(aws_credential_types::Credentials::new(
                     "test", "test", None, None, "test",
                 ))
@@ -159,5 +165,208 @@ impl Admin {
             .unwrap()
             .as_ref()
             .to_vec()
+    }
+}
+
+/// A temp dir with backing store and mount point, and the environment of "an instance":
+/// only env configuration (AWS_ENDPOINT_URL, static test credentials, a region), as a host with
+/// an instance role would have; nothing but loopback is ever contacted.
+pub struct Inst {
+    pub dir: tempfile::TempDir,
+    pub backing: PathBuf,
+    pub mnt: PathBuf,
+    pub log: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub mounted: bool,
+}
+
+impl Inst {
+    pub fn new(ep: &str) -> Self {
+        super::require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("secretfs-kms")
+            .tempdir()
+            .unwrap();
+        let backing = dir.path().join("backing");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let log = dir.path().join("daemon.log");
+        let env = [
+            ("AWS_ENDPOINT_URL", ep),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", REGION),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/dev/null"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Inst {
+            dir,
+            backing,
+            mnt,
+            log,
+            env,
+            mounted: false,
+        }
+    }
+
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.into(), v.into()));
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_secretfs"));
+        cmd.args(args).env_clear();
+        for keep in ["PATH", "HOME"] {
+            if let Ok(v) = std::env::var(keep) {
+                cmd.env(keep, v);
+            }
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        cmd.output().unwrap()
+    }
+
+    pub fn init(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["init", self.backing.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    pub fn mount_at(&mut self, backing: &Path, extra: &[&str]) -> Output {
+        let opts = format!("log={}", self.log.display());
+        let mut args = vec![
+            "mount",
+            backing.to_str().unwrap(),
+            self.mnt.to_str().unwrap(),
+            "-o",
+            &opts,
+        ];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        if out.status.success() {
+            self.mounted = true;
+        }
+        out
+    }
+
+    pub fn mount(&mut self, extra: &[&str]) -> Output {
+        let backing = self.backing.clone();
+        self.mount_at(&backing, extra)
+    }
+
+    pub fn umount(&mut self) {
+        ok(&self.run(&["umount", self.mnt.to_str().unwrap()]));
+        self.mounted = false;
+    }
+
+    pub fn config(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.backing.join("secretfs.conf")).unwrap()).unwrap()
+    }
+}
+
+impl Drop for Inst {
+    fn drop(&mut self) {
+        if self.mounted {
+            let pid = super::daemon_pid_of(&self.mnt);
+            let _ = self.run(&["umount", "--lazy", self.mnt.to_str().unwrap()]);
+            if let Some(pid) = pid {
+                super::wait_for_exit(pid);
+            }
+        }
+        super::forget_pins_under(self.dir.path());
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn ok(out: &Output) {
+    assert!(out.status.success(), "failed: {}", stderr(out));
+}
+
+/// Asserts the exit code and that the last stderr line is one `secretfs: error:` sentence
+/// containing `needle`.
+pub fn fails(out: &Output, code: i32, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("secretfs: error:"))
+        .unwrap_or_else(|| panic!("no error line in: {err}"));
+    assert!(line.contains(needle), "expected `{needle}` in: {line}");
+}
+
+/// A moto server of the test's own on a free loopback port (a second region's KMS, or one to
+/// take away): killed on drop. `None` (a skip) where moto is not installed, a failure under CI.
+pub struct PrivateMoto {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl PrivateMoto {
+    pub fn start() -> Option<PrivateMoto> {
+        let bin = std::env::var("SECRETFS_TEST_MOTO_BIN")
+            .unwrap_or_else(|_| "/opt/secretfs-moto/bin/moto_server".into());
+        if !Path::new(&bin).exists() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{bin} is missing: scripts/install-deps.sh --with-suites installs moto"
+            );
+            super::skipped(&format!(
+                "{bin} is missing (scripts/install-deps.sh installs it)"
+            ));
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let moto = PrivateMoto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        // Ready when it answers; bounded by the number of tries, not by a sleep per se.
+        for _ in 0..600 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(moto);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("moto on port {port} did not start");
+    }
+
+    /// Forgets every key and object (the KMS keys are gone, as after a deletion).
+    pub fn reset(&self) {
+        let out = Command::new("curl")
+            .args([
+                "-sf",
+                "-X",
+                "POST",
+                &format!("{}/moto-api/reset", self.endpoint),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "moto reset failed");
+    }
+}
+
+impl Drop for PrivateMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -1,0 +1,511 @@
+//! Key slots end to end, as an operator uses them: a recovery key and key files at init and by
+//! `key add`, removal and its refusals, a slot the host never pinned, a KMS region taken away, a
+//! deleted KMS key, and `kill -9` in the middle of a change; real binary, real FUSE, real SDK.
+
+mod common;
+
+use common::aws::{fails, ok, stderr, Admin, Inst, PrivateMoto};
+use std::path::Path;
+use std::process::Output;
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The recovery key printed once by init / key add: 17 dash-separated groups of 6 digits.
+fn recovery_key_in(out: &Output) -> String {
+    stdout(out)
+        .split_whitespace()
+        .find(|w| w.len() == 17 * 7 - 1 && w.split('-').count() == 17)
+        .unwrap_or_else(|| panic!("no recovery key in: {}", stdout(out)))
+        .to_string()
+}
+
+fn slots_of(inst: &Inst) -> serde_json::Value {
+    let out = inst.run(&["key", "list", inst.backing.to_str().unwrap(), "--json"]);
+    ok(&out);
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["slots"].clone()
+}
+
+fn ids(slots: &serde_json::Value) -> Vec<u64> {
+    slots
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_u64().unwrap())
+        .collect()
+}
+
+/// A file holding a recovery key, readable by root only, handed over as a command's output.
+fn secret_file(dir: &Path, name: &str, text: &str) -> String {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+    format!("cat {}", path.display())
+}
+
+/// Audit events of one kind in a log, as (field, value) lookups on each line.
+fn events<'a>(log: &'a str, kind: &str) -> Vec<&'a str> {
+    let tag = format!("event=\"{kind}\"");
+    log.lines().filter(|l| l.contains(&tag)).collect()
+}
+
+#[test]
+fn recovery_and_key_file_slots_open_alone_and_removal_refuses_what_would_lock_out() {
+    if !common::can_mount() {
+        return;
+    }
+    let mut inst = Inst::new("http://127.0.0.1:9");
+    let dir = inst.dir.path().to_path_buf();
+    let (k1, k2) = (dir.join("k1"), dir.join("k2"));
+    let backing = inst.backing.to_str().unwrap().to_string();
+
+    let out = inst.init(&["--key", &format!("keyfile:{}", k1.display()), "--recovery"]);
+    ok(&out);
+    let recovery = recovery_key_in(&out);
+    // Shown once, stored nowhere: not in the config, the pin, or any file of the store.
+    for (_, bytes) in common::snapshot(&inst.backing) {
+        assert!(!String::from_utf8_lossy(&bytes).contains(&recovery[..20]));
+    }
+    let slots = slots_of(&inst);
+    assert_eq!(ids(&slots), [0, 1]);
+    assert_eq!(slots[0]["key_source"], "keyfile");
+    assert_eq!(slots[0]["direct"], true);
+    assert_eq!(slots[1]["key_source"], "recovery");
+    assert_eq!(slots[1]["direct"], false);
+    assert!(slots
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["pinned"] == true));
+    assert_eq!(inst.config()["format_version"], 2);
+
+    ok(&inst.mount(&[]));
+    std::fs::write(inst.mnt.join("f"), b"kept across slots").unwrap();
+    inst.umount();
+
+    // A second key file, added with the first one.
+    let out = inst.run(&[
+        "key",
+        "add",
+        &backing,
+        "--new-key",
+        &format!("keyfile:{}", k2.display()),
+    ]);
+    ok(&out);
+    assert!(
+        stdout(&out).contains("added slot 2 (keyfile)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(ids(&slots_of(&inst)), [0, 1, 2]);
+    assert!(!stdout(&out).contains("recovery key"));
+
+    // The recovery key alone opens it; a well-formed wrong one and a typo are refused (exit 3).
+    let other = secretfs::crypto::recovery::RecoveryKey::generate()
+        .display()
+        .to_string();
+    let wrong = secret_file(&dir, "wrong", &other);
+    fails(
+        &inst.mount(&["--key", "recovery", "--passphrase-command", &wrong]),
+        3,
+        "wrong recovery key",
+    );
+    let mut typo = recovery.clone();
+    let first = if typo.starts_with('9') { "8" } else { "9" };
+    typo.replace_range(0..1, first);
+    let typo = secret_file(&dir, "typo", &typo);
+    fails(
+        &inst.mount(&["--key", "recovery", "--passphrase-command", &typo]),
+        3,
+        "group 1 of the recovery key is mistyped",
+    );
+    let right = secret_file(&dir, "right", &recovery);
+    ok(&inst.mount(&["--key", "recovery", "--passphrase-command", &right]));
+    assert_eq!(
+        std::fs::read(inst.mnt.join("f")).unwrap(),
+        b"kept across slots"
+    );
+    inst.umount();
+    let log = std::fs::read_to_string(&inst.log).unwrap();
+    let attempts = events(&log, "slot");
+    assert!(
+        attempts
+            .iter()
+            .any(|l| l.contains("slot=1") && l.contains("outcome=\"ok\"")),
+        "no successful recovery-slot event in: {log}"
+    );
+    assert!(
+        attempts
+            .iter()
+            .any(|l| l.contains("slot=1") && l.contains("wrong recovery key")),
+        "no failed recovery-slot event in: {log}"
+    );
+
+    // Removing the slot that opened the command needs --force; nothing changes without it.
+    let before = std::fs::read(inst.backing.join("secretfs.conf")).unwrap();
+    fails(
+        &inst.run(&["key", "remove", &backing, "0"]),
+        2,
+        "opened the filesystem",
+    );
+    assert_eq!(
+        std::fs::read(inst.backing.join("secretfs.conf")).unwrap(),
+        before
+    );
+    fails(
+        &inst.run(&["key", "remove", &backing, "7", "--slot", "2"]),
+        2,
+        "has no slot 7",
+    );
+
+    // Slot 0 removed while unlocked with slot 2: k1 opens nothing any more, k2 does.
+    ok(&inst.run(&["key", "remove", &backing, "0", "--slot", "2"]));
+    assert_eq!(ids(&slots_of(&inst)), [1, 2]);
+    fails(
+        &inst.mount(&["--key", &format!("keyfile:{}", k1.display())]),
+        3,
+        "does not open this filesystem",
+    );
+    ok(&inst.mount(&[]));
+    assert_eq!(
+        std::fs::read(inst.mnt.join("f")).unwrap(),
+        b"kept across slots"
+    );
+    inst.umount();
+
+    // Down to the recovery slot, which can never be removed, not even with --force.
+    ok(&inst.run(&["key", "remove", &backing, "2", "--slot", "2", "--force"]));
+    fails(
+        &inst.run(&[
+            "key",
+            "remove",
+            &backing,
+            "1",
+            "--force",
+            "--key",
+            "recovery",
+            "--passphrase-command",
+            &right,
+        ]),
+        2,
+        "is the last slot",
+    );
+    assert_eq!(ids(&slots_of(&inst)), [1]);
+    let fsck = inst.run(&[
+        "fsck",
+        &backing,
+        "--key",
+        "recovery",
+        "--passphrase-command",
+        &right,
+    ]);
+    assert_eq!(fsck.status.code(), Some(0), "{}", stderr(&fsck));
+}
+
+#[test]
+fn a_slot_this_host_never_pinned_is_never_tried() {
+    if !common::can_mount() {
+        return;
+    }
+    let mut inst = Inst::new("http://127.0.0.1:9");
+    let dir = inst.dir.path().to_path_buf();
+    let backing = inst.backing.to_str().unwrap().to_string();
+    ok(&inst.init(&["--key", &format!("keyfile:{}", dir.join("k1").display())]));
+    // This host's pin of the one-key filesystem, as it was before another host added a slot.
+    let fs_id = inst.config()["fs_id"].as_str().unwrap().to_string();
+    let pin_path = format!("/etc/secretfs/pins/{fs_id}.json");
+    let old_pin = std::fs::read(&pin_path).unwrap();
+    let k2 = format!("keyfile:{}", dir.join("k2").display());
+    ok(&inst.run(&["key", "add", &backing, "--new-key", &k2]));
+    // Format 1 became format 2 on the first add; its slot 0 is the old source, byte for byte.
+    assert_eq!(inst.config()["format_version"], 2);
+    std::fs::write(&pin_path, &old_pin).unwrap();
+    let slots = slots_of(&inst);
+    assert_eq!(slots[0]["pinned"], true);
+    assert_eq!(slots[1]["pinned"], false);
+
+    // The unpinned slot is refused by name and skipped (audited) by default.
+    fails(
+        &inst.mount(&["--slot", "1"]),
+        3,
+        "there is no slot 1 in the pin",
+    );
+    // A key file named on the command line is tried against the pinned key-file slot only.
+    fails(
+        &inst.mount(&["--key", &k2]),
+        3,
+        "does not open this filesystem",
+    );
+    ok(&inst.mount(&[]));
+    inst.umount();
+    let log = std::fs::read_to_string(&inst.log).unwrap();
+    assert!(
+        events(&log, "slot")
+            .iter()
+            .any(|l| l.contains("slot=1") && l.contains("skipped: not pinned on this host")),
+        "no skipped-slot event in: {log}"
+    );
+    let fsck = inst.run(&["fsck", &backing, "--json"]);
+    assert_eq!(fsck.status.code(), Some(4), "{}", stderr(&fsck));
+    let report: serde_json::Value = serde_json::from_slice(&fsck.stdout).unwrap();
+    assert!(
+        report["problems"].as_array().unwrap().iter().any(
+            |p| p["kind"] == "key-slot" && p["detail"].as_str().unwrap().contains("not pinned")
+        ),
+        "{report}"
+    );
+    // `secretfs pin` with a key that opens it trusts every slot again.
+    ok(&inst.run(&["pin", &backing, "--key", &k2]));
+    assert!(slots_of(&inst)
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["pinned"] == true));
+    ok(&inst.mount(&["--slot", "1"]));
+}
+
+#[test]
+fn with_one_regions_kms_down_the_other_regions_slot_opens_within_the_deadline() {
+    if !common::can_mount() {
+        return;
+    }
+    let (Some(moto_a), Some(moto_b)) = (PrivateMoto::start(), PrivateMoto::start()) else {
+        return;
+    };
+    let (key_a, _) = Admin::in_region(&moto_a.endpoint, "us-east-1").key();
+    let (key_b, _) = Admin::in_region(&moto_b.endpoint, "eu-west-1").key();
+    assert!(key_b.contains(":eu-west-1:"), "{key_b}");
+    let mut inst = Inst::new(&moto_a.endpoint);
+    let backing = inst.backing.to_str().unwrap().to_string();
+    let out = inst.init(&[
+        "--key",
+        "kms",
+        "--kms-key",
+        &key_a,
+        "--endpoint-url",
+        &moto_a.endpoint,
+        "--region",
+        "us-east-1",
+        "--recovery",
+    ]);
+    ok(&out);
+    let recovery = recovery_key_in(&out);
+    ok(&inst.run(&[
+        "key",
+        "add",
+        &backing,
+        "--new-key",
+        "kms",
+        "--new-kms-key",
+        &key_b,
+        "--new-endpoint-url",
+        &moto_b.endpoint,
+    ]));
+    let slots = slots_of(&inst);
+    assert_eq!(ids(&slots), [0, 1, 2]);
+    assert_eq!(
+        slots[0]["endpoint"].as_str(),
+        Some(moto_a.endpoint.as_str())
+    );
+    assert_eq!(
+        slots[2]["region"], "eu-west-1",
+        "the ARN's region is recorded"
+    );
+    assert_eq!(
+        slots[2]["endpoint"].as_str(),
+        Some(moto_b.endpoint.as_str())
+    );
+    assert_eq!(slots[2]["key"].as_str(), Some(key_b.as_str()));
+    ok(&inst.mount(&[]));
+    std::fs::write(inst.mnt.join("f"), b"two regions").unwrap();
+    inst.umount();
+
+    // Region A's endpoint goes away (and stays the environment's default endpoint).
+    let endpoint_a = moto_a.endpoint.clone();
+    drop(moto_a);
+    fails(
+        &inst.mount(&["--slot", "0", "--aws-timeout", "3"]),
+        8,
+        "cannot reach AWS KMS",
+    );
+    std::fs::write(&inst.log, b"").unwrap();
+    ok(&inst.mount(&["--slot-timeout", "3", "--aws-timeout", "40"]));
+    assert_eq!(std::fs::read(inst.mnt.join("f")).unwrap(), b"two regions");
+    inst.umount();
+    let log = std::fs::read_to_string(&inst.log).unwrap();
+    let attempts = events(&log, "slot");
+    let slot0 = attempts
+        .iter()
+        .position(|l| l.contains("slot=0") && !l.contains("outcome=\"ok\""));
+    let slot2 = attempts
+        .iter()
+        .position(|l| l.contains("slot=2") && l.contains("outcome=\"ok\""));
+    assert!(
+        matches!((slot0, slot2), (Some(a), Some(b)) if a < b),
+        "expected slot 0 to fail, then slot 2 to open: {log}"
+    );
+    assert!(
+        log.contains(&endpoint_a),
+        "the failure names region A's endpoint: {log}"
+    );
+    assert!(
+        attempts.iter().any(|l| l.contains("slot=1")
+            && l.contains("skipped: a recovery key is used only when named")),
+        "{log}"
+    );
+    let kms = events(&log, "kms");
+    assert!(
+        kms.iter().any(|l| l.contains("slot=2")
+            && l.contains("operation=\"Decrypt\"")
+            && l.contains(&key_b)
+            && l.contains("outcome=\"ok\"")),
+        "no Decrypt audit event for slot 2: {log}"
+    );
+
+    // Region B gone too: the recovery key opens it with no AWS at all.
+    drop(moto_b);
+    let right = secret_file(inst.dir.path(), "right", &recovery);
+    ok(&inst.mount(&["--key", "recovery", "--passphrase-command", &right]));
+    assert_eq!(std::fs::read(inst.mnt.join("f")).unwrap(), b"two regions");
+}
+
+#[test]
+fn a_deleted_kms_key_leaves_the_recovery_key_as_the_way_in() {
+    if !common::can_mount() {
+        return;
+    }
+    let Some(moto) = PrivateMoto::start() else {
+        return;
+    };
+    let (key, _) = Admin::new(&moto.endpoint).key();
+    let mut inst = Inst::new(&moto.endpoint);
+    let out = inst.init(&["--key", "kms", "--kms-key", &key, "--recovery"]);
+    ok(&out);
+    let recovery = recovery_key_in(&out);
+    ok(&inst.mount(&[]));
+    std::fs::write(inst.mnt.join("f"), b"survives its KMS key").unwrap();
+    inst.umount();
+    // moto enforces neither DisableKey nor a key policy for Decrypt, so the key is taken away
+    // the only way it offers: every key of this private server is forgotten (deleted).
+    moto.reset();
+    fails(&inst.mount(&[]), 7, "does not exist");
+    let right = secret_file(inst.dir.path(), "right", &recovery);
+    ok(&inst.mount(&["--key", "recovery", "--passphrase-command", &right]));
+    assert_eq!(
+        std::fs::read(inst.mnt.join("f")).unwrap(),
+        b"survives its KMS key"
+    );
+}
+
+#[test]
+fn kill_9_during_key_add_or_remove_leaves_a_store_that_opens_with_its_old_slots() {
+    use rand::{Rng, SeedableRng};
+    if !common::can_mount() {
+        return;
+    }
+    let mut inst = Inst::new("http://127.0.0.1:9");
+    let dir = inst.dir.path().to_path_buf();
+    let backing = inst.backing.to_str().unwrap().to_string();
+    ok(&inst.init(&["--key", &format!("keyfile:{}", dir.join("k1").display())]));
+    ok(&inst.mount(&[]));
+    std::fs::write(inst.mnt.join("f"), b"never lost").unwrap();
+    inst.umount();
+    let seed = common::fresh_seed("kill during key change");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut outcomes = (0, 0);
+    for round in 0..10 {
+        let before = ids(&slots_of(&inst));
+        // Even rounds add a passphrase slot (argon2id makes the command last long enough to be
+        // killed anywhere in it); odd rounds remove the newest slot, unlocked with slot 0.
+        let args: Vec<String> = if round % 2 == 0 || before.len() == 1 {
+            let pass = format!("echo pass-{round}");
+            [
+                "key",
+                "add",
+                &backing,
+                "--new-key",
+                "passphrase",
+                "--new-passphrase-command",
+                &pass,
+            ]
+            .map(String::from)
+            .to_vec()
+        } else {
+            let newest = before.last().unwrap().to_string();
+            ["key", "remove", &backing, &newest, "--slot", "0"]
+                .map(String::from)
+                .to_vec()
+        };
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_secretfs"));
+        cmd.args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        // The fault's timing, drawn from the seed: anywhere from start-up to the commit.
+        let delay = rng.gen_range(0..if round % 2 == 0 { 700 } else { 40 });
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        if status.success() {
+            outcomes.1 += 1;
+        } else {
+            outcomes.0 += 1;
+        }
+        // The config is whole (old or new list), every slot in it is pinned here (the pin is
+        // written first), and the store opens with slot 0 and reads back intact.
+        let slots = slots_of(&inst);
+        let after = ids(&slots);
+        let grew = after.len() == before.len() + 1 && after.starts_with(&before);
+        let shrank = after.len() + 1 == before.len() && before.starts_with(&after);
+        assert!(
+            after == before || grew || shrank,
+            "round {round} (delay {delay} ms, seed {seed}): {before:?} -> {after:?}"
+        );
+        assert!(
+            slots
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["pinned"] == true),
+            "round {round}: a slot of the config is not pinned: {slots}"
+        );
+        ok(&inst.mount(&["--slot", "0"]));
+        assert_eq!(std::fs::read(inst.mnt.join("f")).unwrap(), b"never lost");
+        inst.umount();
+    }
+    eprintln!(
+        "killed before the end: {}, finished: {}",
+        outcomes.0, outcomes.1
+    );
+    // Every passphrase slot that survived is whole: one of the passphrases given opens it.
+    for slot in slots_of(&inst).as_array().unwrap() {
+        if slot["key_source"] != "passphrase" {
+            continue;
+        }
+        let id = slot["id"].as_u64().unwrap().to_string();
+        let opens = (0..10).step_by(2).any(|round| {
+            let pass = format!("echo pass-{round}");
+            let fsck = inst.run(&[
+                "fsck",
+                &backing,
+                "--slot",
+                &id,
+                "--passphrase-command",
+                &pass,
+            ]);
+            fsck.status.code() == Some(0)
+        });
+        assert!(
+            opens,
+            "passphrase slot {id} opens with none of the passphrases (seed {seed})"
+        );
+    }
+}
