@@ -20,7 +20,7 @@ use secretfs::crypto::content::{
 use secretfs::crypto::keys::{KeyRing, MasterKey};
 use secretfs::crypto::names::NameCipher;
 use secretfs::crypto::CryptoError;
-use secretfs::store::config::{FsConfig, KeySourceDescriptor, CIPHER_NAME};
+use secretfs::store::config::{FsConfig, KeySlot, KeySourceDescriptor, CIPHER_NAME};
 use secretfs::store::layout::{classify, long_name_side_file, BackingEntry, StoredName};
 use sha2::{Digest, Sha256};
 
@@ -701,6 +701,109 @@ fn passphrase_wrapped_master_key() {
     assert_eq!(master.expose(), &master_bytes());
 }
 
+// ---- key slots (format 2) ----------------------------------------------------------------
+
+/// The recovery key of the vector: bytes 0x40, 0x41, … 0x5f.
+fn recovery_bytes() -> [u8; 32] {
+    std::array::from_fn(|i| 0x40 + i as u8)
+}
+const SLOT_NONCE: [u8; 12] = hex12("909192939495969798999a9b");
+const RECOVERY_TEXT: &str = "180939-186593-192247-197901-203555-209209-214863-220517-226171-231825-237479-243133-248787-254441-260095-265749-569294";
+const RECOVERY_SLOT_KEY: &str = "722db5ab98bed6a2d5e7d053a28ee40b4e5c255f58cf50f74a3a17248df7c848";
+const RECOVERY_SLOT_WRAPPED: &str =
+    "kJGSk5SVlpeYmZqbdH/LIs8rk/l/P8eW0qQthzwfpPXYdus3L/43Sjnpxu2rIf4QhV4DSPA6RU6j+wh/";
+const SLOTS_CONFIG_BODY: &str = r#"{"format_version":2,"fs_id":"00112233-4455-4677-8899-aabbccddeeff","cipher":"AES-256-GCM-4096/AES-256-SIV","block_size":4096,"slots":[{"id":0,"source":{"type":"keyfile","path":"/etc/secretfs/key"}},{"id":1,"source":{"type":"recovery"},"wrapped_master":"kJGSk5SVlpeYmZqbdH/LIs8rk/l/P8eW0qQthzwfpPXYdus3L/43Sjnpxu2rIf4QhV4DSPA6RU6j+wh/"}],"root_dir_id":"sLGys7S1tre4ubq7vL2+vw=="}"#;
+const SLOTS_CONFIG_MAC: &str = "6b53d922ea43e7f2262de4728d8d8a64a50b470ce89f96599cd1e314730ae88f";
+
+#[test]
+fn key_slots_config_and_a_recovery_slot() {
+    let keys = keyring();
+    // The recovery key's printed form: each big-endian 16-bit word × 11 in 6 digits, then
+    // SHA-256(key)[0..2] × 11.
+    let key = recovery_bytes();
+    let mut groups: Vec<String> = key
+        .chunks(2)
+        .map(|w| format!("{:06}", u32::from(u16::from_be_bytes([w[0], w[1]])) * 11))
+        .collect();
+    let digest = Sha256::digest(key);
+    groups.push(format!(
+        "{:06}",
+        u32::from(u16::from_be_bytes([digest[0], digest[1]])) * 11
+    ));
+    frozen("recovery key text", &groups.join("-"), RECOVERY_TEXT);
+    let recovery = secretfs::crypto::recovery::RecoveryKey::from_bytes(
+        secretfs::crypto::keys::SecretBytes::from_slice(&key).unwrap(),
+    );
+    assert_eq!(recovery.display().as_str(), RECOVERY_TEXT);
+
+    // Its slot key: HKDF-SHA256(salt = fs id, ikm = recovery key, info = label).
+    let mut slot_key = [0u8; 32];
+    Hkdf::<Sha256>::new(Some(&FS_ID), &key)
+        .expand(b"secretfs/v1/recovery-slot", &mut slot_key)
+        .unwrap();
+    frozen("recovery slot key", &hex(&slot_key), RECOVERY_SLOT_KEY);
+    assert_eq!(recovery.slot_key(&FS_ID).expose(), &slot_key);
+
+    // wrapped_master = nonce ‖ AES-256-GCM(slot key, AAD = "secretfs/v2/key-slot" ‖ 0x00 ‖
+    // fs id ‖ slot id (u32 BE), master key) ‖ tag.
+    let mut aad = b"secretfs/v2/key-slot\0".to_vec();
+    aad.extend_from_slice(&FS_ID);
+    aad.extend_from_slice(&1u32.to_be_bytes());
+    assert_eq!(secretfs::store::config::slot_aad(&FS_ID, 1), aad);
+    let wrapped = rc_gcm_seal(&slot_key, &SLOT_NONCE, &aad, &master_bytes());
+    assert_eq!(wrapped.len(), 60);
+    frozen(
+        "recovery slot wrapped master",
+        &B64.encode(&wrapped),
+        RECOVERY_SLOT_WRAPPED,
+    );
+
+    let mut config = vector_config();
+    config
+        .set_slots(vec![
+            KeySlot::direct(
+                0,
+                KeySourceDescriptor::Keyfile {
+                    path: "/etc/secretfs/key".into(),
+                },
+            ),
+            KeySlot {
+                wrapped_master: Some(RECOVERY_SLOT_WRAPPED.to_string()),
+                ..KeySlot::direct(1, KeySourceDescriptor::Recovery)
+            },
+        ])
+        .unwrap();
+    assert_eq!(config.format_version, 2);
+    frozen(
+        "slots config body",
+        &serde_json::to_string(&config).unwrap(),
+        SLOTS_CONFIG_BODY,
+    );
+    let mac = hex(&hmac_sha256(
+        keys.config_mac_key().expose(),
+        &[b"secretfs/v1/config\0", SLOTS_CONFIG_BODY.as_bytes()],
+    ));
+    frozen("slots config MAC", &mac, SLOTS_CONFIG_MAC);
+    let (parsed, stored_mac) = FsConfig::parse_unverified(&config.to_json(&keys)).unwrap();
+    assert_eq!(parsed, config);
+    assert_eq!(hex(&stored_mac), mac);
+    parsed.verify_mac(&stored_mac, &keys).unwrap();
+
+    // The typed recovery key opens slot 1 through the library, to the master key.
+    let typed =
+        secretfs::keysource::KeySpec::Recovery(secretfs::keysource::PassphraseInput::Preread(
+            zeroize::Zeroizing::new(RECOVERY_TEXT.to_string()),
+        ));
+    let slot = parsed.slot(1).unwrap();
+    let master = secretfs::keysource::slots::open(&typed, &slot, &FS_ID).unwrap();
+    assert_eq!(master.expose(), &master_bytes());
+
+    // A format-1 config reads as one direct slot 0, and its bytes and MAC are unchanged.
+    let v1 = vector_config();
+    assert_eq!(v1.slots(), vec![KeySlot::direct(0, v1.primary().clone())]);
+    assert_eq!(serde_json::to_string(&v1).unwrap(), CONFIG_BODY);
+}
+
 // ---- the documentation quotes these values --------------------------------------------------
 
 #[test]
@@ -731,6 +834,11 @@ fn format_md_quotes_the_frozen_vectors() {
         ("config file", CONFIG_FILE),
         ("argon2id KEK", ARGON2_KEK),
         ("wrapped key", WRAPPED_KEY_B64),
+        ("recovery key text", RECOVERY_TEXT),
+        ("recovery slot key", RECOVERY_SLOT_KEY),
+        ("recovery slot wrapped master", RECOVERY_SLOT_WRAPPED),
+        ("slots config body", SLOTS_CONFIG_BODY),
+        ("slots config MAC", SLOTS_CONFIG_MAC),
     ] {
         let value: String = value.chars().filter(|c| !c.is_whitespace()).collect();
         assert!(
