@@ -288,6 +288,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn slot_options_take_a_slot_number_and_seconds() {
+        let o = MountOptions::parse(["slot=3,slot-timeout=7"]).unwrap();
+        assert_eq!((o.slot, o.slot_timeout), (Some(3), Some(7)));
+        for bad in [
+            "slot=x",
+            "slot=1000",
+            "slot=-1",
+            "slot-timeout=0",
+            "slot-timeout=",
+            "slot",
+        ] {
+            assert!(MountOptions::parse([bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn parses_the_usual_fstab_line() {
         let o = MountOptions::parse(["key=keyfile:/etc/k,ro,_netdev,nofail,x-systemd.requires=network-online.target,allow_other"]).unwrap();
         assert!(o.read_only && o.allow_other);

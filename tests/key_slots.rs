@@ -262,6 +262,33 @@ fn a_slot_this_host_never_pinned_is_never_tried() {
         ),
         "{report}"
     );
+    // A slot planted in the config (a KMS key behind an endpoint the attacker runs): the edit
+    // breaks the MAC, and the planted slot is never contacted on the way to finding that out.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let evil = format!("http://{}", listener.local_addr().unwrap());
+    let conf = inst.backing.join("secretfs.conf");
+    let authentic = std::fs::read(&conf).unwrap();
+    let mut edited = inst.config();
+    let mut planted = edited["slots"][1].clone();
+    planted["id"] = 9.into();
+    planted["source"] =
+        serde_json::json!({"type": "kms", "key_id": "alias/evil", "wrapped_key": "AQID"});
+    planted["endpoint"] = evil.clone().into();
+    edited["slots"].as_array_mut().unwrap().push(planted);
+    std::fs::write(&conf, serde_json::to_vec_pretty(&edited).unwrap()).unwrap();
+    fails(&inst.mount(&[]), 3, "config MAC mismatch");
+    fails(
+        &inst.mount(&["--slot", "9"]),
+        3,
+        "there is no slot 9 in the pin",
+    );
+    assert!(
+        listener.accept().is_err(),
+        "a planted slot's endpoint was contacted"
+    );
+    std::fs::write(&conf, &authentic).unwrap();
+
     // `secretfs pin` with a key that opens it trusts every slot again.
     ok(&inst.run(&["pin", &backing, "--key", &k2]));
     assert!(slots_of(&inst)
@@ -368,6 +395,16 @@ fn with_one_regions_kms_down_the_other_regions_slot_opens_within_the_deadline() 
             && l.contains(&key_b)
             && l.contains("outcome=\"ok\"")),
         "no Decrypt audit event for slot 2: {log}"
+    );
+
+    // The slot named in mount options (as in an fstab line) is the only one tried.
+    std::fs::write(&inst.log, b"").unwrap();
+    ok(&inst.mount(&["-o", "slot=2,slot-timeout=5"]));
+    inst.umount();
+    let log = std::fs::read_to_string(&inst.log).unwrap();
+    assert!(
+        !events(&log, "slot").iter().any(|l| l.contains("slot=0")),
+        "slot 0 was tried although slot=2 was named: {log}"
     );
 
     // Region B gone too: the recovery key opens it with no AWS at all.
