@@ -351,6 +351,16 @@ fn with_one_regions_kms_down_the_other_regions_slot_opens_within_the_deadline() 
         Some(moto_b.endpoint.as_str())
     );
     assert_eq!(slots[2]["key"].as_str(), Some(key_b.as_str()));
+    // Rewrapping slot 2 moves its blob to another key of region B (ReEncrypt there).
+    let (key_b2, _) = Admin::in_region(&moto_b.endpoint, "eu-west-1").key();
+    fails(
+        &inst.run(&["rewrap", &backing, "--kms-key", &key_b2]),
+        2,
+        "several KMS slots",
+    );
+    ok(&inst.run(&["rewrap", &backing, "--slot", "2", "--kms-key", &key_b2]));
+    assert_eq!(slots_of(&inst)[2]["key"].as_str(), Some(key_b2.as_str()));
+    assert_eq!(slots_of(&inst)[2]["pinned"], true);
     ok(&inst.mount(&[]));
     std::fs::write(inst.mnt.join("f"), b"two regions").unwrap();
     inst.umount();
@@ -392,7 +402,7 @@ fn with_one_regions_kms_down_the_other_regions_slot_opens_within_the_deadline() 
     assert!(
         kms.iter().any(|l| l.contains("slot=2")
             && l.contains("operation=\"Decrypt\"")
-            && l.contains(&key_b)
+            && l.contains(&key_b2)
             && l.contains("outcome=\"ok\"")),
         "no Decrypt audit event for slot 2: {log}"
     );
