@@ -108,6 +108,22 @@ fn recovery_and_key_file_slots_open_alone_and_removal_refuses_what_would_lock_ou
     assert_eq!(ids(&slots_of(&inst)), [0, 1, 2]);
     assert!(!stdout(&out).contains("recovery key"));
 
+    // fsck opens every slot it can without a person: a key file gone is reported by slot.
+    std::fs::rename(&k2, dir.join("k2.away")).unwrap();
+    let fsck = inst.run(&["fsck", &backing, "--json"]);
+    assert_eq!(fsck.status.code(), Some(4), "{}", stderr(&fsck));
+    let report: serde_json::Value = serde_json::from_slice(&fsck.stdout).unwrap();
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{report}");
+    assert_eq!(problems[0]["kind"], "key-slot");
+    assert!(problems[0]["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("slot 2 (keyfile) does not open"));
+    std::fs::rename(dir.join("k2.away"), &k2).unwrap();
+    let fsck = inst.run(&["fsck", &backing]);
+    assert_eq!(fsck.status.code(), Some(0), "{}", stderr(&fsck));
+
     // The recovery key alone opens it; a well-formed wrong one and a typo are refused (exit 3).
     let other = secretfs::crypto::recovery::RecoveryKey::generate()
         .display()
