@@ -11,5 +11,8 @@ fuzz_target!(|data: &[u8]| {
         let keys = KeyRing::new(&master, &config.fs_id_bytes());
         let _ = config.verify_mac(&mac, &keys);
         let _ = config.root_dir_id();
+        for slot in config.slots() {
+            let _ = slot.wrapped_master();
+        }
     }
 });
