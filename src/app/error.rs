@@ -144,7 +144,9 @@ fn key_kind(e: &KeySourceError) -> ErrorKind {
             ErrorClass::WrongKey => ErrorKind::Key,
             ErrorClass::Permanent => ErrorKind::Aws,
         },
-        KeySourceError::KmsKeyMissing | KeySourceError::WrappedKeyMissing => ErrorKind::Usage,
+        KeySourceError::KmsKeyMissing
+        | KeySourceError::WrappedKeyMissing
+        | KeySourceError::RecoveryAlone => ErrorKind::Usage,
         _ => ErrorKind::Key,
     }
 }
@@ -220,6 +222,27 @@ mod tests {
             ErrorKind::Usage,
             "a key error inside block keeps its class"
         );
+        // A wrong or mistyped recovery key is a key problem (exit 3), asking for one alone a
+        // usage problem.
+        for (e, kind) in [
+            (KeySourceError::WrongRecoveryKey, ErrorKind::Key),
+            (
+                KeySourceError::RecoveryKeyForm(
+                    crate::crypto::recovery::RecoveryKeyError::Checksum,
+                ),
+                ErrorKind::Key,
+            ),
+            (
+                KeySourceError::SlotDoesNotOpen {
+                    slot: 2,
+                    kind: "keyfile",
+                },
+                ErrorKind::Key,
+            ),
+            (KeySourceError::RecoveryAlone, ErrorKind::Usage),
+        ] {
+            assert_eq!(Error::from(e).kind, kind);
+        }
         let e: Error = BlockError::NotRoot.into();
         assert_eq!(
             (e.kind, e.hint.as_deref()),
