@@ -26,9 +26,11 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 # Block mode is tested in a QEMU guest (this host kernel has no device-mapper): the emulator,
 # what goes into the guest's initramfs, and Debian's cloud kernel unpacked from its .deb into a
-# cache (never installed on the host).
+# cache (never installed on the host). dmsetup builds the power-cut device (dm-flakey) of the
+# durability case; on this host it only adds a /dev/mapper/control that block mode ignores
+# (device-mapper is detected by /proc/misc).
 apt-get install -y -qq --no-install-recommends \
-    qemu-system-x86 cpio busybox-static cryptsetup-bin kmod dash binutils >/dev/null
+    qemu-system-x86 cpio busybox-static cryptsetup-bin kmod dash binutils dmsetup >/dev/null
 # The peer the comparison benchmark measures file mode against.
 apt-get install -y -qq --no-install-recommends gocryptfs >/dev/null
 VM_CACHE=${SECRETFS_VM_CACHE:-/var/cache/secretfs-vm}

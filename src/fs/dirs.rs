@@ -522,7 +522,135 @@ pub(super) fn symlink_plain_len(encoded_len: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::keys::{KeyRing, MasterKey};
     use crate::crypto::names::NameCipher;
+    use crate::fs::FsOptions;
+    use std::collections::BTreeSet;
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    /// Every path under `dir`, to show that a refused operation changed nothing in the store.
+    fn tree(dir: &Path) -> BTreeSet<std::path::PathBuf> {
+        let mut out = BTreeSet::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(tree(&path));
+            }
+            out.insert(path);
+        }
+        out
+    }
+
+    /// What the daemon's log receives while `f` runs.
+    fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8_lossy(&sink.0.lock().unwrap()).into_owned();
+        (out, text)
+    }
+
+    /// unlink, rmdir and a rename onto an existing name first keep the victim alive through its
+    /// descriptor; when the sweep had closed that descriptor and its file handle now reopens
+    /// another object, the name no longer names what the kernel knows as that inode: each is
+    /// refused with EIO and an `inode` audit event, and nothing in the store is removed or
+    /// renamed. A swept victim whose handle reopens to itself is removed as usual.
+    #[test]
+    fn unlink_rmdir_rename_refuse_a_swept_victim_that_reopens_to_another_object() {
+        if !crate::testing::root_or_skip() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let backing = dir.path().join("backing");
+        std::fs::create_dir(&backing).unwrap();
+        // Outside the store, on the same filesystem: what the victims' handles will reopen.
+        let decoy = dir.path().join("decoy");
+        std::fs::write(&decoy, b"decoy").unwrap();
+        let decoy_fd = std::fs::File::open(&decoy).unwrap();
+        let keys = KeyRing::new(&MasterKey::random(), &[3; 16]);
+        let opts = FsOptions {
+            max_fds: 8,
+            ..FsOptions::default()
+        };
+        let fs = SecretFs::new(&backing, [4; 16], keys, opts).unwrap();
+        let caller = Caller {
+            uid: 0,
+            gid: 0,
+            pid: std::process::id(),
+        };
+        let file = |name: &str| {
+            let mode = libc::S_IFREG | 0o644;
+            fs.make_node(&caller, ROOT, OsStr::new(name), mode, 0, 0)
+                .unwrap()
+                .0
+        };
+        let victims = [
+            ("unlink", file("victim")),
+            ("rmdir", {
+                let made = fs.make_directory(&caller, ROOT, OsStr::new("vdir"), 0o755, 0);
+                made.unwrap().0
+            }),
+            ("rename", file("target")),
+        ];
+        file("source");
+        let control = file("control");
+        // Enough newer inodes that the sweep closes every victim's descriptor.
+        for i in 0..100 {
+            file(&format!("f{i}"));
+        }
+        for (op, inode) in &victims {
+            assert!(
+                inode.aim_swept_handle_at(decoy_fd.as_raw_fd()).unwrap(),
+                "{op}: the victim's descriptor was not swept"
+            );
+        }
+        let root = fs.inode(ROOT).unwrap();
+        let before = tree(&backing);
+        for (op, inode) in &victims {
+            let result = match *op {
+                "unlink" => fs.remove_file(&root, OsStr::new("victim")),
+                "rmdir" => fs.remove_dir(&root, OsStr::new("vdir")),
+                _ => fs.rename_entry(&root, OsStr::new("source"), &root, OsStr::new("target"), 0),
+            };
+            let err = result.expect_err(op);
+            let failure = err.integrity_failure().map(|i| (i.what, i.ino));
+            assert_eq!(failure, Some(("inode", inode.ino)), "{op}: {err}");
+            // The adapter replies with `report`, which audits.
+            let (errno, log) = logged(|| err.report());
+            assert_eq!(errno, Errno::EIO, "{op}");
+            let event = log
+                .lines()
+                .find(|l| l.contains("event=\"integrity_failure\""))
+                .unwrap_or_else(|| panic!("{op}: no audit event in {log:?}"));
+            assert!(
+                event.contains(crate::audit::TARGET)
+                    && event.contains("what=\"inode\"")
+                    && event.contains(&format!("ino={}", inode.ino)),
+                "{op}: {event}"
+            );
+            assert_eq!(tree(&backing), before, "{op} changed the store");
+        }
+        // The control: swept too, reopening to itself, and removed.
+        assert!(control.is_swept(), "the control was not swept");
+        fs.remove_file(&root, OsStr::new("control")).unwrap();
+        assert_eq!(tree(&backing).len(), before.len() - 1);
+    }
 
     #[test]
     fn symlink_length_formula_matches_the_codec() {

@@ -192,6 +192,28 @@ impl Inode {
     }
 }
 
+/// Test seam for the refusals of a swept descriptor that reopens to another object: ext4 and
+/// tmpfs handles carry a generation and never decode to another object, but a store whose
+/// handles do (a FUSE or network filesystem answering as it likes) gives exactly this state.
+#[cfg(test)]
+impl Inode {
+    pub(crate) fn is_swept(&self) -> bool {
+        matches!(&*self.slot.lock(), Slot::Closed(_))
+    }
+
+    /// Makes the file handle of a swept inode name the object `other` is open on. False if the
+    /// descriptor is open (not swept), so a test can tell it set up what it meant to.
+    pub(crate) fn aim_swept_handle_at(&self, other: RawFd) -> io::Result<bool> {
+        match &mut *self.slot.lock() {
+            Slot::Open(_) => Ok(false),
+            Slot::Closed(handle) => {
+                *handle = sys::handle_of(other)?;
+                Ok(true)
+            }
+        }
+    }
+}
+
 impl Drop for Inode {
     fn drop(&mut self) {
         if matches!(&*self.slot.get_mut(), Slot::Open(_)) {

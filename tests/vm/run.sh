@@ -13,7 +13,7 @@
 #   SECRETFS_VM_APPEND="..." (more kernel parameters)
 #   SECRETFS_VM_BINS="prog ..." (more programs, e.g. secretfs-bench, in the guest's /bin by name)
 # Needs (scripts/install-deps.sh): qemu-system-x86 cpio busybox-static cryptsetup-bin e2fsprogs
-# kmod dash util-linux, and the cloud kernel .deb unpacked under $SECRETFS_VM_CACHE.
+# kmod dash util-linux dmsetup, and the cloud kernel .deb unpacked under $SECRETFS_VM_CACHE.
 set -Eeuo pipefail
 # Never die silently: name the command that failed. (Pipelines here read their input to the
 # end: an `awk ...; exit` would let the writer die of SIGPIPE, which pipefail turns into a
@@ -27,7 +27,7 @@ timeout_s=${SECRETFS_VM_TIMEOUT:-300}
 guest=${SECRETFS_VM_GUEST:-$here/guest-tests.sh}
 
 [ -x "$bin" ] || { echo "vm: no secretfs binary at $bin (cargo build first)" >&2; exit 2; }
-for tool in qemu-system-x86_64 cpio busybox cryptsetup mke2fs dash depmod modprobe; do
+for tool in qemu-system-x86_64 cpio busybox cryptsetup dmsetup mke2fs dash depmod modprobe; do
     command -v "$tool" >/dev/null || { echo "vm: $tool missing: run scripts/install-deps.sh" >&2; exit 2; }
 done
 
@@ -65,6 +65,9 @@ for applet in $(busybox --list); do
 done
 copy_elf "$(command -v dash)" /bin/sh
 copy_elf "$(command -v cryptsetup)" /sbin/cryptsetup
+copy_elf "$(command -v dmsetup)" /sbin/dmsetup
+# coreutils dd beside busybox's, which has no oflag=sync (the durability case writes O_SYNC).
+copy_elf "$(command -v dd)" /usr/bin/dd
 copy_elf "$(command -v mke2fs)" /sbin/mke2fs
 for n in mkfs.ext4 mkfs.ext2; do ln -s mke2fs "$rootfs/sbin/$n"; done
 copy_elf "$(command -v blkid)" /sbin/blkid
@@ -88,7 +91,7 @@ if [ -n "${SECRETFS_VM_GUEST_ENV:-}" ]; then install -m 0644 "$SECRETFS_VM_GUEST
 
 # Kernel modules in dependency order.
 : >"$rootfs/modules/order"
-for m in virtio_pci virtio_blk dm-mod dm-crypt xts ecb cryptd crypto_simd aesni-intel af_alg algif_skcipher loop fuse; do
+for m in virtio_pci virtio_blk dm-mod dm-crypt dm-flakey xts ecb cryptd crypto_simd aesni-intel af_alg algif_skcipher loop fuse; do
     modprobe -d "$cache/kernel" -S "$kver" --show-depends "$m"
 done | awk '$1 == "insmod" && !seen[$2]++ {print $2}' | while read -r ko; do
     cp "$ko" "$rootfs/modules/"
