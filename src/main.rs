@@ -59,13 +59,25 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Mount(args) => mount::run(&args),
         Command::Key(args) => key::run(&args),
         Command::Pin(args) => {
-            let pin = app::pin::run(&args.request())?;
+            let done = app::pin::run(&args.request())?;
+            let pin = &done.pin;
+            let slots: Vec<String> = pin
+                .slots()
+                .iter()
+                .map(|s| format!("{} {}", s.id, s.source.kind()))
+                .collect();
             println!(
-                "pinned filesystem {} in {} to key source {}",
+                "pinned filesystem {} in {}: slots {}",
                 pin.fs_id,
                 pin.backing.display(),
-                pin.key_source.kind()
+                slots.join(", ")
             );
+            if !done.newly_trusted.is_empty() {
+                println!(
+                    "  newly trusted on this host: slots {:?}",
+                    done.newly_trusted
+                );
+            }
             Ok(())
         }
         Command::Rewrap(args) => {

@@ -230,6 +230,9 @@ pub fn plan_unlock(
     let slots = config.slots();
     let mut plan = UnlockPlan::new(key, config)?;
     check_pin_backing(&pin, backing, config)?;
+    for id in rolled_back(&pin, config) {
+        tracing::warn!(fs_id = %fs_id, slot = id, "a key slot this host pinned is missing from the store's config: removed on another host, or an older config was restored");
+    }
     let (trusted, untrusted): (Vec<KeySlot>, Vec<KeySlot>) =
         slots.into_iter().partition(|s| pin.trusts(s));
     if trusted.is_empty() {
@@ -247,24 +250,22 @@ pub fn plan_unlock(
             .push((slot, "not pinned on this host".to_string()));
     }
     let candidates = narrow(&trusted, key.slot, given.map(kind_of), "the pin")?;
-    let automatic = given.is_some()
-        || key.slot.is_some()
-        || candidates.iter().all(|s| s.source.is_interactive());
+    let named = given.is_some() || key.slot.is_some();
+    let has_automatic = candidates.iter().any(|s| !s.source.is_interactive());
     for slot in candidates {
-        if !automatic && slot.source.is_interactive() {
-            let why = match (&slot.source, &key.passphrase) {
-                (KeySourceDescriptor::Recovery, _) => {
-                    "a recovery key is used only when named (--key recovery or --slot)"
-                }
-                (_, PassphraseInput::Tty) => {
-                    "a passphrase prompt is not tried after automatic slots (--key passphrase asks for it)"
-                }
-                _ => "",
-            };
-            if !why.is_empty() {
-                plan.skipped.push((slot, why.to_string()));
-                continue;
+        let why = match (&slot.source, &key.passphrase) {
+            _ if named => None,
+            (KeySourceDescriptor::Recovery, _) => {
+                Some("a recovery key is used only when named (--key recovery or --slot)")
             }
+            (KeySourceDescriptor::Passphrase { .. }, PassphraseInput::Tty) if has_automatic => {
+                Some("a passphrase prompt is not tried after automatic slots (--key passphrase asks for it)")
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
+            plan.skipped.push((slot, why.to_string()));
+            continue;
         }
         let mut spec = match given {
             Some(text) => key.spec(text)?,
@@ -335,6 +336,22 @@ pub fn plan_unlock_untrusted(
     Ok(plan)
 }
 
+/// Slot ids this host pinned that the config lacks. `key remove` drops a slot from the pin before
+/// the config, so after any crash the pin never names a slot the config lost: a missing one means
+/// the slot went away elsewhere, or an older config (perhaps with a removed slot back) was
+/// restored.
+pub fn rolled_back(pin: &Pin, config: &FsConfig) -> Vec<u32> {
+    let present: Vec<u32> = config.slots().iter().map(|s| s.id).collect();
+    let mut missing: Vec<u32> = pin
+        .slots()
+        .iter()
+        .map(|s| s.id)
+        .filter(|id| !present.contains(id))
+        .collect();
+    missing.dedup();
+    missing
+}
+
 /// The kind named by a `--key` text (`keyfile:PATH` is `keyfile`).
 fn kind_of(text: &str) -> &str {
     text.split_once(':').map_or(text, |(kind, _)| kind)
@@ -398,7 +415,9 @@ impl UnlockPlan {
     /// Reads each typed secret (passphrase, recovery key) once, before the daemon forks away
     /// from the terminal, and hands the same text to every slot of that kind.
     pub fn preread(&mut self) -> Result<()> {
-        let mut read: Vec<(&'static str, zeroize::Zeroizing<String>)> = Vec::new();
+        // A descriptor or a command is read once whatever asks for it (a descriptor is closed
+        // by its first read); the terminal is asked once per kind, with that kind's prompt.
+        let mut read: Vec<(String, zeroize::Zeroizing<String>)> = Vec::new();
         for attempt in &mut self.attempts {
             let kind = attempt.spec.kind();
             let (input, prompt) = match &mut attempt.spec {
@@ -406,14 +425,17 @@ impl UnlockPlan {
                 KeySpec::Recovery(input) => (input, "secretfs recovery key: "),
                 _ => continue,
             };
-            if matches!(input, PassphraseInput::Preread(_)) {
-                continue;
-            }
-            let text = match read.iter().find(|(k, _)| *k == kind) {
+            let source = match input {
+                PassphraseInput::Preread(_) => continue,
+                PassphraseInput::Fd(fd) => format!("fd {fd}"),
+                PassphraseInput::Command(cmd) => format!("command {cmd}"),
+                PassphraseInput::Tty => format!("terminal {kind}"),
+            };
+            let text = match read.iter().find(|(s, _)| *s == source) {
                 Some((_, text)) => text.clone(),
                 None => {
                     let text = crate::keysource::local::read_secret(input, prompt, false)?;
-                    read.push((kind, text.clone()));
+                    read.push((source, text.clone()));
                     text
                 }
             };
@@ -456,28 +478,30 @@ impl UnlockPlan {
         }
         let started = Instant::now();
         let mut failures: Vec<(u32, Error)> = Vec::new();
+        // The deadline is the AWS calls': slots that need no network are always tried, and the
+        // last slot that calls AWS gets all that is left of it.
+        let last_aws = self.attempts.iter().rposition(|a| a.spec.uses_aws());
         for (i, attempt) in self.attempts.iter().enumerate() {
             let slot = &attempt.slot;
             let left = self.total.saturating_sub(started.elapsed());
-            let outcome = if left.is_zero() {
-                Err(Error::new(
+            let mut spec = attempt.spec.clone();
+            let outcome = match spec.aws_args_mut() {
+                Some(_) if left.is_zero() => Err(Error::new(
                     ErrorKind::AwsUnreachable,
                     format!(
                         "not tried: the overall deadline of {} s had passed",
                         self.total.as_secs()
                     ),
-                ))
-            } else {
-                let budget = if i + 1 == self.attempts.len() {
-                    left
-                } else {
-                    self.slot_timeout.min(left)
-                };
-                let mut spec = attempt.spec.clone();
-                if let Some(aws) = spec.aws_args_mut() {
-                    aws.timeout = budget;
+                )),
+                Some(aws) => {
+                    aws.timeout = if Some(i) == last_aws {
+                        left
+                    } else {
+                        self.slot_timeout.min(left)
+                    };
+                    open_slot(&spec, slot, config, mac)
                 }
-                open_slot(&spec, slot, config, mac)
+                None => open_slot(&spec, slot, config, mac),
             };
             let label = slot.source.identity();
             match outcome {
@@ -583,8 +607,9 @@ pub fn verify_other_slots(
         };
         pin_kms_key(&mut spec, &slot.source);
         if let Some(aws) = spec.aws_args_mut() {
-            aws.region = key.aws.region.clone().or_else(|| slot.region.clone());
-            aws.endpoint = key.aws.endpoint.clone().or_else(|| slot.endpoint.clone());
+            // Each slot's own pinned placement: the flags chose the slot that unlocked.
+            aws.region = slot.region.clone();
+            aws.endpoint = slot.endpoint.clone();
             aws.timeout = key.slot_timeout().unwrap_or(DEFAULT_SLOT_TIMEOUT);
             aws.slot = Some(slot.id);
         }

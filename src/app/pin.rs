@@ -16,7 +16,7 @@ pub struct PinRequest {
 
 /// Unlocks the store with the key named on the command line (never with what its config
 /// says) and replaces any pin of its filesystem id with the authenticated key source.
-pub fn run(args: &PinRequest) -> Result<Pin> {
+pub fn run(args: &PinRequest) -> Result<Pinned> {
     let Some(text) = args.key.key.as_deref() else {
         return Err(Error::usage("pin needs --key SOURCE")
             .hint("the key source that opens this filesystem, e.g. --key keyfile:/etc/secretfs/key or --key kms --kms-key ARN"));
@@ -37,7 +37,23 @@ pub fn run(args: &PinRequest) -> Result<Pin> {
         plan.preread()?;
         plan.open(&config, &mac)?;
     }
+    let before = pins::load(Path::new(pins::PIN_DIR), &config.fs_id)
+        .ok()
+        .flatten();
     let pin = Pin::of(&config, &backing);
+    let newly_trusted = pin
+        .slots()
+        .iter()
+        .filter(|s| !before.as_ref().is_some_and(|b| b.trusts(s)))
+        .map(|s| s.id)
+        .collect();
     pins::store(Path::new(pins::PIN_DIR), &pin).map_err(|e| Error::failure(e.to_string()))?;
-    Ok(pin)
+    Ok(Pinned { pin, newly_trusted })
+}
+
+/// The pin written, and the slots this host did not trust before (say which: a restored older
+/// config could bring back a slot that was removed).
+pub struct Pinned {
+    pub pin: Pin,
+    pub newly_trusted: Vec<u32>,
 }

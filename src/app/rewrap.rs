@@ -3,9 +3,10 @@
 
 use super::{AwsChoice, Error, ErrorKind, Result};
 use crate::crypto::keys::{unwrap_key, KeyRing, MasterKey};
-use crate::keysource::pins::Pin;
+use crate::keysource::pins::{self, Pin};
 use crate::store::config::{self, FsConfig, KeySlot};
 use crate::{audit, keysource};
+use std::path::Path;
 use std::path::PathBuf;
 
 /// Which filesystem, and the new KMS key (`aws.kms_key`) to wrap its master key with.
@@ -48,6 +49,8 @@ pub fn run(args: &RewrapRequest) -> Result<Rewrapped> {
     // The KMS calls and the rewrap are audit events: show them on stderr.
     crate::daemon::init_logging(true, None);
     let backing = super::existing_dir(&args.backing, "backing directory", ErrorKind::Backing)?;
+    // The same lock as `key add/remove`: a slot added meanwhile must not be lost.
+    let _lock = super::slots::StoreLock::take(&backing)?;
     let (config, mac) = config::load(&backing)?;
     // The blob to move is the pinned one: a replaced config cannot make us adopt its key.
     let pin = crate::keysource::pins::load(
@@ -135,8 +138,39 @@ pub fn run(args: &RewrapRequest) -> Result<Rewrapped> {
         config::KeySourceDescriptor::Kms { .. } => key_name(&descriptor),
         _ => aws.kms_key.clone().unwrap_or_default(),
     };
+    let moved = new_config
+        .slot(slot.id)
+        .ok_or_else(|| Error::failure("the rewrapped slot vanished"))?;
+    // While the config changes the pin trusts both versions of the slot, so a crash on either
+    // side of the config write leaves this host able to open it; then only the new one. Every
+    // other slot keeps exactly the trust it had (a restored config's extra slot gains none).
+    let mut interim = pin.clone();
+    interim.slots = pin.slots();
+    interim.slots.push(moved.clone());
+    pins::store(Path::new(pins::PIN_DIR), &interim)
+        .map_err(|e| Error::failure(format!("{e}; nothing was changed")))?;
     config::store(&backing, &new_config, &KeyRing::new(&master, &fs_id), true)?;
-    super::keys::record_pin(&Some(Pin::of(&new_config, &backing)));
+    let final_pin = if new_config.is_slotted() {
+        let slots: Vec<KeySlot> = pin
+            .slots()
+            .into_iter()
+            .map(|s| if s == slot { moved.clone() } else { s })
+            .collect();
+        Pin {
+            key_source: slots
+                .first()
+                .map_or(moved.source.clone(), |s| s.source.clone()),
+            slots,
+            ..pin
+        }
+    } else {
+        Pin::of(&new_config, &backing)
+    };
+    if let Err(e) = pins::store(Path::new(pins::PIN_DIR), &final_pin) {
+        tracing::warn!(
+            "{e}; this host still trusts the slot's old and new key until it is re-pinned"
+        );
+    }
     audit::rewrapped(&new_config.fs_id.to_string(), &old_key, &new_key);
     Ok(Rewrapped {
         config: new_config,

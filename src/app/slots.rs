@@ -2,9 +2,11 @@
 //! under a key proven to work, or one fewer; each change atomic, serialised and re-pinned.
 //!
 //! Crash safety: the config is written atomically (temp, fsync, rename, fsync dir) and is the
-//! commit point. The pin is written before it: a pin naming a slot the config does not (yet, or
-//! any more) hold is harmless, so a `kill -9` at any point leaves a store that opens with the
-//! slots it had, on this host too.
+//! commit point, so a `kill -9` at any point leaves a store that opens with the slots it had, on
+//! this host too. The pin follows the rule that makes a restored older config visible: it never
+//! names a slot id the config lacks. `add` writes the config, then the pin (a kill between leaves
+//! the new slot unpinned: listed, never tried); `remove` writes the pin, then the config (a kill
+//! between leaves the old slot in the config, no longer trusted).
 
 use super::keys::{self, Opened};
 use super::{Error, ErrorKind, KeyChoice, Result};
@@ -109,12 +111,12 @@ pub struct Removed {
 
 /// An exclusive lock on the backing directory for one key change, so two concurrent commands
 /// cannot each write a config the other's change is missing from. Released on drop.
-struct StoreLock {
+pub(super) struct StoreLock {
     _dir: std::fs::File,
 }
 
 impl StoreLock {
-    fn take(backing: &Path) -> Result<StoreLock> {
+    pub(super) fn take(backing: &Path) -> Result<StoreLock> {
         let dir = std::fs::File::open(backing)
             .map_err(|e| Error::backing(format!("cannot open {}: {e}", backing.display())))?;
         // SAFETY: flock on a descriptor we own; no memory is passed.
@@ -129,8 +131,9 @@ impl StoreLock {
     }
 }
 
-/// Opens the store with a trusted slot, under the lock.
-fn open_locked(
+/// Opens the store with a trusted slot, under the lock. A config that lacks a slot this host
+/// pinned is refused: building on it would silently drop that slot (or keep a removed one).
+pub(super) fn open_locked(
     backing: &Path,
     unlock: &KeyChoice,
 ) -> Result<(PathBuf, StoreLock, FsConfig, Opened)> {
@@ -138,6 +141,22 @@ fn open_locked(
     let lock = StoreLock::take(&backing)?;
     crate::daemon::forbid_core_dumps();
     let (config, opened) = keys::unlock(&backing, unlock)?;
+    let pin = pins::load(Path::new(pins::PIN_DIR), &config.fs_id)
+        .map_err(|e| Error::key(e.to_string()))?;
+    let missing = pin
+        .as_ref()
+        .map(|p| keys::rolled_back(p, &config))
+        .unwrap_or_default();
+    if !missing.is_empty() {
+        return Err(Error::key(format!(
+            "this host pinned slot(s) {missing:?} of filesystem {}, but the store's config lacks them: an older config may have been restored; nothing was changed",
+            config.fs_id
+        ))
+        .hint(format!(
+            "if the config is as it should be, trust it as it is first: secretfs pin {} --key SOURCE",
+            backing.display()
+        )));
+    }
     if matches!(config.primary(), KeySourceDescriptor::Ephemeral) {
         return Err(Error::usage(format!(
             "{} is an ephemeral filesystem: it gets a new random key at every mount, so there is no key to add a slot to",
@@ -173,11 +192,38 @@ fn repin(backing: &Path, before: &FsConfig, after: &FsConfig, added: Option<u32>
     })
 }
 
-/// Writes the pin, then the config (the commit point; see the module comment).
-fn commit(backing: &Path, pin: &Pin, config: &FsConfig, opened: &Opened) -> Result<()> {
-    pins::store(Path::new(pins::PIN_DIR), pin)
-        .map_err(|e| Error::failure(format!("{e}; nothing was changed")))?;
+fn store_pin(pin: &Pin) -> Result<()> {
+    pins::store(Path::new(pins::PIN_DIR), pin).map_err(|e| Error::failure(e.to_string()))
+}
+
+/// `add`: the config (the commit point), then the pin (see the module comment).
+fn commit_add(backing: &Path, pin: &Pin, config: &FsConfig, opened: &Opened) -> Result<()> {
     config::store(backing, config, &opened.keys, true)?;
+    store_pin(pin).map_err(|e| {
+        e.hint(format!(
+            "the slot was added but is not trusted on this host yet: secretfs pin {} --key SOURCE",
+            backing.display()
+        ))
+    })
+}
+
+/// `remove`: the pin, then the config; the old pin is put back if the config cannot be written.
+fn commit_remove(
+    backing: &Path,
+    old_pin: Option<&Pin>,
+    pin: &Pin,
+    config: &FsConfig,
+    opened: &Opened,
+) -> Result<()> {
+    store_pin(pin).map_err(|e| Error::failure(format!("{}; nothing was changed", e.message)))?;
+    if let Err(e) = config::store(backing, config, &opened.keys, true) {
+        if let Some(old) = old_pin {
+            if let Err(restore) = store_pin(old) {
+                tracing::error!("cannot restore the pin: {}", restore.message);
+            }
+        }
+        return Err(e.into());
+    }
     Ok(())
 }
 
@@ -195,7 +241,7 @@ pub fn add(req: &AddRequest) -> Result<Added> {
             "an ephemeral key cannot be a slot: it is random at every mount",
         ));
     }
-    if spec.aws_args_mut().is_some()
+    if spec.uses_aws()
         || req
             .unlock
             .key
@@ -207,6 +253,24 @@ pub fn add(req: &AddRequest) -> Result<Added> {
     }
     let (backing, _lock, config, opened) = open_locked(&req.backing, &req.unlock)?;
     keys::refuse_keyfile_in_store(&spec, &backing)?;
+    if config.slots().len() >= config::MAX_SLOTS {
+        return Err(Error::usage(format!(
+            "{} already has {} slots, the most a filesystem may have; remove one first",
+            backing.display(),
+            config::MAX_SLOTS
+        )));
+    }
+    if let Some(uri) = spec_object(&spec) {
+        // Overwriting (with --force) the object another slot reads would break that slot.
+        let taken = config.slots().iter().any(
+            |s| matches!(&s.source, KeySourceDescriptor::Kms { s3_uri: Some(u), .. } if *u == uri),
+        );
+        if taken {
+            return Err(Error::usage(format!(
+                "{uri} already holds the wrapped key of another slot; name a new object"
+            )));
+        }
+    }
     let fs_id = config.fs_id_bytes();
     let id = config.next_slot_id();
     let (mut region, endpoint) = req.new_key.aws.placement()?;
@@ -233,7 +297,7 @@ pub fn add(req: &AddRequest) -> Result<Added> {
     all.push(slot.clone());
     after.set_slots(all).map_err(Error::usage)?;
     let pin = repin(&backing, &config, &after, Some(id))?;
-    commit(&backing, &pin, &after, &opened)?;
+    commit_add(&backing, &pin, &after, &opened)?;
     let fs = config.fs_id.to_string();
     crate::audit::slot_changed(&fs, "add", id, slot.source.kind(), &slot.source.identity());
     Ok(Added {
@@ -242,6 +306,14 @@ pub fn add(req: &AddRequest) -> Result<Added> {
         key_source: slot.source.kind(),
         recovery_text: new.recovery_text,
     })
+}
+
+/// The S3 object a kms spec will write its blob to.
+fn spec_object(spec: &KeySpec) -> Option<String> {
+    match spec {
+        KeySpec::Kms(aws) => aws.wrapped_key.as_ref().map(|u| u.to_string()),
+        _ => None,
+    }
 }
 
 /// The new slot must open the store before it is written: sources that need no person are
@@ -265,12 +337,12 @@ fn prove(
         let mut check = spec.clone();
         if let Some(aws) = check.aws_args_mut() {
             // As a mount will: the key KMS reported, in the slot's own region and endpoint.
-            let key = slot.source.identity();
-            aws.kms_key = Some(key).filter(|k| !k.is_empty()).or(aws.kms_key.take());
+            aws.kms_key = None;
             aws.region = slot.region.clone();
             aws.endpoint = slot.endpoint.clone();
             aws.force = false;
         }
+        keys::pin_kms_key(&mut check, &slot.source);
         slots::open(&check, slot, fs_id).map_err(|e| {
             Error::from(e).hint("the new slot was not written: it does not open the filesystem")
         })?
@@ -313,8 +385,10 @@ pub fn remove(req: &RemoveRequest) -> Result<Removed> {
     after
         .set_slots(all.into_iter().filter(|s| s.id != slot.id).collect())
         .map_err(Error::usage)?;
+    let old_pin = pins::load(Path::new(pins::PIN_DIR), &config.fs_id)
+        .map_err(|e| Error::key(e.to_string()))?;
     let pin = repin(&backing, &config, &after, None)?;
-    commit(&backing, &pin, &after, &opened)?;
+    commit_remove(&backing, old_pin.as_ref(), &pin, &after, &opened)?;
     let fs = config.fs_id.to_string();
     crate::audit::slot_changed(
         &fs,

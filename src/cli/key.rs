@@ -170,6 +170,20 @@ pub fn print_recovery_key(text: &str) {
     println!("  it opens the filesystem with: secretfs mount BACKING DIR --key recovery");
 }
 
+/// Store strings shown as they are, but with control characters (a planted escape sequence)
+/// escaped.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 pub fn render(list: &SlotList) -> String {
     let mut out = format!(
         "{}: filesystem {} (format {}), {} slot(s)\n",
@@ -181,16 +195,16 @@ pub fn render(list: &SlotList) -> String {
     for s in &list.slots {
         let mut line = format!("  slot {}: {}", s.id, s.key_source);
         if !s.key.is_empty() {
-            line += &format!(" {}", s.key);
+            line += &format!(" {}", printable(&s.key));
         }
         if let Some(o) = &s.s3_object {
-            line += &format!(" object {o}");
+            line += &format!(" object {}", printable(o));
         }
         if let Some(r) = &s.region {
-            line += &format!(" region {r}");
+            line += &format!(" region {}", printable(r));
         }
         if let Some(e) = &s.endpoint {
-            line += &format!(" endpoint {e}");
+            line += &format!(" endpoint {}", printable(e));
         }
         if s.direct {
             line += " (direct)";

@@ -58,7 +58,16 @@ pub fn parse_context(text: &str) -> Result<BTreeMap<String, String>, String> {
 pub fn arn_region(key: &str) -> Option<&str> {
     let mut parts = key.split(':');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("arn"), Some(_), Some("kms"), Some(region)) if !region.is_empty() => Some(region),
+        // The region becomes part of an endpoint's host name: only a region's characters.
+        (Some("arn"), Some(_), Some("kms"), Some(region))
+            if !region.is_empty()
+                && region.len() <= 64
+                && region
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+        {
+            Some(region)
+        }
         _ => None,
     }
 }
@@ -477,6 +486,22 @@ pub fn rewrap_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_arn_names_a_region_only_in_a_regions_characters() {
+        assert_eq!(
+            arn_region("arn:aws:kms:eu-west-1:1:key/k"),
+            Some("eu-west-1")
+        );
+        assert_eq!(arn_region("alias/secretfs"), None);
+        for bad in [
+            "arn:aws:kms:evil.com/x:1:key/k",
+            "arn:aws:kms::1:key/k",
+            "arn:aws:kms:EU:1:key/k",
+        ] {
+            assert_eq!(arn_region(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn context_always_carries_the_fs_id() {

@@ -159,6 +159,11 @@ impl KeySpec {
         }
     }
 
+    /// Whether resolving this source calls AWS (and so is bound by a deadline).
+    pub fn uses_aws(&self) -> bool {
+        matches!(self, KeySpec::Kms(_) | KeySpec::KmsPassword(_))
+    }
+
     /// The AWS options, for the sources that have them.
     pub fn aws_args_mut(&mut self) -> Option<&mut AwsKeyArgs> {
         match self {

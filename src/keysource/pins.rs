@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 
 /// Where pins live: one JSON file per filesystem id.
 pub const PIN_DIR: &str = "/etc/secretfs/pins";
-/// A pin holds a descriptor (at most a KMS blob of 6 KiB) and a path.
-const MAX_PIN_LEN: usize = 64 * 1024;
+/// A pin holds at most every slot of a config (bounded by MAX_CONFIG_LEN), one more descriptor
+/// and a path: twice the config's bound leaves room for all of it.
+const MAX_PIN_LEN: usize = 2 * crate::store::config::MAX_CONFIG_LEN;
 
 /// The trusted facts about one filesystem.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -151,6 +152,12 @@ pub fn store(dir: &Path, pin: &Pin) -> Result<(), PinError> {
     )?;
     let mut json = serde_json::to_vec_pretty(pin).map_err(|e| write_error(io::Error::other(e)))?;
     json.push(b'\n');
+    if json.len() > MAX_PIN_LEN {
+        return Err(write_error(io::Error::other(format!(
+            "the pin would be {} bytes, over the {MAX_PIN_LEN}-byte limit",
+            json.len()
+        ))));
+    }
     crate::store::config::write_atomically(&path, &json, 0o644).map_err(write_error)
 }
 

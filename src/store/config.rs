@@ -55,11 +55,11 @@ pub enum KeySourceDescriptor {
         #[serde(default)]
         context: BTreeMap<String, String>,
     },
-    /// A password encrypted with `aws kms encrypt` in an S3 object (the classic recipe);
-    /// the master key is HKDF(password, fs id).
     /// A random 256-bit recovery key shown once at creation, never stored: the slot's key is
     /// HKDF(recovery key, fs id), which wraps the master key (only in a wrapped slot).
     Recovery,
+    /// A password encrypted with `aws kms encrypt` in an S3 object (the classic recipe);
+    /// the master key is HKDF(password, fs id).
     KmsPassword {
         s3_uri: String,
         #[serde(default)]
@@ -404,6 +404,9 @@ impl FsConfig {
             &config.key_source,
             config.slots.is_empty(),
         ) {
+            (CONFIG_VERSION, Some(KeySourceDescriptor::Recovery), _) => {
+                return Err("a recovery key cannot be a filesystem's only key source".into());
+            }
             (CONFIG_VERSION, Some(_), true) => {}
             (CONFIG_VERSION, _, _) => {
                 return Err("format 1 needs key_source and no slots".into());
@@ -523,8 +526,18 @@ pub fn store(
             path: backing.to_path_buf(),
         });
     }
-    write_atomically(&path, &config.to_json(keys), 0o600)
-        .map_err(|source| ConfigError::Io { path, source })
+    let json = config.to_json(keys);
+    if json.len() > MAX_CONFIG_LEN {
+        // Never write what `load` would refuse: the store would not open again.
+        return Err(ConfigError::Malformed {
+            path,
+            reason: format!(
+                "the new config would be {} bytes, over the {MAX_CONFIG_LEN}-byte limit; nothing was written",
+                json.len()
+            ),
+        });
+    }
+    write_atomically(&path, &json, 0o600).map_err(|source| ConfigError::Io { path, source })
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -639,6 +652,121 @@ mod tests {
         assert_eq!(loaded, config);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "temp file left behind");
+    }
+
+    #[test]
+    fn slot_lists_are_bounded_and_checked_before_any_key_is_tried() {
+        let config = FsConfig::new(KeySourceDescriptor::Keyfile { path: "/k".into() });
+        let keys = ring(&config, 1);
+        let json: serde_json::Value = serde_json::from_slice(&config.to_json(&keys)).unwrap();
+        let wrapped = B64.encode([0u8; crate::crypto::keys::WRAPPED_KEY_LEN]);
+        let slot = |id: u32, source: serde_json::Value, wrapped: Option<&str>| {
+            let mut s = serde_json::json!({"id": id, "source": source});
+            if let Some(w) = wrapped {
+                s["wrapped_master"] = w.into();
+            }
+            s
+        };
+        let keyfile = serde_json::json!({"type": "keyfile", "path": "/k"});
+        let recovery = serde_json::json!({"type": "recovery"});
+        let with_slots = |slots: Vec<serde_json::Value>| {
+            let mut v = json.clone();
+            v.as_object_mut().unwrap().remove("key_source");
+            v["format_version"] = 2.into();
+            v["slots"] = slots.into();
+            serde_json::to_vec(&v).unwrap()
+        };
+        let good = with_slots(vec![
+            slot(0, keyfile.clone(), None),
+            slot(1, recovery.clone(), Some(&wrapped)),
+        ]);
+        let (parsed, _) = FsConfig::parse_unverified(&good).unwrap();
+        assert_eq!(parsed.slots().len(), 2);
+        for (why, bytes) in [
+            ("no slot", with_slots(vec![])),
+            (
+                "duplicate id",
+                with_slots(vec![
+                    slot(0, keyfile.clone(), None),
+                    slot(0, recovery.clone(), Some(&wrapped)),
+                ]),
+            ),
+            (
+                "direct slot other than 0",
+                with_slots(vec![slot(1, keyfile.clone(), None)]),
+            ),
+            (
+                "direct recovery",
+                with_slots(vec![slot(0, recovery.clone(), None)]),
+            ),
+            (
+                "short wrapped key",
+                with_slots(vec![
+                    slot(0, keyfile.clone(), None),
+                    slot(1, recovery.clone(), Some("AAAA")),
+                ]),
+            ),
+            (
+                "id too large",
+                with_slots(vec![slot(1000, keyfile.clone(), Some(&wrapped))]),
+            ),
+            (
+                "ephemeral slot",
+                with_slots(vec![slot(
+                    0,
+                    serde_json::json!({"type": "ephemeral"}),
+                    None,
+                )]),
+            ),
+            (
+                "33 slots",
+                with_slots(
+                    (0..33)
+                        .map(|i| slot(i, recovery.clone(), Some(&wrapped)))
+                        .collect(),
+                ),
+            ),
+        ] {
+            assert!(
+                FsConfig::parse_unverified(&bytes).is_err(),
+                "{why} was accepted"
+            );
+        }
+        let mut bad_region = serde_json::from_slice::<serde_json::Value>(&good).unwrap();
+        bad_region["slots"][1]["region"] = "evil.com/x".into();
+        assert!(FsConfig::parse_unverified(&serde_json::to_vec(&bad_region).unwrap()).is_err());
+        let mut bad_endpoint = serde_json::from_slice::<serde_json::Value>(&good).unwrap();
+        bad_endpoint["slots"][1]["endpoint"] = "file:///etc/shadow".into();
+        assert!(FsConfig::parse_unverified(&serde_json::to_vec(&bad_endpoint).unwrap()).is_err());
+        // Format 1 with a recovery source, or with slots: refused.
+        let mut v1_recovery = json.clone();
+        v1_recovery["key_source"] = recovery;
+        assert!(FsConfig::parse_unverified(&serde_json::to_vec(&v1_recovery).unwrap()).is_err());
+    }
+
+    #[test]
+    fn a_config_too_large_to_load_again_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = FsConfig::new(KeySourceDescriptor::Keyfile { path: "/k".into() });
+        let keys = ring(&config, 1);
+        let long = "x".repeat(4000);
+        let slots = (0..MAX_SLOTS as u32)
+            .map(|id| KeySlot {
+                wrapped_master: Some(B64.encode([0u8; crate::crypto::keys::WRAPPED_KEY_LEN])),
+                ..KeySlot::direct(
+                    id,
+                    KeySourceDescriptor::Keyfile {
+                        path: long.clone().into(),
+                    },
+                )
+            })
+            .collect();
+        config.set_slots(slots).unwrap();
+        assert!(matches!(
+            store(dir.path(), &config, &keys, false),
+            Err(ConfigError::Malformed { .. })
+        ));
+        assert!(!config_path(dir.path()).exists());
     }
 
     proptest! {

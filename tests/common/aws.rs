@@ -220,7 +220,24 @@ impl Inst {
         }
     }
 
+    /// Runs with `input` on stdin (a passphrase for `--passphrase-fd 0`).
+    pub fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut cmd = self.command(args);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// The binary with this instance's environment only.
+    fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_secretfs"));
         cmd.args(args).env_clear();
         for keep in ["PATH", "HOME"] {
@@ -229,7 +246,7 @@ impl Inst {
             }
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        cmd.output().unwrap()
+        cmd
     }
 
     pub fn init(&self, extra: &[&str]) -> Output {
