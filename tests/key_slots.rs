@@ -661,3 +661,47 @@ fn a_key_file_slot_is_tried_even_after_unreachable_kms_slots_used_the_whole_dead
         "{log}"
     );
 }
+
+#[test]
+fn an_older_config_restored_over_the_store_is_noticed_and_not_built_on() {
+    if !common::can_mount() {
+        return;
+    }
+    let mut inst = Inst::new("http://127.0.0.1:9");
+    let dir = inst.dir.path().to_path_buf();
+    let backing = inst.backing.to_str().unwrap().to_string();
+    let k1 = format!("keyfile:{}", dir.join("k1").display());
+    ok(&inst.init(&["--key", &k1, "--recovery"]));
+    let conf = inst.backing.join("secretfs.conf");
+    let last_week = std::fs::read(&conf).unwrap();
+    let k2 = format!("keyfile:{}", dir.join("k2").display());
+    ok(&inst.run(&["key", "add", &backing, "--new-key", &k2]));
+    std::fs::write(&conf, &last_week).unwrap();
+
+    // The store still opens with its pinned slots, and the mount says what it saw.
+    ok(&inst.mount(&[]));
+    inst.umount();
+    let log = std::fs::read_to_string(&inst.log).unwrap();
+    assert!(
+        log.contains("a key slot this host pinned is missing"),
+        "{log}"
+    );
+    // Building on it would silently drop slot 2 from the pin: refused, nothing changed.
+    let k3 = format!("keyfile:{}", dir.join("k3").display());
+    fails(
+        &inst.run(&["key", "add", &backing, "--new-key", &k3]),
+        3,
+        "an older config may have been restored",
+    );
+    assert_eq!(std::fs::read(&conf).unwrap(), last_week);
+    fails(
+        &inst.run(&["key", "remove", &backing, "1"]),
+        3,
+        "an older config may have been restored",
+    );
+    // Trusting the config as it is, on purpose, lets the operator go on.
+    let out = inst.run(&["pin", &backing, "--key", &k1]);
+    ok(&out);
+    ok(&inst.run(&["key", "add", &backing, "--new-key", &k3]));
+    assert_eq!(ids(&slots_of(&inst)), [0, 1, 2]);
+}

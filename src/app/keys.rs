@@ -173,6 +173,8 @@ pub struct UnlockPlan {
     skipped: Vec<(KeySlot, String)>,
     slot_timeout: Duration,
     total: Duration,
+    /// Pinned slot ids the config lacks (warned about where the unlock happens: in the daemon).
+    missing: Vec<u32>,
     pub new_pin: Option<Pin>,
 }
 
@@ -230,9 +232,7 @@ pub fn plan_unlock(
     let slots = config.slots();
     let mut plan = UnlockPlan::new(key, config)?;
     check_pin_backing(&pin, backing, config)?;
-    for id in rolled_back(&pin, config) {
-        tracing::warn!(fs_id = %fs_id, slot = id, "a key slot this host pinned is missing from the store's config: removed on another host, or an older config was restored");
-    }
+    plan.missing = rolled_back(&pin, config);
     let (trusted, untrusted): (Vec<KeySlot>, Vec<KeySlot>) =
         slots.into_iter().partition(|s| pin.trusts(s));
     if trusted.is_empty() {
@@ -408,6 +408,7 @@ impl UnlockPlan {
             skipped: Vec::new(),
             slot_timeout: key.slot_timeout()?,
             total: Duration::from_secs(key.aws.timeout_secs.max(1)),
+            missing: Vec::new(),
             new_pin: None,
         })
     }
@@ -467,6 +468,9 @@ impl UnlockPlan {
     /// that is left) inside the overall deadline; every attempt is an audit event.
     pub fn open(&self, config: &FsConfig, mac: &[u8]) -> Result<Opened> {
         let fs_id = self.fs_id.to_string();
+        for id in &self.missing {
+            tracing::warn!(fs_id = %fs_id, slot = id, "a key slot this host pinned is missing from the store's config: removed on another host, or an older config was restored");
+        }
         for (slot, why) in &self.skipped {
             crate::audit::slot_attempt(
                 &fs_id,
