@@ -1,8 +1,7 @@
 //! The master key and every key derived from it with HKDF-SHA256, one label per purpose.
 //! Key bytes live in zeroized, mlocked buffers; nothing here prints or serialises them.
 
-use hkdf::Hkdf;
-use sha2::Sha256;
+use aws_lc_rs::{hkdf, hmac};
 use std::cell::RefCell;
 use zeroize::{Zeroize, Zeroizing};
 
@@ -88,54 +87,82 @@ impl<const N: usize> Drop for WipeOnDrop<'_, N> {
     }
 }
 
-/// A keyed hash state (an HMAC or HKDF object) wiped when dropped: keyed with a PRK or a MAC
-/// key, its inner and outer SHA-256 states are as good as that key, and the RustCrypto types
-/// do not wipe themselves.
-pub struct Wiped<T>(std::mem::ManuallyDrop<T>);
+/// An HKDF output length, as aws-lc-rs asks for it.
+struct OkmLen(usize);
 
-impl<T> Wiped<T> {
-    /// Only for flat states: integer arrays and counters, no pointer, no heap, no Drop glue
-    /// (`Hmac<Sha256>`, `Hkdf<Sha256>`); anything else must not be wrapped.
-    pub fn new(state: T) -> Self {
-        Self(std::mem::ManuallyDrop::new(state))
+impl hkdf::KeyType for OkmLen {
+    fn len(&self) -> usize {
+        self.0
     }
 }
 
-impl<T> std::ops::Deref for Wiped<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T> std::ops::DerefMut for Wiped<T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.0
-    }
-}
-
-impl<T> Drop for Wiped<T> {
-    fn drop(&mut self) {
-        // SAFETY: `new` admits only flat states, so writing zeros over every byte leaves no
-        // resource behind; the value is never used again and, in ManuallyDrop, never dropped.
-        unsafe { zeroize::zeroize_flat_type(&mut *self.0 as *mut T) }
-    }
-}
-
-/// HKDF-SHA256 keyed with `prk`, wiped on drop.
-pub fn hkdf_from_prk(prk: &[u8; 32]) -> Wiped<Hkdf<Sha256>> {
-    // from_prk only fails for a PRK shorter than the hash: this one is exactly its size.
-    Wiped::new(Hkdf::<Sha256>::from_prk(prk).unwrap_or_else(|_| unreachable!()))
-}
-
-/// HKDF-SHA256 Extract, the PRK put straight into a locked buffer and the state wiped.
+/// HKDF-SHA256 Extract (RFC 5869 §2.2: PRK = HMAC-SHA256(key = salt, ikm)) written straight into
+/// a locked buffer. aws-lc's own `Salt::extract` computes nothing: it keeps a heap copy of the
+/// input key and redoes the extract at every expand, which would keep the master key alive
+/// for the whole mount. Its HMAC context is cleansed when freed, so no copy of the PRK or of
+/// the input is left behind.
 pub fn hkdf_extract(salt: &[u8], ikm: &[u8]) -> SecretBytes<32> {
-    let (mut prk_arr, hk) = Hkdf::<Sha256>::extract(Some(salt), ikm);
-    drop(Wiped::new(hk));
     let mut prk = SecretBytes::<32>::zeroed();
-    prk.expose_mut().copy_from_slice(&prk_arr);
-    prk_arr.as_mut_slice().zeroize();
+    let key = hmac::Key::new(hmac::HMAC_SHA256, salt);
+    hmac::sign_to_buffer(&key, ikm, prk.expose_mut())
+        .unwrap_or_else(|_| unreachable!("32 bytes hold an HMAC-SHA256 tag"));
     prk
+}
+
+/// An HKDF-SHA256 PRK ready to expand: aws-lc's `Prk`, the only long-lived copy of the PRK,
+/// in a locked heap box. aws-lc-rs wipes the `Prk` when it is dropped; its expand
+/// (`HKDF_expand`) writes into the caller's buffer and cleanses its own temporaries.
+pub struct HkdfPrk {
+    prk: Box<hkdf::Prk>,
+}
+
+impl HkdfPrk {
+    /// Extract(salt, ikm), kept for expansion.
+    pub fn extract(salt: &[u8], ikm: &[u8]) -> Self {
+        Self::from_prk(&hkdf_extract(salt, ikm))
+    }
+
+    pub fn from_prk(prk: &SecretBytes<32>) -> Self {
+        let prk = Box::new(hkdf::Prk::new_less_safe(hkdf::HKDF_SHA256, prk.expose()));
+        // `new_less_safe` builds the value on this thread's stack and moves it into the box:
+        // overwrite where those frames were (once per key ring, not per file).
+        scrub_stack();
+        // mlock failing (RLIMIT_MEMLOCK) must not stop a mount: the Prk still wipes itself.
+        // SAFETY: the pointer and length describe the box's memory, alive until drop.
+        unsafe { libc::mlock(std::ptr::from_ref(&*prk).cast(), size_of::<hkdf::Prk>()) };
+        Self { prk }
+    }
+
+    /// Expand(PRK, the concatenation of `info`, `out.len()`) into `out`.
+    pub fn expand(&self, info: &[&[u8]], out: &mut [u8]) {
+        // Only an output longer than 255 hashes fails: outputs here are fixed key sizes.
+        self.prk
+            .expand(info, OkmLen(out.len()))
+            .and_then(|okm| okm.fill(out))
+            .unwrap_or_else(|_| unreachable!("HKDF-SHA256 output of {} bytes", out.len()));
+    }
+}
+
+impl Drop for HkdfPrk {
+    fn drop(&mut self) {
+        // The box (and the Prk's own wipe) drops after this; unlock first, as SecretBytes does.
+        // SAFETY: same region that was locked in `from_prk`.
+        unsafe {
+            libc::munlock(
+                std::ptr::from_ref(&*self.prk).cast(),
+                size_of::<hkdf::Prk>(),
+            )
+        };
+    }
+}
+
+/// Overwrites 4 KiB of stack below the caller's frame, where the frames of the functions it
+/// just called were: a key value built there and then moved is not left behind.
+#[inline(never)]
+fn scrub_stack() {
+    let mut scratch = [0u8; 4096];
+    scratch.zeroize();
+    std::hint::black_box(&scratch);
 }
 
 /// Fills `buf` from the OS CSPRNG; a failing kernel RNG is unrecoverable for a crypto filesystem.
@@ -152,7 +179,7 @@ pub type MasterKey = SecretBytes<KEY_LEN>;
 /// Everything derived from the master key for one filesystem. Built once per mount.
 pub struct KeyRing {
     /// HKDF pseudo-random key: Extract(salt = fs id, ikm = master key).
-    prk: SecretBytes<32>,
+    prk: HkdfPrk,
     names: SecretBytes<NAME_KEY_LEN>,
     xattr: SecretBytes<KEY_LEN>,
     config_mac: SecretBytes<KEY_LEN>,
@@ -160,9 +187,8 @@ pub struct KeyRing {
 
 impl KeyRing {
     pub fn new(master: &MasterKey, fs_id: &[u8; 16]) -> Self {
-        let prk = hkdf_extract(fs_id, master.expose());
         let mut ring = Self {
-            prk,
+            prk: HkdfPrk::extract(fs_id, master.expose()),
             names: SecretBytes::zeroed(),
             xattr: SecretBytes::zeroed(),
             config_mac: SecretBytes::zeroed(),
@@ -180,10 +206,7 @@ impl KeyRing {
     }
 
     fn expand(&self, info: &[&[u8]], out: &mut [u8]) {
-        // expand only fails for an output longer than 255 hashes; outputs here are fixed sizes.
-        hkdf_from_prk(self.prk.expose())
-            .expand_multi_info(info, out)
-            .unwrap_or_else(|_| unreachable!());
+        self.prk.expand(info, out);
     }
 
     /// The content key of one file: Expand(PRK, LABEL_CONTENT ‖ file id, 32).
@@ -317,26 +340,35 @@ mod tests {
         assert!(unwrap_key(&kek, &wrapped[1..], b"fs-a").is_err());
     }
 
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
     #[test]
-    fn wiped_states_are_zero_after_drop() {
-        let mut slot = std::mem::MaybeUninit::new(Wiped::new([0xA5u8; 64]));
-        // SAFETY: the slot holds an initialised Wiped; after drop_in_place its storage is
-        // still ours and holds the bytes Drop left there.
-        let left = unsafe {
-            std::ptr::drop_in_place(slot.as_mut_ptr());
-            std::ptr::read(slot.as_ptr().cast::<[u8; 64]>())
-        };
-        assert_eq!(left, [0u8; 64], "the keyed state survived its drop");
-        // HKDF from a wiped state still derives what the plain one does.
-        let prk = [3u8; 32];
-        let mut a = [0u8; 32];
-        let mut b = [0u8; 32];
-        hkdf_from_prk(&prk).expand(b"x", &mut a).unwrap();
-        Hkdf::<Sha256>::from_prk(&prk)
-            .unwrap()
-            .expand(b"x", &mut b)
-            .unwrap();
-        assert_eq!(a, b);
+    fn hkdf_matches_rfc_5869_test_case_1() {
+        // RFC 5869 A.1 (SHA-256): a 42-byte output spans two HMAC blocks, as the 64-byte
+        // names key does.
+        let prk = hkdf_extract(&unhex("000102030405060708090a0b0c"), &[0x0b; 22]);
+        assert_eq!(
+            prk.expose()[..],
+            unhex("077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5")
+        );
+        let expected = unhex(
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865",
+        );
+        let mut okm = [0u8; 42];
+        HkdfPrk::from_prk(&prk).expand(&[&unhex("f0f1f2f3f4f5f6f7f8f9")], &mut okm);
+        assert_eq!(okm[..], expected);
+        // The info parts are concatenated, as the per-file label ‖ file id relies on.
+        let mut split = [0u8; 42];
+        HkdfPrk::extract(&unhex("000102030405060708090a0b0c"), &[0x0b; 22]).expand(
+            &[&unhex("f0f1f2"), &[], &unhex("f3f4f5f6f7f8f9")],
+            &mut split,
+        );
+        assert_eq!(split, okm);
     }
 
     #[test]

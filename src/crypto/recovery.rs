@@ -7,8 +7,7 @@
 //! be typed on any keyboard layout and read over a phone; a group that is not a multiple of 11,
 //! or whose quotient is 65,536 or more, is mistyped and is named in the error.
 
-use super::keys::{hkdf_extract, SecretBytes, KEY_LEN};
-use sha2::{Digest, Sha256};
+use super::keys::{HkdfPrk, SecretBytes, KEY_LEN};
 use zeroize::Zeroizing;
 
 /// Groups that carry the key, then the checksum group.
@@ -120,18 +119,16 @@ impl RecoveryKey {
 
     /// The key that wraps the master key in this filesystem's recovery slot.
     pub fn slot_key(&self, fs_id: &[u8; 16]) -> SecretBytes<KEY_LEN> {
-        let prk = hkdf_extract(fs_id, self.key.expose());
         let mut out = SecretBytes::<KEY_LEN>::zeroed();
-        super::keys::hkdf_from_prk(prk.expose())
-            .expand(LABEL_RECOVERY_SLOT, out.expose_mut())
-            .unwrap_or_else(|_| unreachable!("32 bytes is a valid HKDF-SHA256 length"));
+        HkdfPrk::extract(fs_id, self.key.expose()).expand(&[LABEL_RECOVERY_SLOT], out.expose_mut());
         out
     }
 }
 
 fn checksum(key: &[u8; KEY_LEN]) -> u16 {
-    let digest = Sha256::digest(key);
-    u16::from_be_bytes([digest[0], digest[1]])
+    // aws-lc's one-shot SHA-256 cleanses its state, which held the key.
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key);
+    u16::from_be_bytes([digest.as_ref()[0], digest.as_ref()[1]])
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@ use crate::crypto::names::DIR_ID_LEN;
 use crate::sys;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use sha2::{Digest, Sha256};
 use std::io;
 
 /// Longest backing name most filesystems accept; longer encodings go to a side file.
@@ -50,7 +49,7 @@ impl StoredName {
 }
 
 fn long_name_hash(full: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(full))
+    URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, full))
 }
 
 /// Checks that a long name's side file belongs to the hashed backing entry.
