@@ -10,6 +10,10 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     ca-certificates curl build-essential pkg-config libacl1-dev \
     fuse3 git sqlite3 tar xxd util-linux e2fsprogs python3 python3-venv attr libcap2-bin acl >/dev/null
+# The `fips` build compiles AWS-LC's FIPS module (aws-lc-fips-sys): CMake drives it and Go runs
+# its delocator and integrity-check tools. Its Rust bindings ship pre-generated for x86_64 and
+# aarch64 Linux, so no libclang is needed.
+apt-get install -y -qq --no-install-recommends golang-go cmake >/dev/null
 
 if ! command -v cargo >/dev/null 2>&1; then
     if [ -x "$HOME/.cargo/bin/cargo" ]; then

@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --quiet -p secretfs
+# --fips: the FIPS build (README, "FIPS build"; needs Go and CMake, scripts/install-deps.sh).
+features=()
+[ "${1:-}" = "--fips" ] && features=(--features fips)
+cargo build --release --quiet -p secretfs "${features[@]}"
 install -m 0755 target/release/secretfs /usr/local/bin/secretfs
 # One binary: run as mount.secretfs / umount.* it is the helper (docs/ARCHITECTURE.md says why).
 ln -sf /usr/local/bin/secretfs /sbin/mount.secretfs

@@ -108,6 +108,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 fn main() {
+    // A `fips` build runs no command, the mount helper included, unless aws-lc is in FIPS mode.
+    if let Err(e) = app::require_fips_mode() {
+        let e = CliError::from(e);
+        eprintln!("secretfs: error: {e}");
+        std::process::exit(e.code);
+    }
     // Installed as mount.secretfs / umount.fuse.secretfs (links to this binary), act as the
     // mount(8) / umount(8) helper.
     if let Some(code) = cli::helper::run_from_argv(None) {

@@ -18,6 +18,14 @@ pub use keys::{AwsChoice, KeyChoice};
 
 use std::path::{Path, PathBuf};
 
+/// In a `fips` build, fails unless aws-lc runs in FIPS mode; returns the module's description
+/// (for the daemon's log), or `None` in other builds.
+pub fn require_fips_mode() -> Result<Option<String>> {
+    crate::crypto::fips::require_fips_mode().map_err(|e| {
+        Error::failure(e).hint("this binary needs the AWS-LC FIPS module it was built with")
+    })
+}
+
 /// Canonical absolute form of a directory that must exist; `kind` says whose fault it is.
 pub fn existing_dir(path: &Path, what: &str, kind: ErrorKind) -> Result<PathBuf> {
     let canon = std::fs::canonicalize(path).map_err(|e| {

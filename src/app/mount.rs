@@ -216,6 +216,10 @@ fn fd_bound(asked: Option<usize>, soft_limit: Option<u64>) -> usize {
 
 fn serve(plan: MountPlan, ready: &mut Readiness) -> Result<()> {
     daemon::harden_process();
+    // Said in the daemon's own log, where an auditor of a FIPS deployment looks for it.
+    if let Some(module) = super::require_fips_mode()? {
+        tracing::info!(module = %module, "cryptography runs on the FIPS module");
+    }
     let soft_limit = match daemon::raise_open_file_limit() {
         Ok((before, now)) => {
             tracing::info!(soft_before = before, soft_now = now, "open-file limit");

@@ -2,6 +2,7 @@
 //! Nothing here touches files, FUSE or AWS, so every function can be unit-tested and fuzzed in isolation.
 
 pub mod content;
+pub mod fips;
 pub mod keys;
 pub mod names;
 pub mod passthrough;

@@ -144,6 +144,19 @@ impl Aws {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .timeout_config(timeouts)
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3));
+        #[cfg(feature = "fips")]
+        {
+            // rustls' `fips` feature already drops the unapproved suites and groups
+            // (ChaCha20-Poly1305, X25519); asking for the FIPS mode by name also makes the SDK
+            // assert that the provider runs on the FIPS module, instead of trusting feature
+            // unification. The credential providers (IMDS, STS, SSO) use this client too.
+            use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+            loader = loader.http_client(
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(Provider::Rustls(CryptoMode::AwsLcFips))
+                    .build_https(),
+            );
+        }
         if let Some(region) = &placement.region {
             loader = loader.region(aws_types::region::Region::new(region.clone()));
         }
