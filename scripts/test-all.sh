@@ -41,11 +41,38 @@ export SECRETFS_TEST_AWS_ENDPOINT="http://127.0.0.1:$moto_port"
 
 step "cargo test (unit, property, integration on real mounts, KMS/S3 on moto)" \
     cargo test --workspace
-step "block mode on real dm-crypt in a QEMU guest (tests/vm)" bash tests/vm/run.sh
-step "pjdfstest and fsx on a mounted secretfs" bash tests/suites/run.sh
+
+# The FIPS build (docs/SECURITY.md §5b): the codec unit tests and the format vectors on aws-lc's
+# FIPS module. Same target dir: only aws-lc-fips-sys, the crates above aws-lc-rs (rustls, the
+# AWS SDK) and secretfs are compiled again, beside the main build's artifacts (≈ 8 CPU-minutes).
+# It compiles in the background at the lowest priority through the next steps, which use no
+# cargo on target/ (the VM and the suites boot a copy of the binary taken now: this build
+# replaces target/debug/secretfs until the next cargo command puts the main one back; the
+# fuzzers build in fuzz/target), and is collected after them with its output in one piece.
+ci_bin_dir=$(mktemp -d /tmp/secretfs-ci-bin.XXXXXX)
+# (No binary if the build above failed: the steps below then say so and fail on their own.)
+cp "${CARGO_TARGET_DIR:-target}/debug/secretfs" "$ci_bin_dir/secretfs" || true
+fips_log=$(mktemp /tmp/secretfs-fips.XXXXXX)
+fips_started=$SECONDS
+nice -n 19 bash -c 'cargo test --quiet --features fips --lib crypto:: &&
+    cargo test --quiet --features fips --test format_vectors' >"$fips_log" 2>&1 &
+fips_pid=$!
+step "block mode on real dm-crypt in a QEMU guest (tests/vm)" \
+    bash tests/vm/run.sh "$ci_bin_dir/secretfs"
+step "pjdfstest and fsx on a mounted secretfs" \
+    env SECRETFS_BIN="$ci_bin_dir/secretfs" bash tests/suites/run.sh
 step "pjdfstest and fsx with the kernel writeback cache (-o writeback)" \
-    env SECRETFS_SUITE_OPTS=writeback bash tests/suites/run.sh
+    env SECRETFS_BIN="$ci_bin_dir/secretfs" SECRETFS_SUITE_OPTS=writeback bash tests/suites/run.sh
 step "fuzz targets (config, block, names, mount options)" bash fuzz/run.sh
+fips_collect() {
+    local rc=0 waited=$SECONDS
+    wait "$fips_pid" || rc=$?
+    cat "$fips_log"
+    echo "fips: $((SECONDS - fips_started)) s from its start, $((SECONDS - waited)) s waited for after the fuzzers"
+    return "$rc"
+}
+step "FIPS build (--features fips): codec unit tests and format vectors on the FIPS module" fips_collect
+rm -rf "$ci_bin_dir" "$fips_log"
 # cargo test runs each criterion bench once, in the debug build the tests already made.
 step "criterion benches in test mode" cargo test --quiet --bench codec
 
