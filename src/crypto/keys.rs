@@ -165,7 +165,8 @@ fn scrub_stack() {
     std::hint::black_box(&scratch);
 }
 
-/// Fills `buf` from the OS CSPRNG; a failing kernel RNG is unrecoverable for a crypto filesystem.
+/// Fills `buf` from aws-lc's DRBG (`RAND_bytes`, seeded by the kernel; in the `fips` build the
+/// module's approved DRBG); a failing RNG is unrecoverable for a crypto filesystem.
 pub fn fill_random(buf: &mut [u8]) {
     aws_lc_rs::rand::fill(buf).unwrap_or_else(|_| {
         // ok: the kernel RNG never fails after boot; continuing without randomness is not an option
