@@ -51,6 +51,17 @@ fn secret_file(dir: &Path, name: &str, text: &str) -> String {
     format!("cat {}", path.display())
 }
 
+/// Asserts that the log holds a `slot` audit event of `slot` whose line contains `needle`.
+fn has_slot_event(log: &str, slot: u32, needle: &str) {
+    let field = format!("slot={slot} ");
+    assert!(
+        events(log, "slot")
+            .iter()
+            .any(|l| l.contains(&field) && l.contains(needle)),
+        "no `slot` event of slot {slot} with `{needle}` in:\n{log}"
+    );
+}
+
 /// Audit events of one kind in a log, as (field, value) lookups on each line.
 fn events<'a>(log: &'a str, kind: &str) -> Vec<&'a str> {
     let tag = format!("event=\"{kind}\"");
@@ -151,19 +162,8 @@ fn recovery_and_key_file_slots_open_alone_and_removal_refuses_what_would_lock_ou
     );
     inst.umount();
     let log = std::fs::read_to_string(&inst.log).unwrap();
-    let attempts = events(&log, "slot");
-    assert!(
-        attempts
-            .iter()
-            .any(|l| l.contains("slot=1") && l.contains("outcome=\"ok\"")),
-        "no successful recovery-slot event in: {log}"
-    );
-    assert!(
-        attempts
-            .iter()
-            .any(|l| l.contains("slot=1") && l.contains("wrong recovery key")),
-        "no failed recovery-slot event in: {log}"
-    );
+    has_slot_event(&log, 1, "outcome=\"ok\"");
+    has_slot_event(&log, 1, "wrong recovery key");
 
     // Removing the slot that opened the command needs --force; nothing changes without it.
     let before = std::fs::read(inst.backing.join("secretfs.conf")).unwrap();
@@ -263,12 +263,7 @@ fn a_slot_this_host_never_pinned_is_never_tried() {
     ok(&inst.mount(&[]));
     inst.umount();
     let log = std::fs::read_to_string(&inst.log).unwrap();
-    assert!(
-        events(&log, "slot")
-            .iter()
-            .any(|l| l.contains("slot=1") && l.contains("skipped: not pinned on this host")),
-        "no skipped-slot event in: {log}"
-    );
+    has_slot_event(&log, 1, "skipped: not pinned on this host");
     let fsck = inst.run(&["fsck", &backing, "--json"]);
     assert_eq!(fsck.status.code(), Some(4), "{}", stderr(&fsck));
     let report: serde_json::Value = serde_json::from_slice(&fsck.stdout).unwrap();
@@ -397,10 +392,10 @@ fn with_one_regions_kms_down_the_other_regions_slot_opens_within_the_deadline() 
     let attempts = events(&log, "slot");
     let slot0 = attempts
         .iter()
-        .position(|l| l.contains("slot=0") && !l.contains("outcome=\"ok\""));
+        .position(|l| l.contains("slot=0 ") && !l.contains("outcome=\"ok\""));
     let slot2 = attempts
         .iter()
-        .position(|l| l.contains("slot=2") && l.contains("outcome=\"ok\""));
+        .position(|l| l.contains("slot=2 ") && l.contains("outcome=\"ok\""));
     assert!(
         matches!((slot0, slot2), (Some(a), Some(b)) if a < b),
         "expected slot 0 to fail, then slot 2 to open: {log}"
@@ -409,14 +404,10 @@ fn with_one_regions_kms_down_the_other_regions_slot_opens_within_the_deadline() 
         log.contains(&endpoint_a),
         "the failure names region A's endpoint: {log}"
     );
-    assert!(
-        attempts.iter().any(|l| l.contains("slot=1")
-            && l.contains("skipped: a recovery key is used only when named")),
-        "{log}"
-    );
+    has_slot_event(&log, 1, "skipped: a recovery key is used only when named");
     let kms = events(&log, "kms");
     assert!(
-        kms.iter().any(|l| l.contains("slot=2")
+        kms.iter().any(|l| l.contains("slot=2 ")
             && l.contains("operation=\"Decrypt\"")
             && l.contains(&key_b2)
             && l.contains("outcome=\"ok\"")),
@@ -429,7 +420,7 @@ fn with_one_regions_kms_down_the_other_regions_slot_opens_within_the_deadline() 
     inst.umount();
     let log = std::fs::read_to_string(&inst.log).unwrap();
     assert!(
-        !events(&log, "slot").iter().any(|l| l.contains("slot=0")),
+        !events(&log, "slot").iter().any(|l| l.contains("slot=0 ")),
         "slot 0 was tried although slot=2 was named: {log}"
     );
 
@@ -607,18 +598,8 @@ fn a_passphrase_filesystem_with_a_recovery_key_mounts_with_its_passphrase_alone(
     inst.mounted = true;
     inst.umount();
     let log = std::fs::read_to_string(&inst.log).unwrap();
-    let attempts = events(&log, "slot");
-    assert!(
-        attempts
-            .iter()
-            .any(|l| l.contains("slot=0") && l.contains("outcome=\"ok\"")),
-        "{log}"
-    );
-    assert!(
-        attempts.iter().any(|l| l.contains("slot=1")
-            && l.contains("skipped: a recovery key is used only when named")),
-        "{log}"
-    );
+    has_slot_event(&log, 0, "outcome=\"ok\"");
+    has_slot_event(&log, 1, "skipped: a recovery key is used only when named");
     // A wrong passphrase on the descriptor is refused as such.
     let out = inst.run_with_stdin(
         &["mount", &backing, &mnt, "-o", &opts, "--passphrase-fd", "0"],
@@ -647,19 +628,8 @@ fn a_key_file_slot_is_tried_even_after_unreachable_kms_slots_used_the_whole_dead
     ok(&inst.mount(&["--aws-timeout", "2", "--slot-timeout", "1"]));
     inst.umount();
     let log = std::fs::read_to_string(&inst.log).unwrap();
-    let attempts = events(&log, "slot");
-    assert!(
-        attempts
-            .iter()
-            .any(|l| l.contains("slot=0") && l.contains("cannot reach AWS KMS")),
-        "{log}"
-    );
-    assert!(
-        attempts
-            .iter()
-            .any(|l| l.contains("slot=1") && l.contains("outcome=\"ok\"")),
-        "{log}"
-    );
+    has_slot_event(&log, 0, "cannot reach AWS KMS");
+    has_slot_event(&log, 1, "outcome=\"ok\"");
 }
 
 #[test]
