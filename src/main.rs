@@ -6,7 +6,7 @@ use secretfs::app;
 use secretfs::cli::{self, block, fsck, init, mount, pin, rewrap, status, umount, CliError};
 
 #[derive(Parser)]
-#[command(name = "secretfs", version, about = "Encrypted storage for cloud instances: a FUSE filesystem with per-file keys", after_help = cli::EXIT_CODES_HELP)]
+#[command(name = "secretfs", version = cli::VERSION, about = "Encrypted storage for cloud instances: a FUSE filesystem with per-file keys", after_help = cli::EXIT_CODES_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,7 +24,7 @@ enum Command {
     Pin(pin::PinArgs),
     /// Wrap the master key of a kms filesystem with another KMS key (ReEncrypt).
     Rewrap(rewrap::RewrapArgs),
-    /// Show whether a path is mounted, and with which filesystem and key source.
+    /// Show what a path is (mounted or not, fs id, key source), or list every secretfs mount.
     Status(status::StatusArgs),
     /// Verify every name, directory id and block of a backing store (exit codes as fsck(8)).
     Fsck(fsck::FsckArgs),
@@ -74,14 +74,15 @@ fn run(cli: Cli) -> Result<(), CliError> {
             std::process::exit(code);
         }
         Command::Status(args) => {
-            if let Some(b) = app::block::status(&args.path.to_string_lossy()) {
+            let Some(path) = &args.path else {
+                return cli::print_report(&app::status::list(), args.json, |l| {
+                    status::render_list(l)
+                });
+            };
+            if let Some(b) = app::block::status(&path.to_string_lossy()) {
                 return cli::print_report(&b, args.json, block::render);
             }
-            cli::print_report(
-                &app::status::collect(&args.path)?,
-                args.json,
-                status::render,
-            )
+            cli::print_report(&app::status::collect(path)?, args.json, status::render)
         }
     }
 }

@@ -14,6 +14,17 @@ pub mod umount;
 use crate::app::{self, AwsChoice, ErrorKind, KeyChoice};
 use crate::keysource::PassphraseInput;
 
+/// `secretfs --version`: the package version, the git commit it was built from and its Cargo
+/// features (build.rs), so a bug report names exactly which build it is about.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("SECRETFS_BUILD_COMMIT"),
+    ", features: ",
+    env!("SECRETFS_BUILD_FEATURES"),
+    ")"
+);
+
 /// Exit codes, documented in `--help` and the README.
 pub mod exit {
     pub const OK: i32 = 0;
