@@ -1,9 +1,11 @@
 //! The `secretfs` command: parses the command line, runs one subcommand and maps its error to a
 //! one-line message, a hint and an exit code. All logic lives in the library.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use secretfs::app;
-use secretfs::cli::{self, block, fsck, init, mount, pin, rewrap, status, umount, CliError};
+use secretfs::cli::{
+    self, block, fsck, generate, init, mount, pin, rewrap, status, umount, CliError,
+};
 
 #[derive(Parser)]
 #[command(name = "secretfs", version = cli::VERSION, about = "Encrypted storage for cloud instances: a FUSE filesystem with per-file keys", after_help = cli::EXIT_CODES_HELP)]
@@ -30,6 +32,9 @@ enum Command {
     Fsck(fsck::FsckArgs),
     /// Block mode: dm-crypt/LUKS2 on a device or a loop-attached file (open, close, status).
     Block(block::BlockArgs),
+    /// Write the manual pages or shell completions (for packagers).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -69,6 +74,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Umount(args) => Ok(app::umount::run(&args.mountpoint, args.lazy)?),
         Command::Block(args) => block::run(&args),
+        Command::Generate(args) => generate::run(&args, Cli::command()),
         Command::Fsck(args) => {
             let code = fsck::run(&args)?;
             std::process::exit(code);

@@ -3,6 +3,7 @@
 
 pub mod block;
 pub mod fsck;
+pub mod generate;
 pub mod helper;
 pub mod init;
 pub mod mount;
