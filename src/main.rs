@@ -4,7 +4,7 @@
 use clap::{CommandFactory, Parser, Subcommand};
 use secretfs::app;
 use secretfs::cli::{
-    self, block, fsck, generate, init, mount, pin, rewrap, status, umount, CliError,
+    self, block, doctor, fsck, generate, init, mount, pin, rewrap, status, umount, CliError,
 };
 
 #[derive(Parser)]
@@ -32,6 +32,9 @@ enum Command {
     Fsck(fsck::FsckArgs),
     /// Block mode: dm-crypt/LUKS2 on a device or a loop-attached file (open, close, status).
     Block(block::BlockArgs),
+    /// Check what a mount needs on this host (FUSE, helpers, fstab, AWS) and say what to fix.
+    #[command(after_help = doctor::EXIT_HELP)]
+    Doctor(doctor::DoctorArgs),
     /// Write the manual pages or shell completions (for packagers).
     #[command(hide = true)]
     Generate(generate::GenerateArgs),
@@ -74,6 +77,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Umount(args) => Ok(app::umount::run(&args.mountpoint, args.lazy)?),
         Command::Block(args) => block::run(&args),
+        Command::Doctor(args) => {
+            let code = doctor::run(&args)?;
+            std::process::exit(code);
+        }
         Command::Generate(args) => generate::run(&args, Cli::command()),
         Command::Fsck(args) => {
             let code = fsck::run(&args)?;

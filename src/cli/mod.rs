@@ -2,6 +2,7 @@
 //! typed errors become a one-line message, a hint and a documented exit code.
 
 pub mod block;
+pub mod doctor;
 pub mod fsck;
 pub mod generate;
 pub mod helper;
