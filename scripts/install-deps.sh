@@ -7,9 +7,11 @@ trap 'echo "install-deps: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
+# groff-base: tests/packaging.rs renders the generated man pages and wants no groff warning.
 apt-get install -y -qq --no-install-recommends \
     ca-certificates curl build-essential pkg-config libacl1-dev \
-    fuse3 git sqlite3 tar xxd util-linux e2fsprogs python3 python3-venv attr libcap2-bin acl >/dev/null
+    fuse3 git sqlite3 tar xxd util-linux e2fsprogs python3 python3-venv attr libcap2-bin acl \
+    groff-base >/dev/null
 
 if ! command -v cargo >/dev/null 2>&1; then
     if [ -x "$HOME/.cargo/bin/cargo" ]; then

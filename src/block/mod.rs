@@ -544,6 +544,20 @@ pub struct BlockStatus {
     pub key_source: Option<KeySourceDescriptor>,
 }
 
+/// The mapping names of every open secretfs volume, from the /dev/mapper nodes named by our
+/// prefix (`status` reads each one through its node too).
+pub fn open_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/dev/mapper")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(luks::NAME_PREFIX))
+        .collect();
+    names.sort();
+    names
+}
+
 /// Status of the block volume behind `target`, or None when it is not one of ours.
 pub fn status(target: &str) -> Option<BlockStatus> {
     let name = resolve_name(target)?;

@@ -2,7 +2,9 @@
 //! typed errors become a one-line message, a hint and a documented exit code.
 
 pub mod block;
+pub mod doctor;
 pub mod fsck;
+pub mod generate;
 pub mod helper;
 pub mod init;
 pub mod key;
@@ -14,6 +16,17 @@ pub mod umount;
 
 use crate::app::{self, AwsChoice, ErrorKind, KeyChoice};
 use crate::keysource::PassphraseInput;
+
+/// `secretfs --version`: the package version, the git commit it was built from and its Cargo
+/// features (build.rs), so a bug report names exactly which build it is about.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("SECRETFS_BUILD_COMMIT"),
+    ", features: ",
+    env!("SECRETFS_BUILD_FEATURES"),
+    ")"
+);
 
 /// Exit codes, documented in `--help` and the README.
 pub mod exit {
