@@ -2,6 +2,7 @@
 //! block), each returning the typed `Error`; the command line and the mount helper sit on it.
 
 pub mod block;
+pub mod block_slots;
 mod error;
 pub mod fsck;
 pub mod init;
