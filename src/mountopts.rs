@@ -103,6 +103,8 @@ pub fn describe(option: &str) -> Option<&'static str> {
         "context=" => "As kms-context=, for secretfs mount -o only: mount(8) keeps context= for SELinux and never passes it to the helper.",
         "region=" => "The AWS region, when neither the key ARN nor the environment names it.",
         "aws-timeout=" => "One deadline in seconds for every AWS call of the mount, retries included (default 60).",
+        "slot=" => "Open with this key slot only (see secretfs key list); otherwise every slot this host pinned is tried in order.",
+        "slot-timeout=" => "Seconds one key slot that calls AWS may take before the next is tried (default 15); the last such slot gets what is left of aws-timeout.",
         "threads=" => "FUSE worker threads, 1 to 64.",
         "max-fds=" => "How many backing descriptors the daemon keeps open at most (default 512).",
         "log=" => "The daemon's log file (default: syslog).",
@@ -429,7 +431,9 @@ mod tests {
             // The listed form with a sample value: `key=` → `key=x`, `mode=file|block` →
             // `mode=file`, `x-systemd.*` → `x-systemd.a`.
             let sample = match entry.split_once('=') {
-                Some((name, "")) if name == "aws-timeout" || name == "threads" => {
+                Some((name, ""))
+                    if ["aws-timeout", "threads", "slot", "slot-timeout"].contains(&name) =>
+                {
                     format!("{name}=4")
                 }
                 Some((name, "")) if name == "max-fds" => format!("{name}=64"),

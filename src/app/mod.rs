@@ -3,6 +3,7 @@
 //! command line and the mount helper sit on it.
 
 pub mod block;
+pub mod block_slots;
 pub mod doctor;
 mod error;
 pub mod fsck;

@@ -227,6 +227,7 @@ fn mount_block(source: &Path, dir: &Path, opts: &MountOptions) -> app::Result<()
         wipe: false,
         no_workqueue: false,
         mount_flags: flags,
+        recovery: false,
     };
     let key = KeyChoice::none().with_options(opts);
     app::block::open(&req, &key, opts.key.as_deref()).map(drop)
