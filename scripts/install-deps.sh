@@ -53,7 +53,14 @@ fi
 # pjdfstest switches to these users; `tests` must exist with a group of the same name.
 id tests >/dev/null 2>&1 || useradd -M -U -s /usr/sbin/nologin tests
 
+# The package test (tests/package/run.sh): rpm to read the .rpm (rpm -qlp, rpm2archive),
+# man-db for man -w, bash-completion to load the completion as a user's shell does.
+apt-get install -y -qq --no-install-recommends rpm man-db bash-completion >/dev/null
+
 have() { cargo install --list | grep -c "^$1 v$2:" >/dev/null; }
+# Packagers (scripts/package.sh checks these exact versions).
+have cargo-deb 3.8.0 || cargo install --locked --quiet cargo-deb@3.8.0
+have cargo-generate-rpm 0.21.1 || cargo install --locked --quiet cargo-generate-rpm@0.21.1
 have pjdfstest 0.2.2 || cargo install --locked --quiet pjdfstest@0.2.2
 have fsx 0.3.2 || cargo install --locked --quiet fsx@0.3.2
 have cargo-fuzz 0.13.2 || cargo install --locked --quiet cargo-fuzz@0.13.2
