@@ -41,6 +41,12 @@ export SECRETFS_TEST_AWS_ENDPOINT="http://127.0.0.1:$moto_port"
 
 step "cargo test (unit, property, integration on real mounts, KMS/S3 on moto)" \
     cargo test --workspace
+# Right after cargo test: target/debug/secretfs is still the featureless test build (the bench
+# steps below rebuild it with the passthrough control, which package.sh refuses).
+step ".deb and .rpm: dpkg -i, fstab mount -a through the installed helper, man, completion, dpkg -r" \
+    bash tests/package/run.sh
+step "docs/EC2.md: cloud-init schema, secretfs commands and fstab lines through their parsers" \
+    /usr/bin/python3 tests/package/check_ec2_doc.py
 
 # The FIPS build (docs/SECURITY.md §5b): the codec unit tests and the format vectors on aws-lc's
 # FIPS module. Same target dir: only aws-lc-fips-sys, the crates above aws-lc-rs (rustls, the

@@ -1,12 +1,14 @@
 //! The `secretfs` command: parses the command line, runs one subcommand and maps its error to a
 //! one-line message, a hint and an exit code. All logic lives in the library.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use secretfs::app;
-use secretfs::cli::{self, block, fsck, init, key, mount, pin, rewrap, status, umount, CliError};
+use secretfs::cli::{
+    self, block, doctor, fsck, generate, init, key, mount, pin, rewrap, status, umount, CliError,
+};
 
 #[derive(Parser)]
-#[command(name = "secretfs", version, about = "Encrypted storage for cloud instances: a FUSE filesystem with per-file keys", after_help = cli::EXIT_CODES_HELP)]
+#[command(name = "secretfs", version = cli::VERSION, about = "Encrypted storage for cloud instances: a FUSE filesystem with per-file keys", after_help = cli::EXIT_CODES_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,12 +28,18 @@ enum Command {
     Key(key::KeyCommand),
     /// Wrap the master key of a kms filesystem with another KMS key (ReEncrypt).
     Rewrap(rewrap::RewrapArgs),
-    /// Show whether a path is mounted, and with which filesystem and key source.
+    /// Show what a path is (mounted or not, fs id, key source), or list every secretfs mount.
     Status(status::StatusArgs),
     /// Verify every name, directory id and block of a backing store (exit codes as fsck(8)).
     Fsck(fsck::FsckArgs),
     /// Block mode: dm-crypt/LUKS2 on a device or a loop-attached file (open, close, status).
     Block(block::BlockArgs),
+    /// Check what a mount needs on this host (FUSE, helpers, fstab, AWS) and say what to fix.
+    #[command(after_help = doctor::EXIT_HELP)]
+    Doctor(doctor::DoctorArgs),
+    /// Write the manual pages or shell completions (for packagers).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -90,19 +98,25 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Umount(args) => Ok(app::umount::run(&args.mountpoint, args.lazy)?),
         Command::Block(args) => block::run(&args),
+        Command::Doctor(args) => {
+            let code = doctor::run(&args)?;
+            std::process::exit(code);
+        }
+        Command::Generate(args) => generate::run(&args, Cli::command()),
         Command::Fsck(args) => {
             let code = fsck::run(&args)?;
             std::process::exit(code);
         }
         Command::Status(args) => {
-            if let Some(b) = app::block::status(&args.path.to_string_lossy()) {
+            let Some(path) = &args.path else {
+                return cli::print_report(&app::status::list(), args.json, |l| {
+                    status::render_list(l)
+                });
+            };
+            if let Some(b) = app::block::status(&path.to_string_lossy()) {
                 return cli::print_report(&b, args.json, block::render);
             }
-            cli::print_report(
-                &app::status::collect(&args.path)?,
-                args.json,
-                status::render,
-            )
+            cli::print_report(&app::status::collect(path)?, args.json, status::render)
         }
     }
 }

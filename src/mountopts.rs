@@ -90,6 +90,48 @@ pub const VALID: &[&str] = &[
     "x-*",
 ];
 
+/// What each entry of `VALID` does, for the fstab manual page (secretfs-fstab(5)); a unit test
+/// holds every entry of `VALID` to a description and to the parser accepting it.
+pub fn describe(option: &str) -> Option<&'static str> {
+    Some(match option {
+        "key=" => "The key source: keyfile:PATH, passphrase, ephemeral, kms or kms-password. Without it the source this host pinned for the filesystem is used.",
+        "mode=file|block" => "file (default): the FUSE filesystem on a backing directory. block: dm-crypt/LUKS2 on a device or a file, with ext4 inside.",
+        "init=auto|never" => "auto: create the filesystem when the backing directory is missing or empty (a fresh instance-store disk). never (default): refuse to mount an uninitialised store.",
+        "kms-key=" => "The KMS key (key id, alias/NAME or ARN) that wraps the master key of a kms filesystem.",
+        "wrapped-key=" => "The S3 object (s3://BUCKET/KEY) that holds the wrapped master key.",
+        "kms-context=" => "Extra KMS encryption-context pairs, written k=v;k2=v2 because a comma separates options.",
+        "context=" => "As kms-context=, for secretfs mount -o only: mount(8) keeps context= for SELinux and never passes it to the helper.",
+        "region=" => "The AWS region, when neither the key ARN nor the environment names it.",
+        "aws-timeout=" => "One deadline in seconds for every AWS call of the mount, retries included (default 60).",
+        "slot=" => "Open with this key slot only (see secretfs key list); otherwise every slot this host pinned is tried in order.",
+        "slot-timeout=" => "Seconds one key slot that calls AWS may take before the next is tried (default 15); the last such slot gets what is left of aws-timeout.",
+        "threads=" => "FUSE worker threads, 1 to 64.",
+        "max-fds=" => "How many backing descriptors the daemon keeps open at most (default 512).",
+        "log=" => "The daemon's log file (default: syslog).",
+        "ro" => "Mount read-only.",
+        "rw" => "Mount read-write (default).",
+        "allow_other" => "Let users other than the one who mounted reach the filesystem.",
+        "writeback" => "Use the kernel's writeback cache.",
+        "acl" => "Store and enforce POSIX ACLs (default).",
+        "noacl" => "Refuse POSIX ACLs.",
+        "nosuid" => "Ignore setuid and setgid bits (default).",
+        "suid" => "Honour setuid and setgid bits.",
+        "nodev" => "Refuse device nodes (default).",
+        "dev" => "Allow device nodes.",
+        "noexec" => "Refuse to execute programs.",
+        "exec" => "Allow programs to be executed (default).",
+        "noatime" => "Do not update access times.",
+        "atime" => "Update access times (default).",
+        "relatime" => "Accepted as atime.",
+        "defaults" | "auto" | "noauto" | "nofail" | "_netdev" | "default_permissions" => {
+            "For mount(8) and systemd; accepted and ignored by secretfs."
+        }
+        "x-systemd.*" => "systemd's mount options (ordering, timeouts); accepted and ignored by secretfs.",
+        "x-*" => "Any other x- option is for other tools; accepted and ignored.",
+        _ => return None,
+    })
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OptionError {
     #[error("unknown mount option `{0}`; valid options: {valid}", valid = VALID.join(", "))]
@@ -380,6 +422,31 @@ mod tests {
             MountOptions::parse(["ro=1"]),
             Err(OptionError::BadValue { .. })
         ));
+    }
+
+    #[test]
+    fn every_listed_option_is_described_and_parsed() {
+        for entry in VALID {
+            assert!(describe(entry).is_some(), "{entry} has no description");
+            // The listed form with a sample value: `key=` → `key=x`, `mode=file|block` →
+            // `mode=file`, `x-systemd.*` → `x-systemd.a`.
+            let sample = match entry.split_once('=') {
+                Some((name, ""))
+                    if ["aws-timeout", "threads", "slot", "slot-timeout"].contains(&name) =>
+                {
+                    format!("{name}=4")
+                }
+                Some((name, "")) if name == "max-fds" => format!("{name}=64"),
+                Some((name, "")) => format!("{name}=x"),
+                Some((name, choices)) => format!("{name}={}", choices.split('|').next().unwrap()),
+                None => entry.replace('*', "a"),
+            };
+            assert!(
+                MountOptions::parse([sample.as_str()]).is_ok(),
+                "the parser refuses the listed option {sample}"
+            );
+        }
+        assert!(describe("colour=").is_none());
     }
 
     proptest::proptest! {

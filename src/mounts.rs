@@ -12,8 +12,8 @@ pub struct MountEntry {
     pub source: String,
 }
 
-/// mountinfo escapes space, tab, newline and backslash as \ooo octal.
-fn unescape(field: &str) -> String {
+/// mountinfo escapes space, tab, newline and backslash as \ooo octal (fstab writes them so too).
+pub fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

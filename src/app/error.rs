@@ -170,6 +170,12 @@ impl From<BlockError> for Error {
             BlockError::WrongKey => (ErrorKind::Key, Some(
                 "check --key: it must be the key source this volume was formatted with (see `secretfs status`)".into(),
             )),
+            BlockError::SlotRefused { .. } => (ErrorKind::Key, Some(
+                "check --key / --slot: `secretfs key list DEVICE` shows each slot's source".into(),
+            )),
+            BlockError::NotAVolume { .. } => (ErrorKind::Backing, Some(
+                "block mode: a device or image file opened by `secretfs block open`; file mode: a backing directory".into(),
+            )),
             BlockError::Busy { .. } => (ErrorKind::Mount, Some(
                 "see `lsblk`, `dmsetup ls` and `findmnt`; close it first with `secretfs block close`".into(),
             )),

@@ -200,7 +200,7 @@ pub fn record_pin(new_pin: &Option<Pin>) {
     }
 }
 
-fn slot_list(slots: &[KeySlot]) -> String {
+pub(crate) fn slot_list(slots: &[KeySlot]) -> String {
     slots
         .iter()
         .map(|s| format!("{} {}", s.id, s.source.kind()))
@@ -227,12 +227,9 @@ pub fn plan_unlock(
     let Some(pin) = pin else {
         return plan_unlock_untrusted(backing, key, option, config);
     };
-    let given = key.key.as_deref().or(option);
     let fs_id = config.fs_id;
     let slots = config.slots();
-    let mut plan = UnlockPlan::new(key, config)?;
     check_pin_backing(&pin, backing, config)?;
-    plan.missing = rolled_back(&pin, config);
     let (trusted, untrusted): (Vec<KeySlot>, Vec<KeySlot>) =
         slots.into_iter().partition(|s| pin.trusts(s));
     if trusted.is_empty() {
@@ -244,8 +241,27 @@ pub fn plan_unlock(
         ))
         .hint("restore the config from a backup; to trust a new key on purpose: secretfs pin BACKING --key SOURCE"));
     }
+    let mut plan = plan_pinned(fs_id, key, option, trusted, untrusted, Some(backing))?;
+    plan.missing = rolled_back(&pin, config);
+    Ok(plan)
+}
+
+/// The plan over the slots a pin trusts (`trusted`, never empty; `untrusted` are the others the
+/// store or volume holds, only reported): `--slot` or the kind `--key` names narrows them;
+/// typed sources (passphrase, recovery) are tried only when named or when nothing automatic is
+/// left. `store`: the backing directory a key file must not lie in (file mode).
+pub(crate) fn plan_pinned(
+    fs_id: uuid::Uuid,
+    key: &KeyChoice,
+    option: Option<&str>,
+    trusted: Vec<KeySlot>,
+    untrusted: Vec<KeySlot>,
+    store: Option<&Path>,
+) -> Result<UnlockPlan> {
+    let given = key.key.as_deref().or(option);
+    let mut plan = UnlockPlan::new(key, fs_id)?;
     for slot in untrusted {
-        tracing::warn!(fs_id = %fs_id, slot = slot.id, key_source = slot.source.kind(), "key slot in the store's config is not pinned on this host: never tried (`secretfs pin` trusts it)");
+        tracing::warn!(fs_id = %fs_id, slot = slot.id, key_source = slot.source.kind(), "key slot is not pinned on this host: never tried (`secretfs pin` trusts it)");
         plan.skipped
             .push((slot, "not pinned on this host".to_string()));
     }
@@ -271,7 +287,9 @@ pub fn plan_unlock(
             Some(text) => key.spec(text)?,
             None => spec_for(key, None, &slot.source)?,
         };
-        refuse_keyfile_in_store(&spec, backing)?;
+        if let Some(store) = store {
+            refuse_keyfile_in_store(&spec, store)?;
+        }
         pin_kms_key(&mut spec, &slot.source);
         if let Some(aws) = spec.aws_args_mut() {
             // Explicit flags win; else the slot's own placement (pinned, so trusted).
@@ -317,22 +335,31 @@ pub fn plan_unlock_untrusted(
         )));
     };
     let spec = key.spec(text)?;
-    require_identity(&spec)?;
     refuse_keyfile_in_store(&spec, backing)?;
-    let mut plan = UnlockPlan::new(key, config)?;
-    for slot in narrow(
-        &config.slots(),
-        key.slot,
-        Some(spec.kind()),
-        "the store's config",
-    )? {
+    let mut plan = plan_named(fs_id, key, spec, &config.slots(), "the store's config")?;
+    plan.new_pin = Some(Pin::of(config, backing));
+    Ok(plan)
+}
+
+/// The plan for a source the user named (`spec`) when no pin vouches for the slots: its
+/// identity comes from the user; the slots (`whose`: the store's config, a volume's tokens)
+/// only say which of them, of that kind or the `--slot`, to try.
+pub(crate) fn plan_named(
+    fs_id: uuid::Uuid,
+    key: &KeyChoice,
+    spec: KeySpec,
+    slots: &[KeySlot],
+    whose: &str,
+) -> Result<UnlockPlan> {
+    require_identity(&spec)?;
+    let mut plan = UnlockPlan::new(key, fs_id)?;
+    for slot in narrow(slots, key.slot, Some(spec.kind()), whose)? {
         let mut spec = spec.clone();
         if let Some(aws) = spec.aws_args_mut() {
             aws.slot = Some(slot.id);
         }
         plan.attempts.push(Attempt { slot, spec });
     }
-    plan.new_pin = Some(Pin::of(config, backing));
     Ok(plan)
 }
 
@@ -401,9 +428,9 @@ fn narrow(
 }
 
 impl UnlockPlan {
-    fn new(key: &KeyChoice, config: &FsConfig) -> Result<Self> {
+    fn new(key: &KeyChoice, fs_id: uuid::Uuid) -> Result<Self> {
         Ok(UnlockPlan {
-            fs_id: config.fs_id,
+            fs_id,
             attempts: Vec::new(),
             skipped: Vec::new(),
             slot_timeout: key.slot_timeout()?,
@@ -464,9 +491,19 @@ impl UnlockPlan {
     }
 
     /// Tries the slots in order until one opens the store (its key recovers a master key
-    /// under which the config MAC checks out). Each slot gets `slot_timeout` (the last all
-    /// that is left) inside the overall deadline; every attempt is an audit event.
+    /// under which the config MAC checks out).
     pub fn open(&self, config: &FsConfig, mac: &[u8]) -> Result<Opened> {
+        self.try_slots(|spec, slot| open_slot(spec, slot, config, mac))
+    }
+
+    /// Tries the slots in order until `try_one` succeeds with one (for a volume: its keyslot
+    /// accepts the passphrase). Each slot that calls AWS gets `slot_timeout` (the last such
+    /// slot all that is left) of the overall deadline, set as the AWS timeout of its spec;
+    /// slots that need no network are always tried; every attempt is an audit event.
+    pub fn try_slots<T>(
+        &self,
+        mut try_one: impl FnMut(&KeySpec, &KeySlot) -> Result<T>,
+    ) -> Result<T> {
         let fs_id = self.fs_id.to_string();
         for id in &self.missing {
             tracing::warn!(fs_id = %fs_id, slot = id, "a key slot this host pinned is missing from the store's config: removed on another host, or an older config was restored");
@@ -503,15 +540,15 @@ impl UnlockPlan {
                     } else {
                         self.slot_timeout.min(left)
                     };
-                    open_slot(&spec, slot, config, mac)
+                    try_one(&spec, slot)
                 }
-                None => open_slot(&spec, slot, config, mac),
+                None => try_one(&spec, slot),
             };
             let label = slot.source.identity();
             match outcome {
-                Ok(opened) => {
+                Ok(done) => {
                     crate::audit::slot_attempt(&fs_id, slot.id, slot.source.kind(), &label, "ok");
-                    return Ok(opened);
+                    return Ok(done);
                 }
                 Err(e) => {
                     crate::audit::slot_attempt(
@@ -667,17 +704,6 @@ pub fn check_untrusted_spec(spec: &KeySpec, config: &FsConfig, backing: &Path) -
         "the store's config",
     )?;
     refuse_keyfile_in_store(spec, backing)
-}
-
-pub(crate) fn same_kind(spec: &KeySpec, stored: &KeySourceDescriptor, whose: &str) -> Result<()> {
-    if spec.kind() == stored.kind() {
-        return Ok(());
-    }
-    Err(Error::key(format!(
-        "key source `{}` was given, but {whose} says `{}`; nothing was touched",
-        spec.kind(),
-        stored.kind()
-    )))
 }
 
 /// Without a pin, a KMS source's identity must come from the user, not from the store.

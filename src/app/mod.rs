@@ -1,7 +1,10 @@
 //! The library's API, one module per operation (init, mount, rewrap, pin, fsck, status, umount,
-//! block), each returning the typed `Error`; the command line and the mount helper sit on it.
+//! block, doctor), each returning the typed `Error` (doctor: a report of typed checks); the
+//! command line and the mount helper sit on it.
 
 pub mod block;
+pub mod block_slots;
+pub mod doctor;
 mod error;
 pub mod fsck;
 pub mod init;

@@ -1,5 +1,5 @@
-//! Status of file mode: what a mount point or backing store is: mounted or not, mode, cipher,
-//! filesystem id, key source and daemon.
+//! Status: what a mount point or backing store is (mounted or not, mode, cipher, filesystem
+//! id, key source and daemon), and the list of every secretfs mount on the host, both modes.
 
 use super::{Error, Result};
 use crate::store::config;
@@ -52,6 +52,67 @@ pub fn collect(path: &Path) -> Result<Status> {
             .or_else(|| loaded.as_ref().map(|c| c.cipher.clone())),
         key_source: loaded.as_ref().map(describe_slots),
     })
+}
+
+/// One secretfs mount on this host, as `secretfs status` without a path lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MountLine {
+    /// None for a block volume that is open but mounted nowhere.
+    pub mountpoint: Option<PathBuf>,
+    pub mode: &'static str,
+    /// The backing directory (file mode); the loop device's backing file, else the device
+    /// (block mode).
+    pub source: PathBuf,
+    /// The filesystem id (file mode) or the LUKS UUID (block mode); None when unreadable.
+    pub id: Option<String>,
+    pub key_source: Option<String>,
+}
+
+/// Every secretfs mount: file mode from the kernel's mount table, block mode from the open
+/// mappings (a volume mounted twice gives two lines, as findmnt does).
+pub fn list() -> Vec<MountLine> {
+    let mut lines: Vec<MountLine> = mounts::all()
+        .into_iter()
+        .filter(|m| m.fstype == mounts::FUSE_TYPE)
+        .map(|m| {
+            // A store this user cannot read still gets its line, with what the kernel knows.
+            let s = collect(&m.mountpoint).ok();
+            MountLine {
+                mountpoint: Some(m.mountpoint),
+                mode: "file",
+                source: PathBuf::from(&m.source),
+                id: s.as_ref().and_then(|s| s.fs_id.clone()),
+                key_source: s.and_then(|s| s.key_source),
+            }
+        })
+        .collect();
+    for name in crate::block::open_names() {
+        let Some(b) = crate::block::status(&name) else {
+            continue;
+        };
+        let line = MountLine {
+            mountpoint: None,
+            mode: "block",
+            source: b
+                .backing_file
+                .clone()
+                .or_else(|| b.device.clone())
+                .unwrap_or_else(|| b.mapper.clone()),
+            id: Some(b.uuid.clone()),
+            key_source: b.key_source.as_ref().map(describe_key),
+        };
+        if b.mountpoints.is_empty() {
+            lines.push(line);
+            continue;
+        }
+        for m in b.mountpoints {
+            lines.push(MountLine {
+                mountpoint: Some(m),
+                ..line.clone()
+            });
+        }
+    }
+    lines
 }
 
 /// One key source, or every slot of a filesystem that has several (`slot 0: kms (…); …`).

@@ -4,10 +4,10 @@
 pub mod loopdev;
 pub mod luks;
 pub mod mkfs;
+pub mod slots;
 
-use crate::crypto::keys::KeyRing;
 use crate::keysource::{KeySourceError, KeySpec};
-use crate::store::config::KeySourceDescriptor;
+use crate::store::config::{KeySlot, KeySourceDescriptor};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,10 @@ pub enum BlockError {
     },
     #[error("this key does not open the volume (no LUKS keyslot accepts it); nothing was changed")]
     WrongKey,
+    #[error("the {kind} key does not open slot {slot} of the volume (LUKS2 keyslot {slot} refuses it); nothing was changed")]
+    SlotRefused { slot: u32, kind: &'static str },
+    #[error("{path} is not a LUKS2 volume made by secretfs block mode: {why}")]
+    NotAVolume { path: PathBuf, why: String },
     #[error("busy: {what}")]
     Busy { what: String },
     #[error("{device} already holds {what}; refusing to format it")]
@@ -82,6 +86,8 @@ pub struct OpenRequest {
     pub no_workqueue: bool,
     /// MS_* flags for the final mount (ro, nosuid, …).
     pub mount_flags: libc::c_ulong,
+    /// A new volume also gets a recovery slot (keyslot 1), whose key is printed once.
+    pub recovery: bool,
 }
 
 /// Refuses early, before anything is created, when block mode cannot work on this host.
@@ -92,6 +98,22 @@ pub fn preflight() -> Result<(), BlockError> {
     }
     if !has_device_mapper() {
         return Err(BlockError::NoDeviceMapper);
+    }
+    if tool("cryptsetup").is_none() {
+        return Err(BlockError::ToolMissing {
+            tool: "cryptsetup",
+            package: "cryptsetup-bin",
+        });
+    }
+    Ok(())
+}
+
+/// The checks for commands that only read or change a LUKS2 header (`key list|add|remove`):
+/// root and cryptsetup, but no device-mapper (nothing is activated).
+pub fn preflight_header() -> Result<(), BlockError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(BlockError::NotRoot);
     }
     if tool("cryptsetup").is_none() {
         return Err(BlockError::ToolMissing {
@@ -194,15 +216,31 @@ pub struct Prepared {
     _hold: std::fs::File,
     content: mkfs::Content,
     header: Option<luks::Header>,
+    /// The mapping a successful unlock made: its name, its node and the slot that opened it.
+    mapped: Option<(String, PathBuf, u32)>,
+}
+
+/// A volume `Prepared::format` made: its UUID, its slots (0, and 1 when it has a recovery
+/// slot), keyslot 0's passphrase to open it with, and the recovery key to show once.
+pub struct Formatted {
+    pub uuid: uuid::Uuid,
+    pub slots: Vec<KeySlot>,
+    pub passphrase: slots::Passphrase,
+    pub recovery_text: Option<zeroize::Zeroizing<String>>,
 }
 
 impl Prepared {
-    /// How an existing secretfs volume is unlocked (its token), for choosing a default key.
+    /// How an existing secretfs volume is unlocked (its first slot's token).
     pub fn descriptor(&self) -> Option<&KeySourceDescriptor> {
+        self.header.as_ref().and_then(|h| h.primary())
+    }
+
+    /// The slots an existing secretfs volume's tokens describe (empty for anything else).
+    pub fn slots(&self) -> Vec<KeySlot> {
         self.header
             .as_ref()
-            .and_then(|h| h.token.as_ref())
-            .map(|t| &t.key_source)
+            .map(luks::Header::key_slots)
+            .unwrap_or_default()
     }
 
     pub fn device(&self) -> &Path {
@@ -225,7 +263,9 @@ pub struct Opened {
     pub uuid: String,
     pub formatted: bool,
     pub key_source: &'static str,
-    /// What the volume's token holds (for the host's pin).
+    /// The slot (LUKS2 keyslot) that opened it.
+    pub slot: u32,
+    /// What that slot's token holds.
     pub descriptor: KeySourceDescriptor,
 }
 
@@ -306,6 +346,7 @@ pub fn prepare(req: &OpenRequest) -> Result<Prepared, BlockError> {
         content,
         header,
         undo,
+        mapped: None,
     })
 }
 
@@ -339,90 +380,135 @@ fn hold_exclusively(target: &Path) -> Result<std::fs::File, BlockError> {
     Ok(f)
 }
 
-/// Step 2 of open: format when the policy says so, unlock, optionally wipe, mkfs, mount.
-pub fn open(mut p: Prepared, spec: &KeySpec) -> Result<Opened, BlockError> {
-    let ours = p.descriptor().cloned();
-    let ephemeral = matches!(spec, KeySpec::Ephemeral);
-    let format = match (p.req.format, p.content, &ours) {
-        (FormatPolicy::Always, _, _) => true,
-        // An ephemeral volume's key died with its last open: start over, as designed.
-        (_, _, Some(KeySourceDescriptor::Ephemeral)) => p.req.format != FormatPolicy::Never,
-        (_, _, Some(_)) if ephemeral => {
-            return Err(BlockError::Foreign {
-                device: p.device.clone(),
-                what: "a persistent secretfs volume (ephemeral would destroy it)".into(),
-            })
-        }
-        (_, _, Some(_)) => false,
-        (FormatPolicy::Never, mkfs::Content::Blank, None) => {
-            return Err(BlockError::BlankRefused {
-                device: p.device.clone(),
-            })
-        }
-        (_, mkfs::Content::Blank, None) => true,
-        (_, content, None) => {
-            let what = match content {
-                mkfs::Content::Luks => "another LUKS volume (no secretfs token)".to_string(),
-                _ => mkfs::describe(&p.device)
-                    .map(|t| format!("an existing {t} filesystem"))
-                    .unwrap_or_else(|| "data (a partition table or unknown signature)".into()),
-            };
-            return Err(BlockError::Foreign {
-                device: p.device.clone(),
-                what,
-            });
-        }
-    };
-    let (uuid, keys, descriptor) = if format {
+impl Prepared {
+    /// Step 2 of open: whether this open formats the target (a blank device, `--format
+    /// always`, an ephemeral volume), or refuses it (someone else's data, a persistent volume
+    /// under an `ephemeral` key); `false` means it opens our existing volume.
+    pub fn needs_format(&self, ephemeral: bool) -> Result<bool, BlockError> {
+        let ours = self.descriptor();
+        Ok(match (self.req.format, self.content, ours) {
+            (FormatPolicy::Always, _, _) => true,
+            // An ephemeral volume's key died with its last open: start over, as designed.
+            (_, _, Some(KeySourceDescriptor::Ephemeral)) => self.req.format != FormatPolicy::Never,
+            (_, _, Some(_)) if ephemeral => {
+                return Err(BlockError::Foreign {
+                    device: self.device.clone(),
+                    what: "a persistent secretfs volume (ephemeral would destroy it)".into(),
+                })
+            }
+            (_, _, Some(_)) => false,
+            (FormatPolicy::Never, mkfs::Content::Blank, None) => {
+                return Err(BlockError::BlankRefused {
+                    device: self.device.clone(),
+                })
+            }
+            (_, mkfs::Content::Blank, None) => true,
+            (_, content, None) => {
+                let what = match content {
+                    mkfs::Content::Luks => "another LUKS volume (no secretfs token)".to_string(),
+                    _ => mkfs::describe(&self.device)
+                        .map(|t| format!("an existing {t} filesystem"))
+                        .unwrap_or_else(|| "data (a partition table or unknown signature)".into()),
+                };
+                return Err(BlockError::Foreign {
+                    device: self.device.clone(),
+                    what,
+                });
+            }
+        })
+    }
+
+    /// Step 3, new volume: luksFormat with `spec`'s new key as slot 0 and its token, then (with
+    /// `recovery`) a fresh recovery key as slot 1. Undone (header erased) if the open fails.
+    pub fn format(&mut self, spec: &KeySpec) -> Result<Formatted, BlockError> {
         let uuid = uuid::Uuid::new_v4();
         let (master, descriptor) = spec.init(uuid.as_bytes())?;
-        let keys = KeyRing::new(&master, uuid.as_bytes());
-        let pass = luks::passphrase_hex(&keys.luks_passphrase());
-        p.undo.formatted = Some(p.device.clone());
-        luks::format(&p.device, &uuid, &pass)?;
-        luks::import_token(&p.device, &descriptor)?;
-        (uuid, keys, descriptor)
-    } else {
-        // `format` is false only when the device carries our token.
-        let (Some(header), Some(descriptor)) = (&p.header, &ours) else {
-            return Err(BlockError::KeyNeeded {
-                device: p.device.clone(),
+        let passphrase = slots::key_passphrase(&master, &uuid);
+        drop(master);
+        self.undo.formatted = Some(self.device.clone());
+        luks::format(&self.device, &uuid, &passphrase)?;
+        let first = KeySlot::direct(0, descriptor);
+        luks::import_token(&self.device, &first)?;
+        let mut made = vec![first];
+        let mut recovery_text = None;
+        if self.req.recovery {
+            let new = KeySpec::Recovery(crate::keysource::PassphraseInput::Tty)
+                .create(uuid.as_bytes())?;
+            let slot = KeySlot::direct(1, new.descriptor.clone());
+            slots::add(
+                &self.device,
+                0,
+                &passphrase,
+                &slot,
+                &slots::new_passphrase(&new, &uuid),
+            )?;
+            made.push(slot);
+            recovery_text = new.recovery_text;
+        }
+        Ok(Formatted {
+            uuid,
+            slots: made,
+            passphrase,
+            recovery_text,
+        })
+    }
+
+    /// Step 3 (or 4 after format): opens the volume with keyslot `slot` alone. Called once
+    /// per slot the caller tries; a refused passphrase is `WrongKey` and changes nothing.
+    pub fn unlock(
+        &mut self,
+        uuid: &uuid::Uuid,
+        slot: u32,
+        passphrase: &[u8],
+    ) -> Result<(), BlockError> {
+        let name = format!("{}{uuid}", luks::NAME_PREFIX);
+        let mapper = luks::open(&self.device, &name, slot, passphrase, self.req.no_workqueue)?;
+        self.undo.mapping = Some(name.clone());
+        self.mapped = Some((name, mapper, slot));
+        Ok(())
+    }
+
+    /// Last step: on a new volume wipe (if asked) and mkfs, then mount; everything done so far
+    /// is kept. `slot` describes the slot that opened it (for the caller's pin and output).
+    pub fn finish(
+        mut self,
+        uuid: &uuid::Uuid,
+        formatted: bool,
+        slot: &KeySlot,
+    ) -> Result<Opened, BlockError> {
+        let Some((name, mapper, _)) = self.mapped.clone() else {
+            return Err(BlockError::NotOpen {
+                target: self.device.display().to_string(),
             });
         };
-        let master = spec.resolve(descriptor, header.uuid.as_bytes())?;
-        (
-            header.uuid,
-            KeyRing::new(&master, header.uuid.as_bytes()),
-            descriptor.clone(),
-        )
-    };
-    let name = format!("{}{uuid}", luks::NAME_PREFIX);
-    let pass = luks::passphrase_hex(&keys.luks_passphrase());
-    drop(keys);
-    let mapper = luks::open(&p.device, &name, &pass, p.req.no_workqueue)?;
-    drop(pass);
-    p.undo.mapping = Some(name.clone());
-    if format {
-        // Wiping an existing volume would destroy its data: --wipe applies to a new one.
-        if p.req.wipe {
-            mkfs::wipe(&mapper)?;
+        if formatted {
+            // Wiping an existing volume would destroy its data: --wipe applies to a new one.
+            if self.req.wipe {
+                mkfs::wipe(&mapper)?;
+            }
+            mkfs::mkfs(&mapper, self.req.fs)?;
         }
-        mkfs::mkfs(&mapper, p.req.fs)?;
+        mount(
+            &mapper,
+            &self.req.mountpoint,
+            self.req.fs,
+            self.req.mount_flags,
+        )?;
+        self.undo.mounted = Some(self.req.mountpoint.clone());
+        self.undo.disarm();
+        register_umount_helper(&mapper, &self.req.mountpoint, self.req.fs.name());
+        Ok(Opened {
+            name,
+            mapper,
+            device: self.device.clone(),
+            mountpoint: self.req.mountpoint.clone(),
+            uuid: uuid.to_string(),
+            formatted,
+            key_source: slot.source.kind(),
+            slot: slot.id,
+            descriptor: slot.source.clone(),
+        })
     }
-    mount(&mapper, &p.req.mountpoint, p.req.fs, p.req.mount_flags)?;
-    p.undo.mounted = Some(p.req.mountpoint.clone());
-    p.undo.disarm();
-    register_umount_helper(&mapper, &p.req.mountpoint, p.req.fs.name());
-    Ok(Opened {
-        name,
-        mapper,
-        device: p.device.clone(),
-        mountpoint: p.req.mountpoint.clone(),
-        uuid: uuid.to_string(),
-        formatted: format,
-        key_source: descriptor.kind(),
-        descriptor,
-    })
 }
 
 fn cstr(p: &Path) -> Result<std::ffi::CString, BlockError> {
@@ -544,6 +630,20 @@ pub struct BlockStatus {
     pub key_source: Option<KeySourceDescriptor>,
 }
 
+/// The mapping names of every open secretfs volume, from the /dev/mapper nodes named by our
+/// prefix (`status` reads each one through its node too).
+pub fn open_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/dev/mapper")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(luks::NAME_PREFIX))
+        .collect();
+    names.sort();
+    names
+}
+
 /// Status of the block volume behind `target`, or None when it is not one of ours.
 pub fn status(target: &str) -> Option<BlockStatus> {
     let name = resolve_name(target)?;
@@ -553,8 +653,7 @@ pub fn status(target: &str) -> Option<BlockStatus> {
     let key_source = device
         .as_deref()
         .and_then(|d| luks::read_header(d).ok())
-        .and_then(|h| h.token)
-        .map(|t| t.key_source);
+        .and_then(|h| h.primary().cloned());
     Some(BlockStatus {
         mapper: luks::mapper_path(&name),
         mountpoints: crate::mounts::all()

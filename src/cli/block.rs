@@ -1,7 +1,7 @@
 //! `secretfs block open|close|status`: the arguments of the dm-crypt/LUKS2 mode, handed to
 //! `app::block`, and the human rendering of a volume's status.
 
-use super::{exit, CliError, KeyArgs};
+use super::{exit, CliError, KeyArgs, SlotArgs};
 use crate::block::{self, FormatPolicy, FsType, OpenRequest};
 use std::path::PathBuf;
 
@@ -52,8 +52,14 @@ pub struct OpenArgs {
     /// Allow device nodes on the volume (mounted nodev by default).
     #[arg(long)]
     pub dev: bool,
+    /// A new volume also gets a recovery key (printed once: write it down) as slot 1, which
+    /// opens it with `--key recovery`, or with a stock `cryptsetup open` where secretfs is gone.
+    #[arg(long)]
+    pub recovery: bool,
     #[command(flatten)]
     pub key: KeyArgs,
+    #[command(flatten)]
+    pub slot: SlotArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,10 +101,12 @@ pub fn run(args: &BlockArgs) -> Result<(), CliError> {
                 .iter()
                 .filter(|(on, _)| *on)
                 .fold(0, |flags, (_, flag)| flags | flag),
+                recovery: a.recovery,
             };
-            let o = crate::app::block::open(&req, &a.key.choice(), None)?;
+            let done = crate::app::block::open(&req, &a.slot.apply(a.key.choice()), None)?;
+            let o = &done.opened;
             println!(
-                "{} {} ({}) on {} via {}, key source {}",
+                "{} {} ({}) on {} via {}, key source {} (slot {})",
                 if o.formatted {
                     "formatted and opened"
                 } else {
@@ -108,8 +116,12 @@ pub fn run(args: &BlockArgs) -> Result<(), CliError> {
                 o.device.display(),
                 o.mountpoint.display(),
                 o.mapper.display(),
-                o.key_source
+                o.key_source,
+                o.slot
             );
+            if let Some(text) = &done.recovery_text {
+                super::key::print_volume_recovery_key(text, &a.target);
+            }
             Ok(())
         }
         BlockCommand::Close(a) => {

@@ -89,6 +89,46 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<HelperArgs, St
     Ok(out)
 }
 
+/// The helper's command line as clap would describe it, for mount.secretfs(8) only: the parsing
+/// is `parse_args` above (mount(8)'s grouped flags are not clap's), so keep the two together.
+pub fn man_command() -> clap::Command {
+    use clap::{Arg, ArgAction};
+    let flag = |id: &'static str, help: &'static str| {
+        Arg::new(id)
+            .short(id.chars().next().unwrap_or('?'))
+            .action(ArgAction::SetTrue)
+            .help(help)
+    };
+    clap::Command::new("mount.secretfs")
+        .about("mount(8) helper for secretfs (also umount.fuse.secretfs and umount.secretfs)")
+        .long_about(
+            "mount(8) runs mount.secretfs SOURCE DIR for fstab lines and `mount -t secretfs`; it mounts as `secretfs mount` does (file mode) or opens a dm-crypt volume (mode=block), and returns once the mount is usable. umount(8) runs umount.fuse.secretfs DIR (file mode) or umount.secretfs DIR (block mode), which unmount and wait for the daemon or close the volume. All three are links to the secretfs binary, which acts by the name it is run as.",
+        )
+        .arg(
+            Arg::new("source")
+                .value_name("SOURCE")
+                .required(true)
+                .help("The backing directory (file mode), or a device or file (mode=block)"),
+        )
+        .arg(
+            Arg::new("dir")
+                .value_name("DIR")
+                .required(true)
+                .help("The mount point"),
+        )
+        .arg(
+            Arg::new("o")
+                .short('o')
+                .value_name("OPTIONS")
+                .help("Comma-separated mount options, see secretfs-fstab(5)"),
+        )
+        .arg(flag("s", "Sloppy: ignore unknown options instead of failing"))
+        .arg(flag("f", "Fake: check the source, mount point and options, mount nothing"))
+        .arg(flag("n", "Accepted and ignored (no mtab)"))
+        .arg(flag("v", "Verbose: say what is mounted"))
+        .arg(flag("l", "umount only: lazy unmount"))
+}
+
 fn report(program: &str, e: &CliError) {
     eprintln!("{program}: {e}");
     let line = format!("{program}: {}", e.message);
@@ -187,6 +227,7 @@ fn mount_block(source: &Path, dir: &Path, opts: &MountOptions) -> app::Result<()
         wipe: false,
         no_workqueue: false,
         mount_flags: flags,
+        recovery: false,
     };
     let key = KeyChoice::none().with_options(opts);
     app::block::open(&req, &key, opts.key.as_deref()).map(drop)

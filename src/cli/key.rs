@@ -1,7 +1,8 @@
-//! `secretfs key list|add|remove`: the key slots of a file-mode store, their arguments (the key
-//! that opens the store now, and the new slot's key under `--new-*` names) and their output.
+//! `secretfs key list|add|remove`: the key slots of a file-mode store or a block-mode volume,
+//! their arguments (the key that opens it now, and the new slot's key under `--new-*` names).
 
 use super::{print_report, CliError, KeyArgs, SlotArgs};
+use crate::app::block_slots::{self, VolumeSlotList};
 use crate::app::slots::{self, AddRequest, RemoveRequest, SlotList};
 use crate::app::{AwsChoice, KeyChoice};
 use crate::keysource::PassphraseInput;
@@ -15,7 +16,7 @@ pub struct KeyCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum KeyAction {
-    /// Show the slots of a store and whether this host trusts each (no key needed).
+    /// Show the slots of a store or volume and whether this host trusts each (no key needed).
     List(ListArgs),
     /// Add a slot: unlock with an existing slot (--key/--slot), then wrap the master key under
     /// a new key (--new-key). The new slot is proven to open the store before it is written.
@@ -26,7 +27,7 @@ pub enum KeyAction {
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
-    /// Backing directory.
+    /// Backing directory, or a block-mode volume (its device, or its image file).
     pub backing: PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -65,7 +66,7 @@ pub struct NewKeyArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct AddArgs {
-    /// Backing directory.
+    /// Backing directory, or a block-mode volume (its device, or its image file).
     pub backing: PathBuf,
     #[command(flatten)]
     pub new: NewKeyArgs,
@@ -80,7 +81,7 @@ pub struct AddArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RemoveArgs {
-    /// Backing directory.
+    /// Backing directory, or a block-mode volume (its device, or its image file).
     pub backing: PathBuf,
     /// The slot to remove (see `secretfs key list`).
     #[arg(value_name = "SLOT")]
@@ -119,33 +120,63 @@ impl NewKeyArgs {
 
 pub fn run(cmd: &KeyCommand) -> Result<(), CliError> {
     match &cmd.action {
+        KeyAction::List(args) if block_slots::is_volume(&args.backing) => {
+            let list = block_slots::list(&args.backing)?;
+            print_report(&list, args.json, render_volume)
+        }
         KeyAction::List(args) => {
             let list = slots::list(&args.backing)?;
             print_report(&list, args.json, render)
         }
         KeyAction::Add(args) => {
-            let done = slots::add(&AddRequest {
+            let req = AddRequest {
                 backing: args.backing.clone(),
                 unlock: args.slot.apply(args.key.choice()),
                 new_key: args.new.choice(args.key.aws.aws_timeout),
                 force: args.force,
-            })?;
+            };
+            let volume = block_slots::is_volume(&args.backing);
+            let done = if volume {
+                block_slots::add(&req)?
+            } else {
+                slots::add(&req)?
+            };
             println!(
-                "added slot {} ({}) to filesystem {}",
-                done.slot, done.key_source, done.fs_id
+                "added slot {} ({}) to {} {}",
+                done.slot,
+                done.key_source,
+                if volume { "volume" } else { "filesystem" },
+                done.fs_id
             );
-            if let Some(text) = &done.recovery_text {
-                print_recovery_key(text);
+            match &done.recovery_text {
+                Some(text) if volume => print_volume_recovery_key(text, &args.backing),
+                Some(text) => print_recovery_key(text),
+                None => {}
             }
             Ok(())
         }
         KeyAction::Remove(args) => {
-            let done = slots::remove(&RemoveRequest {
+            let req = RemoveRequest {
                 backing: args.backing.clone(),
                 unlock: args.slot.apply(args.key.choice()),
                 slot: args.remove,
                 force: args.force,
-            })?;
+            };
+            if block_slots::is_volume(&args.backing) {
+                let done = block_slots::remove(&req)?;
+                match done.key_source {
+                    Some(kind) => println!(
+                        "removed slot {} ({kind}) from volume {}",
+                        done.slot, done.uuid
+                    ),
+                    None => println!(
+                        "wiped keyslot {} (no secretfs token named it) of volume {}",
+                        done.slot, done.uuid
+                    ),
+                }
+                return Ok(());
+            }
+            let done = slots::remove(&req)?;
             println!(
                 "removed slot {} ({}) from filesystem {}",
                 done.slot.id,
@@ -184,6 +215,60 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
+/// A volume's recovery key, shown once, and the two ways it opens the volume: secretfs, and a
+/// stock cryptsetup (its keyslot passphrase is this very text) where secretfs is gone.
+pub fn print_volume_recovery_key(text: &str, device: &std::path::Path) {
+    let device = device.display();
+    println!("  recovery key (shown once, stored nowhere; write it down and keep it offline):");
+    println!("    {text}");
+    println!("  it opens the volume with: secretfs block open {device} DIR --key recovery");
+    println!("  or, with no secretfs at all: cryptsetup open {device} NAME (type it, dashes included), then mount /dev/mapper/NAME");
+}
+
+/// One slot's line in a listing.
+fn slot_line(s: &slots::SlotInfo) -> String {
+    let mut line = format!("  slot {}: {}", s.id, s.key_source);
+    if !s.key.is_empty() {
+        line += &format!(" {}", printable(&s.key));
+    }
+    if let Some(o) = &s.s3_object {
+        line += &format!(" object {}", printable(o));
+    }
+    if let Some(r) = &s.region {
+        line += &format!(" region {}", printable(r));
+    }
+    if let Some(e) = &s.endpoint {
+        line += &format!(" endpoint {}", printable(e));
+    }
+    if s.direct {
+        line += " (direct)";
+    }
+    line += match s.pinned {
+        Some(true) => " [pinned]",
+        Some(false) => " [NOT pinned on this host: never tried]",
+        None => "",
+    };
+    line.push('\n');
+    line
+}
+
+pub fn render_volume(list: &VolumeSlotList) -> String {
+    let mut out = format!(
+        "{}: volume {} (LUKS2), {} slot(s)\n",
+        list.device.display(),
+        list.uuid,
+        list.slots.len()
+    );
+    for s in &list.slots {
+        out += &slot_line(s);
+    }
+    for k in &list.untokened_keyslots {
+        out += &format!("  keyslot {k}: no secretfs token (never tried; an interrupted `key add`, or not ours): `secretfs key remove {} {k}` wipes it\n", list.device.display());
+    }
+    out += "  (read from the LUKS2 header: each slot is the keyslot of the same number; proven only when it opens)\n";
+    out
+}
+
 pub fn render(list: &SlotList) -> String {
     let mut out = format!(
         "{}: filesystem {} (format {}), {} slot(s)\n",
@@ -193,29 +278,7 @@ pub fn render(list: &SlotList) -> String {
         list.slots.len()
     );
     for s in &list.slots {
-        let mut line = format!("  slot {}: {}", s.id, s.key_source);
-        if !s.key.is_empty() {
-            line += &format!(" {}", printable(&s.key));
-        }
-        if let Some(o) = &s.s3_object {
-            line += &format!(" object {}", printable(o));
-        }
-        if let Some(r) = &s.region {
-            line += &format!(" region {}", printable(r));
-        }
-        if let Some(e) = &s.endpoint {
-            line += &format!(" endpoint {}", printable(e));
-        }
-        if s.direct {
-            line += " (direct)";
-        }
-        line += match s.pinned {
-            Some(true) => " [pinned]",
-            Some(false) => " [NOT pinned on this host: never tried]",
-            None => "",
-        };
-        out += &line;
-        out.push('\n');
+        out += &slot_line(s);
     }
     out += "  (read from the store: authenticated only when a slot opens it)\n";
     out

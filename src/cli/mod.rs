@@ -2,7 +2,9 @@
 //! typed errors become a one-line message, a hint and a documented exit code.
 
 pub mod block;
+pub mod doctor;
 pub mod fsck;
+pub mod generate;
 pub mod helper;
 pub mod init;
 pub mod key;
@@ -14,6 +16,17 @@ pub mod umount;
 
 use crate::app::{self, AwsChoice, ErrorKind, KeyChoice};
 use crate::keysource::PassphraseInput;
+
+/// `secretfs --version`: the package version, the git commit it was built from and its Cargo
+/// features (build.rs), so a bug report names exactly which build it is about.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("SECRETFS_BUILD_COMMIT"),
+    ", features: ",
+    env!("SECRETFS_BUILD_FEATURES"),
+    ")"
+);
 
 /// Exit codes, documented in `--help` and the README.
 pub mod exit {
@@ -116,10 +129,10 @@ pub struct AwsArgs {
     /// Overall deadline for AWS calls, retries included.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub aws_timeout: u64,
-    /// AWS region of the KMS key and S3 object (init, key add: recorded in the slot).
+    /// AWS region of the KMS key and S3 object (init: recorded in the slot it makes).
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
-    /// Endpoint URL for KMS and S3, e.g. a VPC endpoint (init, key add: recorded in the slot).
+    /// Endpoint URL for KMS and S3, e.g. a VPC endpoint (init: recorded in the slot it makes).
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
 }
@@ -140,8 +153,8 @@ impl AwsArgs {
 /// `--key` and the passphrase options, shared by init and mount.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KeyArgs {
-    /// Key source: keyfile:PATH, passphrase, ephemeral, kms or kms-password (mount: defaults to
-    /// what init used).
+    /// Key source: keyfile:PATH, passphrase, ephemeral, kms, kms-password or recovery (mount:
+    /// defaults to the slots this host pinned).
     #[arg(long, value_name = "SOURCE")]
     pub key: Option<String>,
     /// Read the passphrase from this inherited file descriptor instead of the terminal.

@@ -306,6 +306,100 @@ pc_run() {
     $S umount /mnt/f || rc=1
     return $rc
 }
+# Key slots (issue 14 item 4): one small image volume made with a key file and a recovery key,
+# a second key file added, each slot opening it, refusals, and the emergency path with a stock
+# cryptsetup and the recovery key alone.
+V=/data/slots.img
+rkey() { grep -oE '[0-9]{6}(-[0-9]{6}){16}' "$1"; }
+t_slots_new_volume_with_recovery() {
+    expect 0 "formatted and opened .*slot 0" $S block open $V /mnt/b --size 64M --key keyfile:/key --recovery || return 1
+    rkey /tmp/exp >/tmp/rk || { echo "no recovery key printed"; return 1; }
+    grep -q "cryptsetup open $V" /tmp/exp || { echo "no emergency instructions"; return 1; }
+    echo slot-data >/mnt/b/x && (cd /mnt/b && sha256sum x) >/tmp/ssums
+    $S block close /mnt/b || return 1
+    cryptsetup luksDump $V >/tmp/dump && cat /tmp/dump
+    grep -qE '^  0: luks2' /tmp/dump && grep -qE '^  1: luks2' /tmp/dump && ! grep -qE '^  2: luks2' /tmp/dump || return 1
+    [ "$(grep -c 'secretfs' /tmp/dump)" -eq 2 ] || { echo "expected two secretfs tokens"; return 1; }
+}
+t_slots_add_and_list() {
+    head -c 32 /dev/urandom >/key3 && chmod 0400 /key3
+    expect 0 "added slot 2 (keyfile) to volume" $S key add $V --new-key keyfile:/key3 || return 1
+    expect 0 "3 slot(s)" $S key list $V || return 1
+    grep -q "slot 0: keyfile /key \[pinned\]" /tmp/exp && grep -q "slot 1: recovery \[pinned\]" /tmp/exp &&
+        grep -q "slot 2: keyfile /key3 \[pinned\]" /tmp/exp
+}
+reads_back() { (cd /mnt/b && sha256sum -c /tmp/ssums) && $S block close /mnt/b; }
+t_slots_open_each() {
+    expect 0 "key source keyfile (slot 0)" $S block open $V /mnt/b --slot 0 && reads_back || return 1
+    expect 0 "key source keyfile (slot 2)" $S block open $V /mnt/b --slot 2 && reads_back || return 1
+    # The other key file alone: slot 0 refuses it (audited), slot 2 takes it.
+    expect 0 "key source keyfile (slot 2)" $S block open $V /mnt/b --key keyfile:/key3 && reads_back || return 1
+    expect 0 "key source recovery (slot 1)" $S block open $V /mnt/b --key recovery --passphrase-fd 3 3</tmp/rk &&
+        reads_back || return 1
+    # Typed without dashes, as a person might.
+    tr -d - </tmp/rk >/tmp/rk-plain
+    expect 0 "(slot 1)" $S block open $V /mnt/b --slot 1 --passphrase-fd 3 3</tmp/rk-plain && reads_back
+}
+# A well-formed recovery key (each group a multiple of 11, the checksum group right) that is
+# not this volume's: computed here in shell, independently of the Rust codec.
+other_recovery_key() {
+    h=$(head -c 32 /dev/urandom | od -An -v -tx1 | tr -d ' \n')
+    sum=$(printf %s "$h" | { unhex "$(cat)"; } | sha256sum | cut -c1-4)
+    out= i=0
+    while [ $i -lt 16 ]; do
+        w=$(echo "$h" | cut -c$((i * 4 + 1))-$((i * 4 + 4)))
+        out=$out$(printf %06d $((0x$w * 11)))-
+        i=$((i + 1))
+    done
+    echo "$out$(printf %06d $((0x$sum * 11)))"
+}
+t_slots_wrong_recovery_key() {
+    other_recovery_key >/tmp/rk-other
+    expect 3 "wrong recovery key" $S block open $V /mnt/b --key recovery --passphrase-fd 3 3</tmp/rk-other || return 1
+    no_mapping && ! grep -q " /mnt/b " /proc/mounts || return 1
+    sed 's/^\(.\)/X/' /tmp/rk >/tmp/rk-typo
+    expect 3 "group 1 of the recovery key is mistyped" $S block open $V /mnt/b --key recovery --passphrase-fd 3 3</tmp/rk-typo &&
+        no_mapping
+}
+# The emergency path: no secretfs at all, the recovery key typed at cryptsetup's prompt (a
+# line on stdin, newline ending it, is what cryptsetup reads as a typed passphrase).
+t_slots_stock_cryptsetup_recovery() {
+    cryptsetup open $V emergency </tmp/rk || return 1
+    mount -o ro /dev/mapper/emergency /mnt/c && (cd /mnt/c && sha256sum -c /tmp/ssums)
+    rc=$?
+    umount /mnt/c
+    cryptsetup close emergency
+    return $rc
+}
+# A keyslot with no token (a `key add` killed between luksAddKey and the token import): never
+# tried, listed, and wiped by `key remove`.
+t_slots_untokened_keyslot() {
+    printf 'stray-passphrase' >/tmp/stray
+    # A key file is read whole: the recovery key without the newline grep ended it with.
+    tr -d '\n' </tmp/rk | cryptsetup luksAddKey -q --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+        --key-file - --new-key-slot 5 $V /tmp/stray || return 1
+    expect 0 "keyslot 5: no secretfs token" $S key list $V || return 1
+    expect 0 "(slot 0)" $S block open $V /mnt/b && reads_back || return 1
+    expect 0 "wiped keyslot 5" $S key remove $V 5 || return 1
+    ! cryptsetup luksDump $V | grep -qE '^  5: luks2'
+}
+t_slots_remove_refusals() {
+    expect 2 "opened the volume for this command" $S key remove $V 0 --slot 0 || return 1
+    expect 0 "removed slot 2 (keyfile)" $S key remove $V 2 || return 1
+    cryptsetup luksDump $V | grep -qE '^  2: luks2' && { echo "keyslot 2 still there"; return 1; }
+    expect 0 "removed slot 1 (recovery)" $S key remove $V 1 || return 1
+    expect 2 "is the last slot" $S key remove $V 0 --force || return 1
+    # --force takes away the slot in hand once another one exists (no other passphrase to
+    # verify with: cryptsetup wipes it in batch mode).
+    expect 0 "added slot 1 (keyfile)" $S key add $V --new-key keyfile:/key3 || return 1
+    expect 0 "removed slot 0 (keyfile)" $S key remove $V 0 --slot 0 --force || return 1
+    expect 0 "1 slot(s)" $S key list $V && grep -q "slot 1: keyfile /key3 \[pinned\]" /tmp/exp || return 1
+    expect 3 "" $S block open $V /mnt/b --key keyfile:/key || return 1
+    no_mapping && expect 0 "(slot 1)" $S block open $V /mnt/b && reads_back && no_loop
+}
+t_slots_recovery_refused_on_existing_volume() {
+    expect 2 "already one" $S block open $V /mnt/b --recovery && no_mapping && no_loop
+}
 
 # The one key every persistent case uses; 32 random bytes, root-only.
 head -c 32 /dev/urandom >/key && chmod 0400 /key
@@ -316,7 +410,9 @@ cases=${cases:-"open_blank_formats luks2_parameters status_shows_block_volume cl
     foreign_ext4_refused foreign_luks_refused busy_refused close_busy_refused cryptsetup_missing
     file_target_via_loop
     failure_undoes_everything ephemeral_starts_empty plain_cryptsetup_opens fstab_mount_umount
-    file_mode_in_the_same_vm synced_data_survives_power_loss"}
+    file_mode_in_the_same_vm synced_data_survives_power_loss slots_new_volume_with_recovery
+    slots_add_and_list slots_open_each slots_wrong_recovery_key slots_stock_cryptsetup_recovery
+    slots_untokened_keyslot slots_remove_refusals slots_recovery_refused_on_existing_volume"}
 for c in $cases; do
     case_ "$c"
 done
