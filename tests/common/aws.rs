@@ -277,8 +277,20 @@ impl Inst {
         self.mount_at(&backing, extra)
     }
 
+    /// Unmounts. A file this test closed can still be open for a moment in a child that another
+    /// test thread is spawning (a fork holds a copy of every descriptor until it execs), which
+    /// makes the mount busy: that case is retried while it lasts, a bounded number of times.
     pub fn umount(&mut self) {
-        ok(&self.run(&["umount", self.mnt.to_str().unwrap()]));
+        let mnt = self.mnt.to_str().unwrap().to_string();
+        let mut out = self.run(&["umount", &mnt]);
+        for _ in 0..100 {
+            if out.status.success() || !stderr(&out).contains("Device or resource busy") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            out = self.run(&["umount", &mnt]);
+        }
+        ok(&out);
         self.mounted = false;
     }
 
