@@ -244,18 +244,8 @@ pub fn add(req: &AddRequest) -> Result<Added> {
         ))
         .hint("remove one first: secretfs key remove DEVICE N"));
     };
-    let (mut region, endpoint) = req.new_key.aws.placement()?;
-    if region.is_none() {
-        // A key named by its ARN says its region: used and recorded, as in file mode.
-        let arn = req.new_key.aws.kms_key.as_deref().unwrap_or_default();
-        region = crate::keysource::kms::arn_region(arn).map(str::to_string);
-    }
-    if let Some(aws) = spec.aws_args_mut() {
-        aws.force = req.force;
-        aws.slot = Some(id);
-        aws.region = region.clone();
-    }
-    let new = spec.create(uuid.as_bytes())?;
+    let (new, region, endpoint) =
+        super::slots::new_slot_key(&mut spec, &req.new_key, req.force, id, uuid.as_bytes())?;
     let slot = KeySlot {
         id,
         source: new.descriptor.clone(),

@@ -11,7 +11,7 @@
 use super::keys::{self, Opened};
 use super::{Error, ErrorKind, KeyChoice, Result};
 use crate::keysource::pins::{self, Pin};
-use crate::keysource::{slots, KeySpec};
+use crate::keysource::{slots, KeySpec, NewKey};
 use crate::store::config::{self, FsConfig, KeySlot, KeySourceDescriptor};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -273,19 +273,7 @@ pub fn add(req: &AddRequest) -> Result<Added> {
     }
     let fs_id = config.fs_id_bytes();
     let id = config.next_slot_id();
-    let (mut region, endpoint) = req.new_key.aws.placement()?;
-    if region.is_none() {
-        // A key named by its ARN says its region: used and recorded, so the slot keeps working
-        // when the host's default region is another (a second region's key, an MRK replica).
-        let arn = req.new_key.aws.kms_key.as_deref().unwrap_or_default();
-        region = crate::keysource::kms::arn_region(arn).map(str::to_string);
-    }
-    if let Some(aws) = spec.aws_args_mut() {
-        aws.force = req.force;
-        aws.slot = Some(id);
-        aws.region = region.clone();
-    }
-    let new = spec.create(&fs_id)?;
+    let (new, region, endpoint) = new_slot_key(&mut spec, &req.new_key, req.force, id, &fs_id)?;
     let slot = KeySlot {
         region,
         endpoint,
@@ -306,6 +294,31 @@ pub fn add(req: &AddRequest) -> Result<Added> {
         key_source: slot.source.kind(),
         recovery_text: new.recovery_text,
     })
+}
+
+/// The key of a new slot `id` (of a store or a volume), made by its source in the slot's own
+/// region — `--new-region`, else the region of a KMS key named by ARN, recorded so the slot keeps
+/// working where the host's default region is another (a second region's key, an MRK replica) —
+/// and the region and endpoint to record in the slot.
+pub(super) fn new_slot_key(
+    spec: &mut KeySpec,
+    new_key: &KeyChoice,
+    force: bool,
+    id: u32,
+    salt: &[u8; 16],
+) -> Result<(NewKey, Option<String>, Option<String>)> {
+    let (mut region, endpoint) = new_key.aws.placement()?;
+    if region.is_none() {
+        let arn = new_key.aws.kms_key.as_deref().unwrap_or_default();
+        region = crate::keysource::kms::arn_region(arn).map(str::to_string);
+    }
+    if let Some(aws) = spec.aws_args_mut() {
+        aws.force = force;
+        aws.slot = Some(id);
+        aws.region = region.clone();
+    }
+    let new = spec.create(salt)?;
+    Ok((new, region, endpoint))
 }
 
 /// The S3 object a kms spec will write its blob to.
