@@ -51,6 +51,18 @@ fn secret_file(dir: &Path, name: &str, text: &str) -> String {
     format!("cat {}", path.display())
 }
 
+/// A moto server of the test's own (to take away), one KMS key in it, and an instance using it;
+/// `None` where the test skips (no FUSE, no moto).
+fn with_private_kms() -> Option<(PrivateMoto, String, Inst)> {
+    if !common::can_mount() {
+        return None;
+    }
+    let moto = PrivateMoto::start()?;
+    let (key, _) = Admin::new(&moto.endpoint).key();
+    let inst = Inst::new(&moto.endpoint);
+    Some((moto, key, inst))
+}
+
 /// Asserts that the log holds a `slot` audit event of `slot` whose line contains `needle`.
 fn has_slot_event(log: &str, slot: u32, needle: &str) {
     let field = format!("slot={slot} ");
@@ -433,14 +445,9 @@ fn with_one_regions_kms_down_the_other_regions_slot_opens_within_the_deadline() 
 
 #[test]
 fn a_deleted_kms_key_leaves_the_recovery_key_as_the_way_in() {
-    if !common::can_mount() {
-        return;
-    }
-    let Some(moto) = PrivateMoto::start() else {
+    let Some((moto, key, mut inst)) = with_private_kms() else {
         return;
     };
-    let (key, _) = Admin::new(&moto.endpoint).key();
-    let mut inst = Inst::new(&moto.endpoint);
     let out = inst.init(&["--key", "kms", "--kms-key", &key, "--recovery"]);
     ok(&out);
     let recovery = recovery_key_in(&out);
@@ -625,14 +632,9 @@ fn a_passphrase_filesystem_with_a_recovery_key_mounts_with_its_passphrase_alone(
 
 #[test]
 fn a_key_file_slot_is_tried_even_after_unreachable_kms_slots_used_the_whole_deadline() {
-    if !common::can_mount() {
-        return;
-    }
-    let Some(moto) = PrivateMoto::start() else {
+    let Some((moto, key, mut inst)) = with_private_kms() else {
         return;
     };
-    let (key, _) = Admin::new(&moto.endpoint).key();
-    let mut inst = Inst::new(&moto.endpoint);
     let backing = inst.backing.to_str().unwrap().to_string();
     ok(&inst.init(&["--key", "kms", "--kms-key", &key]));
     let k2 = format!("keyfile:{}", inst.dir.path().join("k2").display());

@@ -179,20 +179,8 @@ pub fn list(path: &Path) -> Result<VolumeSlotList> {
         .header
         .key_slots()
         .into_iter()
-        .map(|s| SlotInfo {
-            id: s.id,
-            key_source: s.source.kind(),
-            key: s.source.identity(),
-            s3_object: match &s.source {
-                KeySourceDescriptor::Kms { s3_uri, .. } => s3_uri.clone(),
-                _ => None,
-            },
-            // Every keyslot wraps the LUKS volume key: none is the key itself.
-            direct: false,
-            pinned: pin.as_ref().map(|p| p.trusts(&s)),
-            region: s.region,
-            endpoint: s.endpoint,
-        })
+        // Every keyslot wraps the LUKS volume key: none is the key itself.
+        .map(|s| SlotInfo::of(s, false, pin.as_ref()))
         .collect();
     Ok(VolumeSlotList {
         uuid: vol.uuid().to_string(),
@@ -206,26 +194,7 @@ pub fn list(path: &Path) -> Result<VolumeSlotList> {
 /// proves it gives the passphrase an open will compute, re-pins, then adds the keyslot and its
 /// token (see the module comment for the order).
 pub fn add(req: &AddRequest) -> Result<Added> {
-    let Some(text) = req.new_key.key.as_deref() else {
-        return Err(Error::usage("key add needs --new-key SOURCE")
-            .hint("e.g. --new-key recovery, --new-key keyfile:/etc/secretfs/key2, --new-key kms --new-kms-key ARN"));
-    };
-    let mut spec = req.new_key.spec(text)?;
-    if matches!(spec, KeySpec::Ephemeral) {
-        return Err(Error::usage(
-            "an ephemeral key cannot be a slot: it is random at every open",
-        ));
-    }
-    if spec.aws_args_mut().is_some()
-        || req
-            .unlock
-            .key
-            .as_deref()
-            .is_some_and(|k| k.starts_with("kms"))
-    {
-        // KMS calls are audit events: show them on stderr.
-        crate::daemon::init_logging(true, None);
-    }
+    let mut spec = super::slots::new_slot_spec(req)?;
     let vol = Volume::read(&req.backing)?;
     let _lock = vol.lock()?;
     if matches!(vol.header.primary(), Some(KeySourceDescriptor::Ephemeral)) {

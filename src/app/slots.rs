@@ -36,6 +36,25 @@ pub struct SlotInfo {
     pub pinned: Option<bool>,
 }
 
+impl SlotInfo {
+    /// What `key list` shows of `slot`, and whether `pin` (this host's, if any) trusts it.
+    pub(super) fn of(slot: KeySlot, direct: bool, pin: Option<&Pin>) -> SlotInfo {
+        SlotInfo {
+            id: slot.id,
+            key_source: slot.source.kind(),
+            key: slot.source.identity(),
+            s3_object: match &slot.source {
+                KeySourceDescriptor::Kms { s3_uri, .. } => s3_uri.clone(),
+                _ => None,
+            },
+            direct,
+            pinned: pin.map(|p| p.trusts(&slot)),
+            region: slot.region,
+            endpoint: slot.endpoint,
+        }
+    }
+}
+
 #[derive(Debug, serde::Serialize)]
 pub struct SlotList {
     pub backing: PathBuf,
@@ -54,18 +73,9 @@ pub fn list(backing: &Path) -> Result<SlotList> {
     let slots = config
         .slots()
         .into_iter()
-        .map(|s| SlotInfo {
-            id: s.id,
-            key_source: s.source.kind(),
-            key: s.source.identity(),
-            s3_object: match &s.source {
-                KeySourceDescriptor::Kms { s3_uri, .. } => s3_uri.clone(),
-                _ => None,
-            },
-            direct: s.wrapped_master.is_none(),
-            pinned: pin.as_ref().map(|p| p.trusts(&s)),
-            region: s.region,
-            endpoint: s.endpoint,
+        .map(|s| {
+            let direct = s.wrapped_master.is_none();
+            SlotInfo::of(s, direct, pin.as_ref())
         })
         .collect();
     Ok(SlotList {
@@ -231,26 +241,7 @@ fn commit_remove(
 /// data key, a key file, a passphrase, a recovery key), wraps the master key under it, proves
 /// the new slot opens the store as a mount would open it, then commits.
 pub fn add(req: &AddRequest) -> Result<Added> {
-    let Some(text) = req.new_key.key.as_deref() else {
-        return Err(Error::usage("key add needs --new-key SOURCE")
-            .hint("e.g. --new-key recovery, --new-key keyfile:/etc/secretfs/key2, --new-key kms --new-kms-key ARN"));
-    };
-    let mut spec = req.new_key.spec(text)?;
-    if matches!(spec, KeySpec::Ephemeral) {
-        return Err(Error::usage(
-            "an ephemeral key cannot be a slot: it is random at every mount",
-        ));
-    }
-    if spec.uses_aws()
-        || req
-            .unlock
-            .key
-            .as_deref()
-            .is_some_and(|k| k.starts_with("kms"))
-    {
-        // KMS calls are audit events: show them on stderr.
-        crate::daemon::init_logging(true, None);
-    }
+    let mut spec = new_slot_spec(req)?;
     let (backing, _lock, config, opened) = open_locked(&req.backing, &req.unlock)?;
     keys::refuse_keyfile_in_store(&spec, &backing)?;
     if config.slots().len() >= config::MAX_SLOTS {
@@ -294,6 +285,30 @@ pub fn add(req: &AddRequest) -> Result<Added> {
         key_source: slot.source.kind(),
         recovery_text: new.recovery_text,
     })
+}
+
+/// The new slot's source as `key add` names it (for a store or a volume): never ephemeral; KMS
+/// calls, the new slot's or the unlock's, show as audit events on stderr.
+pub(super) fn new_slot_spec(req: &AddRequest) -> Result<KeySpec> {
+    let Some(text) = req.new_key.key.as_deref() else {
+        return Err(Error::usage("key add needs --new-key SOURCE")
+            .hint("e.g. --new-key recovery, --new-key keyfile:/etc/secretfs/key2, --new-key kms --new-kms-key ARN"));
+    };
+    let spec = req.new_key.spec(text)?;
+    if matches!(spec, KeySpec::Ephemeral) {
+        return Err(Error::usage(
+            "an ephemeral key cannot be a slot: it is random at every mount or open",
+        ));
+    }
+    let unlocks_with_kms = req
+        .unlock
+        .key
+        .as_deref()
+        .is_some_and(|k| k.starts_with("kms"));
+    if spec.uses_aws() || unlocks_with_kms {
+        crate::daemon::init_logging(true, None);
+    }
+    Ok(spec)
 }
 
 /// The key of a new slot `id` (of a store or a volume), made by its source in the slot's own
