@@ -3,7 +3,7 @@
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use secretfs::crypto::content::{FileCipher, FileHeader, BLOCK_OVERHEAD, BLOCK_SIZE, NONCE_LEN};
+use secretfs::crypto::content::{FileCipher, FileHeader, NonceDraw, BLOCK_OVERHEAD, BLOCK_SIZE};
 use secretfs::crypto::keys::{KeyRing, MasterKey, SecretBytes};
 use secretfs::crypto::names::NameCipher;
 use std::hint::black_box;
@@ -18,22 +18,27 @@ fn blocks(c: &mut Criterion) {
         let nblocks = size / BLOCK_SIZE;
         let mut stored = vec![0u8; size + nblocks * BLOCK_OVERHEAD];
         group.throughput(Throughput::Bytes(size as u64));
-        // As the data path seals: nonces drawn 64 at a time, one RNG call per run of blocks.
-        let mut nonces = [[0u8; NONCE_LEN]; 64];
-        group.bench_with_input(BenchmarkId::new("seal aws-lc-rs", size), &size, |b, _| {
-            b.iter(|| {
-                for (i, (p, s)) in plain
-                    .chunks(BLOCK_SIZE)
-                    .zip(stored.chunks_mut(BLOCK_SIZE + BLOCK_OVERHEAD))
-                    .enumerate()
-                {
-                    if i % 64 == 0 {
-                        cipher.fresh_nonces(&mut nonces);
+        // As the data path seals: one sealer per request, in each build's nonce draw (the
+        // default build's batched draw, and the fips build's draw inside each seal).
+        for draw in [NonceDraw::Batched, NonceDraw::InSeal] {
+            let cipher = FileCipher::with_nonce_draw(&[9; 32], &header, draw);
+            let name = match draw {
+                NonceDraw::Batched => "seal aws-lc-rs",
+                NonceDraw::InSeal => "seal aws-lc-rs, nonce drawn in the seal (fips build)",
+            };
+            group.bench_with_input(BenchmarkId::new(name, size), &size, |b, _| {
+                b.iter(|| {
+                    let mut sealer = cipher.sealer(nblocks as u64);
+                    for (i, (p, s)) in plain
+                        .chunks(BLOCK_SIZE)
+                        .zip(stored.chunks_mut(BLOCK_SIZE + BLOCK_OVERHEAD))
+                        .enumerate()
+                    {
+                        sealer.seal(i as u64, false, p, s);
                     }
-                    cipher.seal_block_with_nonce(i as u64, false, p, nonces[i % 64], s);
-                }
-            })
-        });
+                })
+            });
+        }
         let mut out = vec![0u8; BLOCK_SIZE];
         group.bench_with_input(BenchmarkId::new("open aws-lc-rs", size), &size, |b, _| {
             b.iter(|| {

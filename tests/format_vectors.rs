@@ -215,19 +215,16 @@ fn rc_siv(names_key: &[u8], ad: &[u8], plain: &[u8]) -> String {
     B64URL.encode(siv.encrypt([ad], plain).unwrap())
 }
 
-fn library_seal(
-    keys: &KeyRing,
-    index: u64,
-    is_final: bool,
-    plain: &[u8],
-    nonce: [u8; 12],
-) -> Vec<u8> {
+/// A block as the library seals it: its nonce is drawn inside aws-lc's seal, so the vectors are
+/// made by the independent code with fixed nonces, and what the library seals is checked by
+/// opening it with that code under the format's AAD.
+fn library_seal(keys: &KeyRing, index: u64, is_final: bool, plain: &[u8]) -> Vec<u8> {
     let cipher = FileCipher::new(
         keys.file_key(&FILE_ID).expose(),
         &FileHeader { file_id: FILE_ID },
     );
     let mut out = vec![0u8; plain.len() + BLOCK_OVERHEAD];
-    cipher.seal_block_with_nonce(index, is_final, plain, nonce, &mut out);
+    cipher.seal_block(index, is_final, plain, &mut out);
     out
 }
 
@@ -303,15 +300,8 @@ fn content_single_block_file() {
     let key = keys.file_key(&FILE_ID);
 
     // Final block 0: the whole backing file of a 16-byte file.
-    let sealed = library_seal(&keys, 0, true, SMALL_PLAIN, BLOCK_NONCE);
-    assert_eq!(
-        sealed,
-        rc_gcm_seal(key.expose(), &BLOCK_NONCE, &block_aad(0, true), SMALL_PLAIN)
-    );
-    assert_eq!(
-        rc_gcm_open(key.expose(), &block_aad(0, true), &sealed).unwrap(),
-        SMALL_PLAIN
-    );
+    let sealed = rc_gcm_seal(key.expose(), &BLOCK_NONCE, &block_aad(0, true), SMALL_PLAIN);
+    assert_eq!(sealed[..12], BLOCK_NONCE, "nonce first");
     let file = [unhex(HEADER), sealed.clone()].concat();
     assert_eq!(
         file.len() as u64,
@@ -320,15 +310,32 @@ fn content_single_block_file() {
     frozen("small file", &hex(&file), SMALL_FILE);
 
     // The same bytes as a non-final block: identical ciphertext, different tag.
-    let not_final = library_seal(&keys, 0, false, SMALL_PLAIN, BLOCK_NONCE);
+    let not_final = rc_gcm_seal(
+        key.expose(),
+        &BLOCK_NONCE,
+        &block_aad(0, false),
+        SMALL_PLAIN,
+    );
     assert_eq!(not_final[..12 + 16], sealed[..12 + 16]);
     assert_ne!(not_final[28..], sealed[28..]);
-    assert_eq!(
-        rc_gcm_open(key.expose(), &block_aad(0, false), &not_final).unwrap(),
-        SMALL_PLAIN
-    );
     assert!(rc_gcm_open(key.expose(), &block_aad(0, true), &not_final).is_none());
     frozen("non-final block", &hex(&not_final), SMALL_BLOCK_NOT_FINAL);
+
+    // What the library seals is this layout under this AAD, with a fresh nonce each time.
+    let mine = library_seal(&keys, 0, true, SMALL_PLAIN);
+    assert_eq!(mine.len(), sealed.len());
+    assert_ne!(mine[..12], BLOCK_NONCE);
+    assert_eq!(
+        rc_gcm_open(key.expose(), &block_aad(0, true), &mine).unwrap(),
+        SMALL_PLAIN
+    );
+    let mine_not_final = library_seal(&keys, 0, false, SMALL_PLAIN);
+    assert_ne!(mine_not_final[..12], mine[..12]);
+    assert_eq!(
+        rc_gcm_open(key.expose(), &block_aad(0, false), &mine_not_final).unwrap(),
+        SMALL_PLAIN
+    );
+    assert!(rc_gcm_open(key.expose(), &block_aad(0, true), &mine_not_final).is_none());
 
     // The library opens what it froze, and refuses it under another index or flag.
     let cipher = FileCipher::new(key.expose(), &FileHeader { file_id: FILE_ID });
@@ -354,25 +361,32 @@ fn content_two_block_file() {
     let key = keys.file_key(&FILE_ID);
     let block0: Vec<u8> = (0..BLOCK_SIZE).map(|i| (i % 251) as u8).collect();
 
-    let sealed0 = library_seal(&keys, 0, false, &block0, BLOCK_NONCE);
-    let sealed1 = library_seal(&keys, 1, true, b"tail", BLOCK_NONCE_2);
+    let sealed0 = rc_gcm_seal(key.expose(), &BLOCK_NONCE, &block_aad(0, false), &block0);
+    let sealed1 = rc_gcm_seal(key.expose(), &BLOCK_NONCE_2, &block_aad(1, true), b"tail");
     assert_eq!(sealed0.len(), STORED_BLOCK_SIZE);
-    assert_eq!(
-        sealed0,
-        rc_gcm_seal(key.expose(), &BLOCK_NONCE, &block_aad(0, false), &block0)
+    let (mine0, mine1) = (
+        library_seal(&keys, 0, false, &block0),
+        library_seal(&keys, 1, true, b"tail"),
     );
+    assert_eq!((mine0.len(), mine1.len()), (sealed0.len(), sealed1.len()));
     assert_eq!(
-        sealed1,
-        rc_gcm_seal(key.expose(), &BLOCK_NONCE_2, &block_aad(1, true), b"tail")
-    );
-    assert_eq!(
-        rc_gcm_open(key.expose(), &block_aad(0, false), &sealed0).unwrap(),
+        rc_gcm_open(key.expose(), &block_aad(0, false), &mine0).unwrap(),
         block0
     );
     assert_eq!(
-        rc_gcm_open(key.expose(), &block_aad(1, true), &sealed1).unwrap(),
+        rc_gcm_open(key.expose(), &block_aad(1, true), &mine1).unwrap(),
         b"tail"
     );
+    // The library opens the frozen blocks in place.
+    let cipher = FileCipher::new(key.expose(), &FileHeader { file_id: FILE_ID });
+    let mut out = [0u8; BLOCK_SIZE];
+    assert_eq!(
+        cipher.open_block(0, false, &sealed0, &mut out),
+        Ok(BLOCK_SIZE)
+    );
+    assert_eq!(out[..], block0[..]);
+    assert_eq!(cipher.open_block(1, true, &sealed1, &mut out), Ok(4));
+    assert_eq!(&out[..4], b"tail");
 
     let file = [unhex(HEADER), sealed0.clone(), sealed1.clone()].concat();
     assert_eq!(file.len(), 18 + 4124 + 32);

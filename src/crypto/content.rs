@@ -3,7 +3,7 @@
 
 use super::passthrough::Passthrough;
 use super::CryptoError;
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, RandomizedNonceKey, UnboundKey, AES_256_GCM};
 
 pub const FORMAT_VERSION: u16 = 1;
 pub const FILE_ID_LEN: usize = 16;
@@ -101,10 +101,38 @@ pub struct FileCipher {
     header: [u8; HEADER_LEN],
 }
 
+/// Who draws a sealed block's nonce from aws-lc's DRBG. Either way it is a fresh random 96-bit
+/// nonce; the choice is the build's (`NONCE_DRAW`), so one store is written alike by both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NonceDraw {
+    /// aws-lc draws each nonce inside the seal call (`RandomizedNonceKey`): the IV generation
+    /// FIPS 140-3 IG C.H approves, at one DRBG call per block (≈ 0.4 µs of a 1.1 µs 4 KiB seal).
+    InSeal,
+    /// We draw the nonces of up to 64 blocks with one DRBG call and pass each in: large writes
+    /// seal ≈ 1.6× faster, but the module counts a seal with a caller's nonce as not approved.
+    Batched,
+}
+
+/// The `fips` build seals as the module approves; the others as fast as it allows.
+pub const NONCE_DRAW: NonceDraw = if super::fips::FIPS_BUILD {
+    NonceDraw::InSeal
+} else {
+    NonceDraw::Batched
+};
+
+/// Nonces drawn with one DRBG call by a `BlockSealer` under `NonceDraw::Batched`.
+const NONCE_BATCH: usize = 64;
+
 /// What turns a block's plaintext into its stored body. The layout around it (header, nonce
 /// slot, tag slot, final flag, holes) is the same for every codec.
 enum BlockCodec {
-    Aead(LessSafeKey),
+    Aead {
+        /// Opens every block, and seals under `NonceDraw::Batched`.
+        key: LessSafeKey,
+        /// A second schedule of the same key, present under `NonceDraw::InSeal`: only this
+        /// type draws the nonce inside the seal, and it cannot open into a separate buffer.
+        in_seal: Option<RandomizedNonceKey>,
+    },
     /// Benchmark builds only: the passthrough control stores plaintext with a zero nonce and
     /// tag, so the frontend does the very same I/O as with AES-GCM minus the crypto.
     Identity(Passthrough),
@@ -112,10 +140,21 @@ enum BlockCodec {
 
 impl FileCipher {
     pub fn new(file_key: &[u8; 32], header: &FileHeader) -> Self {
-        // Only fails for a wrong key length, and the length is fixed by the type.
+        Self::with_nonce_draw(file_key, header, NONCE_DRAW)
+    }
+
+    /// As `new`, with the nonce draw chosen by the caller (tests and benches compare both).
+    pub fn with_nonce_draw(file_key: &[u8; 32], header: &FileHeader, draw: NonceDraw) -> Self {
+        // Both only fail for a wrong key length, and the length is fixed by the type.
         let unbound = UnboundKey::new(&AES_256_GCM, file_key).unwrap_or_else(|_| unreachable!());
+        let in_seal = (draw == NonceDraw::InSeal).then(|| {
+            RandomizedNonceKey::new(&AES_256_GCM, file_key).unwrap_or_else(|_| unreachable!())
+        });
         Self {
-            codec: BlockCodec::Aead(LessSafeKey::new(unbound)),
+            codec: BlockCodec::Aead {
+                key: LessSafeKey::new(unbound),
+                in_seal,
+            },
             header: header.encode(),
         }
     }
@@ -140,59 +179,20 @@ impl FileCipher {
         aad
     }
 
-    /// Seals `plain` (1..=4096 bytes) as block `index` into `out`, which must be exactly
-    /// `plain.len() + BLOCK_OVERHEAD` bytes: nonce ‖ ciphertext ‖ tag. The nonce is fresh random.
+    /// Seals one block (see `BlockSealer::seal`); a run of blocks should share one sealer.
     pub fn seal_block(&self, index: u64, is_final: bool, plain: &[u8], out: &mut [u8]) {
-        let mut nonce = [0u8; NONCE_LEN];
-        match self.codec {
-            BlockCodec::Aead(_) => super::keys::fill_random(&mut nonce),
-            // No nonce is stored, so drawing one would only put crypto cost back into the control.
-            BlockCodec::Identity(_) => {}
-        }
-        self.seal_block_with_nonce(index, is_final, plain, nonce, out);
+        self.sealer(1).seal(index, is_final, plain, out);
     }
 
-    /// Fills `out` with fresh random nonces for `seal_block_with_nonce`: one RNG call for a
-    /// whole run of blocks instead of one per block (~3% of the write path's CPU).
-    pub fn fresh_nonces(&self, out: &mut [[u8; NONCE_LEN]]) {
-        match self.codec {
-            BlockCodec::Aead(_) => super::keys::fill_random(out.as_flattened_mut()),
-            // As in seal_block: the control stores no nonce, so it draws none.
-            BlockCodec::Identity(_) => {}
-        }
-    }
-
-    /// As `seal_block` with a caller-chosen nonce, which must come from `fresh_nonces` (or be
-    /// a test vector): a nonce must never be used twice with one key. The identity codec
-    /// stores a zero nonce whatever the caller chose.
-    pub fn seal_block_with_nonce(
-        &self,
-        index: u64,
-        is_final: bool,
-        plain: &[u8],
-        nonce: [u8; NONCE_LEN],
-        out: &mut [u8],
-    ) {
-        assert!(!plain.is_empty() && plain.len() <= BLOCK_SIZE);
-        assert_eq!(out.len(), plain.len() + BLOCK_OVERHEAD);
-        let (nonce_out, rest) = out.split_at_mut(NONCE_LEN);
-        let (body, tag_out) = rest.split_at_mut(plain.len());
-        body.copy_from_slice(plain);
-        match &self.codec {
-            BlockCodec::Aead(key) => {
-                nonce_out.copy_from_slice(&nonce);
-                let aad = self.aad(index, is_final);
-                // Sealing only fails for inputs larger than GCM's 64 GiB limit.
-                let tag = key
-                    .seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key(nonce),
-                        Aad::from(aad),
-                        body,
-                    )
-                    .unwrap_or_else(|_| unreachable!());
-                tag_out.copy_from_slice(tag.as_ref());
-            }
-            BlockCodec::Identity(control) => control.seal_block(nonce_out, tag_out),
+    /// A sealer for the `blocks` blocks of one request (a batch never draws more nonces than
+    /// that; sealing more still works). It draws nothing until its first seal.
+    pub fn sealer(&self, blocks: u64) -> BlockSealer<'_> {
+        BlockSealer {
+            cipher: self,
+            batch: [[0; NONCE_LEN]; NONCE_BATCH],
+            drawn: 0,
+            used: 0,
+            left: blocks,
         }
     }
 
@@ -219,7 +219,7 @@ impl FileCipher {
         let (nonce, rest) = stored.split_at(NONCE_LEN);
         let (body, tag) = rest.split_at(plain_len);
         let opened = match &self.codec {
-            BlockCodec::Aead(key) => {
+            BlockCodec::Aead { key, .. } => {
                 let mut n = [0u8; NONCE_LEN];
                 n.copy_from_slice(nonce);
                 key.open_separate_gather(
@@ -239,6 +239,61 @@ impl FileCipher {
             return Err(CryptoError::Auth);
         }
         Ok(plain_len)
+    }
+}
+
+/// Seals the blocks of one request with fresh nonces; under `NonceDraw::Batched` it draws them
+/// a batch at a time. Lives for one request only, so no drawn nonce outlives it (or a fork).
+pub struct BlockSealer<'a> {
+    cipher: &'a FileCipher,
+    batch: [[u8; NONCE_LEN]; NONCE_BATCH],
+    /// `batch[used..drawn]` are drawn and not yet used.
+    drawn: usize,
+    used: usize,
+    /// Blocks the request still has to seal, as announced.
+    left: u64,
+}
+
+impl BlockSealer<'_> {
+    /// Seals `plain` (1..=4096 bytes) as block `index` into `out`, which must be exactly
+    /// `plain.len() + BLOCK_OVERHEAD` bytes: nonce ‖ ciphertext ‖ tag. The identity codec
+    /// stores a zero nonce: nothing random reaches a control block.
+    pub fn seal(&mut self, index: u64, is_final: bool, plain: &[u8], out: &mut [u8]) {
+        assert!(!plain.is_empty() && plain.len() <= BLOCK_SIZE);
+        assert_eq!(out.len(), plain.len() + BLOCK_OVERHEAD);
+        let (nonce_out, rest) = out.split_at_mut(NONCE_LEN);
+        let (body, tag_out) = rest.split_at_mut(plain.len());
+        body.copy_from_slice(plain);
+        let aad = Aad::from(self.cipher.aad(index, is_final));
+        // A seal fails only past GCM's 64 GiB limit or when the module's DRBG fails, after
+        // which no nonce can be trusted: stop at once, as `fill_random` does.
+        let tag = match &self.cipher.codec {
+            BlockCodec::Aead {
+                in_seal: Some(in_seal),
+                ..
+            } => {
+                let (nonce, tag) = in_seal
+                    .seal_in_place_separate_tag(aad, body)
+                    .unwrap_or_else(|_| std::process::abort());
+                nonce_out.copy_from_slice(nonce.as_ref());
+                tag
+            }
+            BlockCodec::Aead { key, in_seal: None } => {
+                if self.used == self.drawn {
+                    self.drawn = self.left.clamp(1, NONCE_BATCH as u64) as usize;
+                    super::keys::fill_random(self.batch[..self.drawn].as_flattened_mut());
+                    self.used = 0;
+                }
+                let nonce = self.batch[self.used];
+                self.used += 1;
+                self.left = self.left.saturating_sub(1);
+                nonce_out.copy_from_slice(&nonce);
+                key.seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), aad, body)
+                    .unwrap_or_else(|_| std::process::abort())
+            }
+            BlockCodec::Identity(control) => return control.seal_block(nonce_out, tag_out),
+        };
+        tag_out.copy_from_slice(tag.as_ref());
     }
 }
 
@@ -310,6 +365,43 @@ pub(crate) mod tests {
             reference_open(&key, &header, 3, true, &stored).unwrap(),
             plain
         );
+    }
+
+    #[test]
+    fn every_seal_draws_its_own_nonce_in_either_draw() {
+        let header = FileHeader {
+            file_id: [0x11; 16],
+        };
+        for draw in [NonceDraw::Batched, NonceDraw::InSeal] {
+            let c = FileCipher::with_nonce_draw(&[0x42; 32], &header, draw);
+            // Three lone seals, then a run long enough to use up and refill a batch.
+            let mut sealed = vec![];
+            for _ in 0..3 {
+                let mut stored = vec![0u8; 10 + BLOCK_OVERHEAD];
+                c.seal_block(0, true, &[6; 10], &mut stored);
+                sealed.push((0, true, stored));
+            }
+            // Announced one block short, so the last seal goes past the announcement.
+            let mut sealer = c.sealer(2 * NONCE_BATCH as u64);
+            for b in 0..2 * NONCE_BATCH as u64 + 1 {
+                let mut stored = vec![0u8; 10 + BLOCK_OVERHEAD];
+                sealer.seal(b, false, &[6; 10], &mut stored);
+                sealed.push((b, false, stored));
+            }
+            let nonces: std::collections::HashSet<_> = sealed
+                .iter()
+                .map(|(_, _, s)| s[..NONCE_LEN].to_vec())
+                .collect();
+            assert_eq!(nonces.len(), sealed.len(), "{draw:?}: a nonce used twice");
+            assert!(!nonces.contains(&vec![0; NONCE_LEN]), "{draw:?}");
+            for (b, is_final, stored) in &sealed {
+                assert_eq!(
+                    reference_open(&[0x42; 32], &header, *b, *is_final, stored).as_deref(),
+                    Some(&[6u8; 10][..]),
+                    "{draw:?} block {b}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -396,8 +488,7 @@ mod identity_tests {
         assert_eq!(c.header_bytes(), &HEADER.encode());
         let plain = b"hello, passthrough";
         let mut stored = vec![0xAA; plain.len() + BLOCK_OVERHEAD];
-        // The caller's nonce is ignored: nothing random reaches a control block.
-        c.seal_block_with_nonce(3, true, plain, [7; NONCE_LEN], &mut stored);
+        c.seal_block(3, true, plain, &mut stored);
         assert_eq!(&stored[..NONCE_LEN], &[0; NONCE_LEN]);
         assert_eq!(&stored[NONCE_LEN..NONCE_LEN + plain.len()], plain);
         assert_eq!(&stored[NONCE_LEN + plain.len()..], &[0; TAG_LEN]);

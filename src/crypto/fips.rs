@@ -52,9 +52,10 @@ mod tests {
     /// What docs/SECURITY.md §5b says of each service, as the module itself reports it.
     #[cfg(feature = "fips")]
     #[test]
-    fn the_module_approves_the_derivations_macs_and_opens_but_not_seals_with_our_nonces() {
-        use crate::crypto::content::{FileCipher, FileHeader, BLOCK_OVERHEAD};
+    fn the_module_approves_every_service_the_data_path_and_the_unlock_use() {
+        use crate::crypto::content::{FileCipher, FileHeader, NonceDraw, BLOCK_OVERHEAD};
         use crate::crypto::keys::{hkdf_extract, unwrap_key, wrap_key, HkdfPrk, SecretBytes};
+        use crate::crypto::names::NameCipher;
         use aws_lc_rs::{hkdf, hmac};
         // The probe can say no: HKDF with an empty salt is not approved.
         assert!(!approved(|| hkdf::Salt::new(hkdf::HKDF_SHA256, &[])
@@ -78,26 +79,48 @@ mod tests {
             }),
             "HMAC"
         );
+        // FIPS 140-3 IG C.H: a GCM seal is approved only with an IV made inside the module's
+        // seal call, which is how every seal of ours draws its nonce (RandomizedNonceKey).
         let (kek, key) = (SecretBytes::random(), SecretBytes::random());
-        let wrapped = wrap_key(&kek, &key, b"aad");
+        let mut wrapped = Vec::new();
+        assert!(
+            approved(|| wrapped = wrap_key(&kek, &key, b"aad")),
+            "GCM seal of a key wrap"
+        );
         assert!(
             approved(|| drop(unwrap_key(&kek, &wrapped, b"aad").unwrap())),
-            "GCM open"
+            "GCM open of a key wrap"
         );
-        // Random numbers are an approved service of their own (and so `wrap_key`, which draws
-        // its nonce, counts as approved as a whole).
         assert!(approved(|| drop(SecretBytes::<32>::random())), "DRBG");
-        // FIPS 140-3 IG C.H: a GCM seal is approved only with an IV made inside the module's
-        // seal call; ours are drawn from the module's DRBG beforehand (§5b says so). This is
-        // the data path's seal as fs/files.rs calls it, with a nonce from `fresh_nonces`.
         let cipher = FileCipher::new(&[5; 32], &FileHeader::new_random());
         let mut stored = vec![0u8; 10 + BLOCK_OVERHEAD];
-        assert!(!approved(|| cipher.seal_block_with_nonce(
+        assert!(
+            approved(|| cipher.seal_block(0, true, &[6; 10], &mut stored)),
+            "GCM seal of a content block"
+        );
+        let mut out = [0u8; 10];
+        assert!(
+            approved(|| assert_eq!(cipher.open_block(0, true, &stored, &mut out), Ok(10))),
+            "GCM open of a content block"
+        );
+        // The other builds' batched draw passes the nonce in, which the module does not count.
+        let batched =
+            FileCipher::with_nonce_draw(&[5; 32], &FileHeader::new_random(), NonceDraw::Batched);
+        assert!(!approved(|| batched.seal_block(
             0,
             true,
             &[6; 10],
-            [7; 12],
             &mut stored
         )));
+        let names = NameCipher::new(&SecretBytes::random(), &SecretBytes::random());
+        let mut value = Vec::new();
+        assert!(
+            approved(|| value = names.seal_xattr_value("user.x", b"value")),
+            "GCM seal of an xattr value"
+        );
+        assert!(
+            approved(|| drop(names.open_xattr_value("user.x", &value).unwrap())),
+            "GCM open of an xattr value"
+        );
     }
 }

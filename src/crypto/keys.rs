@@ -251,27 +251,22 @@ impl KeyRing {
 /// Length of a wrapped key: nonce(12) ‖ AES-256-GCM(key)(32) ‖ tag(16).
 pub const WRAPPED_KEY_LEN: usize = 12 + KEY_LEN + 16;
 
-fn wrapping_key(kek: &SecretBytes<KEY_LEN>) -> aws_lc_rs::aead::LessSafeKey {
-    use aws_lc_rs::aead::{LessSafeKey, UnboundKey, AES_256_GCM};
+fn wrapping_key(kek: &SecretBytes<KEY_LEN>) -> aws_lc_rs::aead::RandomizedNonceKey {
+    use aws_lc_rs::aead::{RandomizedNonceKey, AES_256_GCM};
     // A 32-byte key is always a valid AES-256 key.
-    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, kek.expose()).unwrap_or_else(|_| unreachable!()))
+    RandomizedNonceKey::new(&AES_256_GCM, kek.expose()).unwrap_or_else(|_| unreachable!())
 }
 
 /// Wraps a key under `kek` with AES-256-GCM, bound to `aad` (a passphrase slot binds the fs id),
-/// with a fresh random nonce: `nonce ‖ ciphertext ‖ tag`, `WRAPPED_KEY_LEN` bytes.
+/// with a nonce aws-lc draws inside the seal: `nonce ‖ ciphertext ‖ tag`, `WRAPPED_KEY_LEN` bytes.
 pub fn wrap_key(kek: &SecretBytes<KEY_LEN>, key: &SecretBytes<KEY_LEN>, aad: &[u8]) -> Vec<u8> {
-    use aws_lc_rs::aead::{Aad, Nonce};
-    let mut nonce = [0u8; 12];
-    fill_random(&mut nonce);
+    use aws_lc_rs::aead::Aad;
     let mut sealed = Zeroizing::new(key.expose().to_vec());
-    let tag = wrapping_key(kek)
-        .seal_in_place_separate_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad),
-            &mut sealed[..],
-        )
-        .unwrap_or_else(|_| unreachable!("a 32-byte message is within GCM's limits"));
-    let mut wrapped = nonce.to_vec();
+    let (nonce, tag) = wrapping_key(kek)
+        .seal_in_place_separate_tag(Aad::from(aad), &mut sealed[..])
+        // A 32-byte message is within GCM's limits; only a failed DRBG is left.
+        .unwrap_or_else(|_| std::process::abort());
+    let mut wrapped = nonce.as_ref().to_vec();
     wrapped.extend_from_slice(&sealed);
     wrapped.extend_from_slice(tag.as_ref());
     wrapped

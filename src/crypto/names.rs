@@ -6,7 +6,7 @@ use super::passthrough::Passthrough;
 use super::CryptoError;
 use aes_siv::siv::Aes256Siv;
 use aes_siv::KeyInit;
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use aws_lc_rs::aead::{Aad, Nonce, RandomizedNonceKey, AES_256_GCM};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
@@ -52,7 +52,7 @@ pub struct NameCipher {
 enum NameCodec {
     Aead {
         siv_key: SecretBytes<NAME_KEY_LEN>,
-        xattr_values: LessSafeKey,
+        xattr_values: RandomizedNonceKey,
     },
     /// Benchmark builds only: the passthrough control keeps every shape but zeroes the SIV,
     /// nonce and tag slots and leaves the plaintext as it is, so names stay base64url (never
@@ -62,13 +62,14 @@ enum NameCodec {
 
 impl NameCipher {
     pub fn new(siv_key: &SecretBytes<NAME_KEY_LEN>, xattr_key: &SecretBytes<32>) -> Self {
-        let unbound =
-            UnboundKey::new(&AES_256_GCM, xattr_key.expose()).unwrap_or_else(|_| unreachable!());
+        // Only fails for a wrong key length, and the length is fixed by the type.
+        let xattr_values = RandomizedNonceKey::new(&AES_256_GCM, xattr_key.expose())
+            .unwrap_or_else(|_| unreachable!());
         Self {
             codec: NameCodec::Aead {
                 siv_key: SecretBytes::from_slice(siv_key.expose())
                     .unwrap_or_else(|| unreachable!()),
-                xattr_values: LessSafeKey::new(unbound),
+                xattr_values,
             },
         }
     }
@@ -176,16 +177,15 @@ impl NameCipher {
         out.extend_from_slice(value);
         match &self.codec {
             NameCodec::Aead { xattr_values, .. } => {
-                let mut nonce = [0u8; XATTR_NONCE_LEN];
-                super::keys::fill_random(&mut nonce);
-                out[..XATTR_NONCE_LEN].copy_from_slice(&nonce);
-                let tag = xattr_values
+                // Fails only past GCM's 64 GiB limit (values are at most 64 KiB) or when the
+                // module's DRBG fails, after which no nonce can be trusted.
+                let (nonce, tag) = xattr_values
                     .seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key(nonce),
                         Aad::from(stored_name.as_bytes()),
                         &mut out[XATTR_NONCE_LEN..],
                     )
-                    .unwrap_or_else(|_| unreachable!());
+                    .unwrap_or_else(|_| std::process::abort());
+                out[..XATTR_NONCE_LEN].copy_from_slice(nonce.as_ref());
                 out.extend_from_slice(tag.as_ref());
             }
             NameCodec::Identity(control) => control.seal_xattr_value(&mut out),

@@ -4,7 +4,7 @@
 
 use crate::crypto::content::{
     block_count, block_offset, plain_size, stored_size, FileCipher, FileHeader, BLOCK_OVERHEAD,
-    BLOCK_SIZE, HEADER_LEN, NONCE_LEN, STORED_BLOCK_SIZE,
+    BLOCK_SIZE, HEADER_LEN, STORED_BLOCK_SIZE,
 };
 use crate::crypto::keys::KeyRing;
 use crate::crypto::Codec;
@@ -322,20 +322,16 @@ impl Content {
         let end = offset + data.len() as u64;
         let last = block_count(new) - 1;
         let mut pos = 0;
-        let mut nonces = [[0u8; NONCE_LEN]; 64];
         let cipher = self.cipher.load();
+        let mut sealer = cipher.sealer(b1 - b0 + 1);
         for b in b0..=b1 {
-            let k = ((b - b0) % 64) as usize;
-            if k == 0 {
-                cipher.fresh_nonces(&mut nonces);
-            }
             let start = b * BS;
             let len = Self::block_len(new, b);
             let dst = &mut out[pos..pos + len + BLOCK_OVERHEAD];
             let (ws, we) = (offset.max(start), end.min(start + len as u64));
             if ws == start && we == start + len as u64 {
                 let src = &data[(ws - offset) as usize..(we - offset) as usize];
-                cipher.seal_block_with_nonce(b, b == last, src, nonces[k], dst);
+                sealer.seal(b, b == last, src, dst);
             } else {
                 let mut block = [0u8; BLOCK_SIZE];
                 if start < old {
@@ -352,7 +348,7 @@ impl Content {
                     pos += len + BLOCK_OVERHEAD;
                     continue;
                 }
-                cipher.seal_block_with_nonce(b, b == last, &block[..len], nonces[k], dst);
+                sealer.seal(b, b == last, &block[..len], dst);
             }
             pos += len + BLOCK_OVERHEAD;
         }
