@@ -277,19 +277,10 @@ impl Inst {
         self.mount_at(&backing, extra)
     }
 
-    /// Unmounts. A file this test closed can still be open for a moment in a child that another
-    /// test thread is spawning (a fork holds a copy of every descriptor until it execs), which
-    /// makes the mount busy: that case is retried while it lasts, a bounded number of times.
+    /// Unmounts, retried while another test thread's spawn keeps the mount busy for a moment.
     pub fn umount(&mut self) {
         let mnt = self.mnt.to_str().unwrap().to_string();
-        let mut out = self.run(&["umount", &mnt]);
-        for _ in 0..100 {
-            if out.status.success() || !stderr(&out).contains("Device or resource busy") {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            out = self.run(&["umount", &mnt]);
-        }
+        let out = super::retry_while_busy(|| self.run(&["umount", &mnt]));
         ok(&out);
         self.mounted = false;
     }

@@ -16,6 +16,23 @@ pub fn secretfs(args: &[&str]) -> Output {
         .expect("run secretfs")
 }
 
+/// Runs an unmount again while it fails with EBUSY, a bounded number of times. A file a test
+/// closed can still be open for a moment in a child that another test thread is spawning (a
+/// fork holds a copy of every descriptor until it execs), which makes the mount busy.
+pub fn retry_while_busy(mut umount: impl FnMut() -> Output) -> Output {
+    let mut out = umount();
+    for _ in 0..100 {
+        if out.status.success()
+            || !String::from_utf8_lossy(&out.stderr).contains("Device or resource busy")
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        out = umount();
+    }
+    out
+}
+
 pub fn require_root() {
     assert_eq!(
         unsafe { libc::geteuid() },
@@ -182,7 +199,7 @@ impl Fs {
     }
 
     pub fn umount(&mut self) {
-        let out = secretfs(&["umount", self.mnt.to_str().unwrap()]);
+        let out = retry_while_busy(|| secretfs(&["umount", self.mnt.to_str().unwrap()]));
         assert!(
             out.status.success(),
             "umount failed: {}",
