@@ -129,11 +129,13 @@ foreign_sum=$(sha256sum <"$work/foreign.img")
 extra_drives=()
 for img in ${SECRETFS_VM_DRIVES:-}; do extra_drives+=(-drive "file=$img,format=raw,if=virtio"); done
 
+# -nic none: without it QEMU adds an e1000 on user-mode networking (slirp, 10.0.2.0/24); the
+# guest has no driver for it, but the tests need no network at all.
 start=$(date +%s)
 qemu_rc=0
 : >"$work/console.log"
 timeout "$timeout_s" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m "${SECRETFS_VM_MEM:-1024}" \
-    -display none -monitor none -no-reboot \
+    -display none -monitor none -no-reboot -nic none \
     -kernel "$vmlinuz" -initrd "$work/initrd.gz" \
     -append "console=ttyS0 panic=-1 quiet${SECRETFS_VM_CASES:+ cases=$SECRETFS_VM_CASES}${SECRETFS_VM_APPEND:+ $SECRETFS_VM_APPEND}" \
     -drive "file=$work/blank.img,format=raw,if=virtio" \
