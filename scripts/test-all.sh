@@ -26,7 +26,8 @@ step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --all-targets --workspace --quiet -- -D warnings
 step "cargo clippy (bench build with the passthrough control)" \
     cargo clippy --all-targets --quiet --features passthrough-control -- -D warnings
-# moto serves KMS and S3 on loopback for tests/kms.rs; stopped whatever happens.
+# moto serves KMS and S3 on loopback for tests/kms.rs and the VM's block-mode KMS cases (which
+# reach it through tests/vm/kms-relay.py, stopped by tests/vm/run.sh); stopped whatever happens.
 moto_pid=
 stop_moto() { if [ -n "$moto_pid" ]; then kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true; fi; }
 trap stop_moto EXIT

@@ -116,6 +116,7 @@ pub fn open(req: &OpenRequest, key: &KeyChoice, option: Option<&str>) -> Result<
     let target = std::fs::canonicalize(&req.target).unwrap_or_else(|_| req.target.clone());
     if prepared.needs_format(ephemeral)? {
         let spec = format_spec(key, option, &prepared)?;
+        audit_to_stderr(spec.uses_aws());
         let persistent = !matches!(spec, KeySpec::Ephemeral);
         if req.recovery && !persistent {
             return Err(Error::usage(
@@ -149,6 +150,7 @@ pub fn open(req: &OpenRequest, key: &KeyChoice, option: Option<&str>) -> Result<
         .into());
     };
     let (mut plan, pin) = plan_volume(prepared.device(), uuid, prepared.slots(), key, option)?;
+    audit_to_stderr(plan.attempts().iter().any(|a| a.spec.uses_aws()));
     plan.preread()?;
     let slot = plan.try_slots(|spec, slot| {
         let pass = block::slots::passphrase(spec, slot, &uuid)?;
@@ -167,6 +169,14 @@ pub fn open(req: &OpenRequest, key: &KeyChoice, option: Option<&str>) -> Result<
         opened,
         recovery_text: None,
     })
+}
+
+/// KMS calls are audit events (with the request id CloudTrail records): an open that may make
+/// one shows them, and the rest of its audit events, on stderr, as `init` does.
+fn audit_to_stderr(uses_aws: bool) {
+    if uses_aws {
+        crate::daemon::init_logging(true, None);
+    }
 }
 
 fn audit(opened: &block::Opened) {
