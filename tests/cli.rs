@@ -90,3 +90,40 @@ fn status_without_a_path_lists_every_mount() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains(mnt.to_str().unwrap()), "{text}");
 }
+
+#[test]
+fn a_host_without_ca_certificates_is_named_before_any_aws_call() {
+    // rustls-native-certs reads only SSL_CERT_FILE/SSL_CERT_DIR when they are set: both empty
+    // here, as on a minimal host without the ca-certificates package.
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, certs, backing) = (
+        dir.path().join("empty.pem"),
+        dir.path().join("certs"),
+        dir.path().join("store"),
+    );
+    std::fs::write(&bundle, b"").unwrap();
+    std::fs::create_dir(&certs).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_secretfs"))
+        .args(["init", backing.to_str().unwrap(), "--key", "kms"])
+        .args([
+            "--kms-key",
+            "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        ])
+        .env("SSL_CERT_FILE", &bundle)
+        .env("SSL_CERT_DIR", &certs)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        // Nothing listens here: the refusal must come before any connection is tried.
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert!(
+        err.contains("no trusted CA certificates found on this host")
+            && err.contains("ca-certificates"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!backing.join("secretfs.conf").exists());
+}

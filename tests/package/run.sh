@@ -57,6 +57,7 @@ done
 # --- the .deb: fields and file list
 field() { dpkg-deb -f "$deb" "$1"; }
 field Depends | grep -Eq '(^|, )fuse3(,|$)' || fail "Depends lacks fuse3: $(field Depends)"
+field Depends | grep -Eq '(^|, )ca-certificates(,|$)' || fail "Depends lacks ca-certificates: $(field Depends)"
 field Depends | grep -Eq 'libc6 \(>= 2\.3[0-9]\)' || fail "Depends lacks libc6 (>= 2.3x): $(field Depends)"
 field Recommends | grep -q cryptsetup-bin || fail "Recommends lacks cryptsetup-bin"
 # No maintainer script at all: installing starts nothing, removing touches no user data.
@@ -141,7 +142,7 @@ diff <(echo "$want") <(echo "$rpm_files") || fail ".rpm file list differs (- exp
 rpm_scripts=$(rpm -qp --scripts "$rpm" 2>/dev/null)
 [ -z "$rpm_scripts" ] || fail "the .rpm has scriptlets: $rpm_scripts"
 requires=$(rpm -qp --requires "$rpm" 2>/dev/null)
-for need in fuse3 '/bin/bash' 'libc.so.6(GLIBC_2.34)(64bit)'; do
+for need in fuse3 ca-certificates '/bin/bash' 'libc.so.6(GLIBC_2.34)(64bit)'; do
     echo "$requires" | grep -qxF "$need" || fail ".rpm does not require $need"
 done
 rpm -qp --recommends "$rpm" 2>/dev/null | grep -qx cryptsetup || fail ".rpm does not recommend cryptsetup"

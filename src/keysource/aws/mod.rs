@@ -24,6 +24,8 @@ pub enum AwsError {
     NoCredentials { detail: String },
     #[error("no AWS region is configured; set AWS_REGION or give --kms-key as a full key ARN")]
     NoRegion,
+    #[error("no trusted CA certificates found on this host{detail}, so no TLS connection to AWS can be verified; install the ca-certificates package (or set SSL_CERT_FILE to a CA bundle)")]
+    NoTrustRoots { detail: String },
     #[error("AWS denied {action} on {resource} ({detail}); grant it to the caller's IAM role and key policy (README, \"On EC2\")")]
     AccessDenied {
         action: &'static str,
@@ -105,6 +107,21 @@ pub struct Placement {
     pub slot: Option<u32>,
 }
 
+/// The SDK verifies AWS's TLS certificates against the host's CA store (rustls-native-certs:
+/// SSL_CERT_FILE/SSL_CERT_DIR, else the distribution's bundle). With none it would fail every
+/// call with an unknown-issuer error (and a debug build asserts), so say what is missing first.
+fn require_trust_roots() -> Result<(), AwsError> {
+    let found = rustls_native_certs::load_native_certs();
+    if !found.certs.is_empty() {
+        return Ok(());
+    }
+    let detail = match found.errors.first() {
+        Some(e) => format!(" ({e})"),
+        None => String::new(),
+    };
+    Err(AwsError::NoTrustRoots { detail })
+}
+
 /// A runtime, an SDK config and a deadline for one command's AWS calls. Built only in the
 /// process that needs it (the mount daemon builds it after forking, never before).
 pub struct Aws {
@@ -129,6 +146,7 @@ impl Aws {
         placement: &Placement,
     ) -> Result<Self, AwsError> {
         let deadline = Instant::now() + timeout;
+        require_trust_roots()?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
