@@ -116,6 +116,8 @@ pub fn open(req: &OpenRequest, key: &KeyChoice, option: Option<&str>) -> Result<
     let target = std::fs::canonicalize(&req.target).unwrap_or_else(|_| req.target.clone());
     if prepared.needs_format(ephemeral)? {
         let spec = format_spec(key, option, &prepared)?;
+        // Checked as the token's reader will check them, before anything is written.
+        key.aws.placement()?;
         audit_to_stderr(spec.uses_aws());
         let persistent = !matches!(spec, KeySpec::Ephemeral);
         if req.recovery && !persistent {

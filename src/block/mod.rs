@@ -427,7 +427,13 @@ impl Prepared {
         drop(master);
         self.undo.formatted = Some(self.device.clone());
         luks::format(&self.device, &uuid, &passphrase)?;
-        let first = KeySlot::direct(0, descriptor);
+        // A KMS slot records the region and endpoint it was made with, as `init` does in file
+        // mode, so the volume opens there without the flags.
+        let first = KeySlot {
+            region: spec.aws_args().and_then(|a| a.region.clone()),
+            endpoint: spec.aws_args().and_then(|a| a.endpoint.clone()),
+            ..KeySlot::direct(0, descriptor)
+        };
         luks::import_token(&self.device, &first)?;
         let mut made = vec![first];
         let mut recovery_text = None;

@@ -165,6 +165,13 @@ impl KeySpec {
     }
 
     /// The AWS options, for the sources that have them.
+    pub fn aws_args(&self) -> Option<&AwsKeyArgs> {
+        match self {
+            KeySpec::Kms(a) | KeySpec::KmsPassword(a) => Some(a),
+            _ => None,
+        }
+    }
+
     pub fn aws_args_mut(&mut self) -> Option<&mut AwsKeyArgs> {
         match self {
             KeySpec::Kms(a) | KeySpec::KmsPassword(a) => Some(a),

@@ -472,7 +472,7 @@ t_kms_blank_volume_formats_and_reopens() {
 # and the volume opens with its data once KMS answers again.
 t_kms_unreachable_leaves_nothing_behind() {
     kms_ready || return
-    expect 8 "cannot reach AWS KMS at http://127.0.0.1:9 " \
+    expect 8 "cannot reach AWS KMS at http://127.0.0.1:9 within 3 s " \
         env AWS_ENDPOINT_URL=http://127.0.0.1:9 $S block open $KV /mnt/b --aws-timeout 3 || return 1
     no_mapping && no_loop || return 1
     ! grep -q " /mnt/b " /proc/mounts || { echo "/mnt/b is mounted"; return 1; }
@@ -492,6 +492,30 @@ t_kms_missing_key_refused() {
     ! grep -q " /mnt/b " /proc/mounts || { echo "/mnt/b is mounted"; return 1; }
 }
 
+# A KMS slot made with --region/--endpoint-url records them in its token (as `init` does in a
+# file-mode slot), so the volume opens through that endpoint with no flags, whatever the
+# environment says; a malformed endpoint is refused before anything is created.
+t_kms_slot_records_its_endpoint() {
+    kms_ready || return
+    ep=http://127.0.0.1:$KMS_PORT dead=http://127.0.0.1:9 img=/data/kms-ep.img
+    expect 2 "endpoint" $S block open $img /mnt/b --size 64M --key kms --kms-key "$KMS_KEY_ARN" \
+        --endpoint-url "ftp://127.0.0.1:$KMS_PORT" || return 1
+    [ ! -e $img ] || { echo "a refused endpoint still created $img"; return 1; }
+    expect 0 "formatted and opened .*key source kms (slot 0)" env AWS_ENDPOINT_URL=$dead \
+        $S block open $img /mnt/b --size 64M --key kms --kms-key "$KMS_KEY_ARN" \
+        --region us-east-1 --endpoint-url "$ep" --aws-timeout 30 || return 1
+    kms_call GenerateDataKey ok || return 1
+    token=$(cryptsetup token export --token-id 0 $img)
+    for want in "\"endpoint\":\"$ep\"" '"region":"us-east-1"'; do
+        echo "$token" | grep -qF "$want" || { echo "the token lacks $want: $token"; return 1; }
+    done
+    $S block close /mnt/b && no_loop || return 1
+    expect 0 "^opened .*key source kms (slot 0)" env AWS_ENDPOINT_URL=$dead \
+        $S block open $img /mnt/b --aws-timeout 30 || return 1
+    kms_call Decrypt ok || return 1
+    $S block close /mnt/b && no_loop && rm -f $img
+}
+
 # The one key every persistent case uses; 32 random bytes, root-only.
 head -c 32 /dev/urandom >/key && chmod 0400 /key
 # The kernel hands unknown `name=value` boot parameters to init as environment: `cases=a,b`.
@@ -504,7 +528,8 @@ cases=${cases:-"open_blank_formats luks2_parameters status_shows_block_volume cl
     file_mode_in_the_same_vm synced_data_survives_power_loss slots_new_volume_with_recovery
     slots_add_and_list slots_open_each slots_wrong_recovery_key slots_stock_cryptsetup_recovery
     slots_untokened_keyslot slots_remove_refusals slots_recovery_refused_on_existing_volume
-    kms_blank_volume_formats_and_reopens kms_unreachable_leaves_nothing_behind kms_missing_key_refused"}
+    kms_blank_volume_formats_and_reopens kms_unreachable_leaves_nothing_behind kms_missing_key_refused
+    kms_slot_records_its_endpoint"}
 kms_listen
 for c in $cases; do
     case_ "$c"

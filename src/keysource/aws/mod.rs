@@ -185,7 +185,7 @@ impl Aws {
         let mut sdk = loaded.map_err(|_| AwsError::Unreachable {
             service: "configuration",
             endpoint: "the instance metadata service".into(),
-            secs: timeout.as_secs(),
+            secs: whole_secs(timeout),
             detail: "loading the region and credentials chain timed out".into(),
         })?;
         if sdk.region().is_none() {
@@ -208,8 +208,10 @@ impl Aws {
         })
     }
 
+    /// The deadline in whole seconds, rounded up: a slot's share (what was left of the
+    /// command's deadline, e.g. 2.9 s of `--aws-timeout 3`) is not reported as 2 s.
     pub fn timeout_secs(&self) -> u64 {
-        self.timeout.as_secs()
+        whole_secs(self.timeout)
     }
 
     pub fn region(&self) -> String {
@@ -276,7 +278,7 @@ impl Aws {
             (Err(_), last) => Err(AwsError::Unreachable {
                 service,
                 endpoint,
-                secs: self.timeout.as_secs(),
+                secs: self.timeout_secs(),
                 detail: last.map_or_else(|| "no answer before the deadline".into(), |e| e.detail()),
             }),
         }
@@ -336,6 +338,10 @@ where
     }
 }
 
+fn whole_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
 fn unreachable(service: &'static str, endpoint: &str, secs: u64, detail: String) -> AwsError {
     AwsError::Unreachable {
         service,
@@ -381,6 +387,14 @@ pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines_are_reported_in_whole_seconds_rounded_up() {
+        assert_eq!(whole_secs(Duration::from_millis(2_900)), 3);
+        assert_eq!(whole_secs(Duration::from_secs(3)), 3);
+        assert_eq!(whole_secs(Duration::from_millis(1)), 1);
+        assert_eq!(whole_secs(Duration::ZERO), 0);
+    }
 
     #[test]
     fn classes() {
