@@ -65,7 +65,8 @@ cp "${CARGO_TARGET_DIR:-target}/debug/secretfs" "$ci_bin_dir/secretfs" || true
 fips_log=$(mktemp /tmp/secretfs-fips.XXXXXX)
 fips_started=$SECONDS
 nice -n 19 bash -c 'cargo test --quiet --features fips --lib crypto:: &&
-    cargo test --quiet --features fips --test format_vectors' >"$fips_log" 2>&1 &
+    cargo test --quiet --features fips --test format_vectors &&
+    cargo clippy --quiet --features fips --all-targets -- -D warnings' >"$fips_log" 2>&1 &
 fips_pid=$!
 step "block mode on real dm-crypt in a QEMU guest (tests/vm)" \
     bash tests/vm/run.sh "$ci_bin_dir/secretfs"
@@ -81,7 +82,7 @@ fips_collect() {
     echo "fips: $((SECONDS - fips_started)) s from its start, $((SECONDS - waited)) s waited for after the fuzzers"
     return "$rc"
 }
-step "FIPS build (--features fips): codec unit tests and format vectors on the FIPS module" fips_collect
+step "FIPS build (--features fips): codec unit tests and format vectors on the FIPS module, clippy" fips_collect
 rm -rf "$ci_bin_dir" "$fips_log"
 # cargo test runs each criterion bench once, in the debug build the tests already made.
 step "criterion benches in test mode" cargo test --quiet --bench codec
