@@ -113,8 +113,9 @@ fn a_host_without_ca_certificates_is_named_before_any_aws_call() {
         .env("SSL_CERT_DIR", &certs)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
-        // Nothing listens here: the refusal must come before any connection is tried.
-        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        // AWS's own HTTPS endpoint: the refusal comes before any connection is tried.
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -36,6 +36,7 @@ pub(crate) fn plan_volume(
         };
         let spec = key.spec(text)?;
         let plan = keys::plan_named(uuid, key, spec, &slots, "the volume's LUKS2 header")?;
+        refuse_unchecked_placement(&plan, key, &device.to_string())?;
         return Ok((plan, None));
     };
     let (trusted, untrusted): (Vec<KeySlot>, Vec<KeySlot>) =
@@ -50,6 +51,46 @@ pub(crate) fn plan_volume(
     }
     let plan = keys::plan_pinned(uuid, key, option, trusted, untrusted, None)?;
     Ok((plan, Some(pin)))
+}
+
+/// A first open calls AWS where the command line says, then pins the slot that opened as its
+/// token reads. Tokens are not authenticated (anyone who can write the LUKS2 header can edit
+/// them), so a region or endpoint a token names must be one the command line named too: else
+/// every later open would send its KMS calls (and the wrapped key) somewhere nobody checked.
+fn refuse_unchecked_placement(plan: &UnlockPlan, key: &KeyChoice, device: &str) -> Result<()> {
+    for attempt in plan.attempts() {
+        if !attempt.spec.uses_aws() {
+            continue;
+        }
+        let slot = &attempt.slot;
+        let differs =
+            |token: &Option<String>, given: &Option<String>| token.is_some() && token != given;
+        let mut named = Vec::new();
+        if differs(&slot.region, &key.aws.region) {
+            named.push(format!(
+                "--region {}",
+                slot.region.as_deref().unwrap_or_default()
+            ));
+        }
+        if differs(&slot.endpoint, &key.aws.endpoint) {
+            named.push(format!(
+                "--endpoint-url {}",
+                slot.endpoint.as_deref().unwrap_or_default()
+            ));
+        }
+        if !named.is_empty() {
+            return Err(Error::key(format!(
+                "slot {} of {device} names an AWS placement ({}) that this command did not, and a volume's LUKS2 tokens are not authenticated: nothing was tried",
+                slot.id,
+                named.join(" ")
+            ))
+            .hint(format!(
+                "if that is where its key lives, open once with {}; it is pinned after it opens the volume",
+                named.join(" ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The pin of a volume: `slots`, the ones this host trusts (never empty).
@@ -110,14 +151,15 @@ fn format_spec(
 /// one is opened by the first of its trusted slots whose keyslot takes the slot's passphrase.
 pub fn open(req: &OpenRequest, key: &KeyChoice, option: Option<&str>) -> Result<VolumeOpened> {
     crate::daemon::forbid_core_dumps();
+    // Checked as a token's reader will check them (a new slot records them), before anything
+    // is created or attached.
+    key.aws.placement()?;
     let mut prepared = block::prepare(req)?;
     let given = key.key.as_deref().or(option);
     let ephemeral = given.is_some_and(|t| t == "ephemeral");
     let target = std::fs::canonicalize(&req.target).unwrap_or_else(|_| req.target.clone());
     if prepared.needs_format(ephemeral)? {
         let spec = format_spec(key, option, &prepared)?;
-        // Checked as the token's reader will check them, before anything is written.
-        key.aws.placement()?;
         audit_to_stderr(spec.uses_aws());
         let persistent = !matches!(spec, KeySpec::Ephemeral);
         if req.recovery && !persistent {

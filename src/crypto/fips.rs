@@ -39,6 +39,52 @@ mod tests {
         }
     }
 
+    /// Whether `f` drew from the DRBG through our own `fill_random`.
+    fn draws_our_own(f: impl FnOnce()) -> bool {
+        use crate::crypto::keys::OUR_DRAWS;
+        let before = OUR_DRAWS.with(|n| n.get());
+        f();
+        OUR_DRAWS.with(|n| n.get()) != before
+    }
+
+    /// In every build, each seal whose nonce §5b says aws-lc draws inside the seal call makes no
+    /// draw of ours (so in the fips build the indicator's approval below is the seal's own).
+    #[test]
+    fn seals_leave_their_nonce_to_aws_lc_except_the_batched_draw() {
+        use crate::crypto::content::{FileCipher, FileHeader, NonceDraw, BLOCK_OVERHEAD};
+        use crate::crypto::keys::{wrap_key, SecretBytes};
+        use crate::crypto::names::NameCipher;
+        let (kek, key) = (SecretBytes::random(), SecretBytes::random());
+        assert!(
+            !draws_our_own(|| drop(wrap_key(&kek, &key, b"aad"))),
+            "key wrap"
+        );
+        let names = NameCipher::new(&SecretBytes::random(), &SecretBytes::random());
+        assert!(
+            !draws_our_own(|| drop(names.seal_xattr_value("user.x", b"v"))),
+            "xattr value"
+        );
+        let mut stored = vec![0u8; 10 + BLOCK_OVERHEAD];
+        let header = FileHeader::new_random();
+        let in_seal = FileCipher::with_nonce_draw(&[5; 32], &header, NonceDraw::InSeal);
+        assert!(
+            !draws_our_own(|| in_seal.seal_block(0, true, &[6; 10], &mut stored)),
+            "content block, nonce drawn in the seal"
+        );
+        // The probe can say yes: the default build's batched draw is ours.
+        let batched = FileCipher::with_nonce_draw(&[5; 32], &header, NonceDraw::Batched);
+        assert!(draws_our_own(|| batched.seal_block(
+            0,
+            true,
+            &[6; 10],
+            &mut stored
+        )));
+        assert_eq!(
+            crate::crypto::content::NONCE_DRAW == NonceDraw::InSeal,
+            FIPS_BUILD
+        );
+    }
+
     /// Whether aws-lc's service indicator counted an approved service while `f` ran.
     #[cfg(feature = "fips")]
     fn approved(f: impl FnOnce()) -> bool {
@@ -81,8 +127,8 @@ mod tests {
         );
         // FIPS 140-3 IG C.H: a GCM seal is approved only with an IV made inside the module's
         // seal call, which is how every seal of ours draws its nonce (RandomizedNonceKey). A key
-        // wrap and an xattr seal are one call each, so there a DRBG call of our own would count
-        // too; the content seal below is probed apart from any draw of ours.
+        // wrap and an xattr seal are one call each: that they make no DRBG call of ours (which
+        // would count as approved too) is checked by the test above.
         let (kek, key) = (SecretBytes::random(), SecretBytes::random());
         let mut wrapped = Vec::new();
         assert!(

@@ -165,9 +165,18 @@ fn scrub_stack() {
     std::hint::black_box(&scratch);
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How often this thread called `fill_random`: tests tell a nonce aws-lc drew inside a seal
+    /// from one we drew and passed in.
+    pub(crate) static OUR_DRAWS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// Fills `buf` from aws-lc's DRBG (`RAND_bytes`, seeded by the kernel; in the `fips` build the
 /// module's approved DRBG); a failing RNG is unrecoverable for a crypto filesystem.
 pub fn fill_random(buf: &mut [u8]) {
+    #[cfg(test)]
+    OUR_DRAWS.with(|n| n.set(n.get() + 1));
     aws_lc_rs::rand::fill(buf).unwrap_or_else(|_| {
         // ok: the kernel RNG never fails after boot; continuing without randomness is not an option
         std::process::abort()

@@ -494,7 +494,7 @@ t_kms_missing_key_refused() {
 
 # A KMS slot made with --region/--endpoint-url records them in its token (as `init` does in a
 # file-mode slot), so the volume opens through that endpoint with no flags, whatever the
-# environment says; a malformed endpoint is refused before anything is created.
+# environment says; a malformed endpoint is refused before anything is formatted.
 t_kms_slot_records_its_endpoint() {
     kms_ready || return
     ep=http://127.0.0.1:$KMS_PORT dead=http://127.0.0.1:9 img=/data/kms-ep.img
@@ -513,6 +513,18 @@ t_kms_slot_records_its_endpoint() {
     expect 0 "^opened .*key source kms (slot 0)" env AWS_ENDPOINT_URL=$dead \
         $S block open $img /mnt/b --aws-timeout 30 || return 1
     kms_call Decrypt ok || return 1
+    $S block close /mnt/b && no_loop || return 1
+    # A first use (no pin on this host): the token is not authenticated, so the placement it
+    # names is tried, and pinned, only when the command line names it too.
+    uuid=$(cryptsetup luksUUID $img) && rm -f "/etc/secretfs/pins/$uuid.json" || return 1
+    expect 3 "names an AWS placement (--region us-east-1 --endpoint-url $ep)" \
+        $S block open $img /mnt/b --key kms --kms-key "$KMS_KEY_ARN" --aws-timeout 30 || return 1
+    ! grep -q 'event="kms"' /tmp/exp || { echo "KMS was called for an unchecked placement"; return 1; }
+    no_mapping && no_loop && [ ! -e "/etc/secretfs/pins/$uuid.json" ] || return 1
+    expect 0 "^opened .*key source kms (slot 0)" $S block open $img /mnt/b --key kms \
+        --kms-key "$KMS_KEY_ARN" --region us-east-1 --endpoint-url "$ep" --aws-timeout 30 || return 1
+    kms_call Decrypt ok || return 1
+    [ -f "/etc/secretfs/pins/$uuid.json" ] || { echo "the first open pinned nothing"; return 1; }
     $S block close /mnt/b && no_loop && rm -f $img
 }
 

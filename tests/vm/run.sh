@@ -144,8 +144,8 @@ if [ -n "$kms_endpoint" ]; then
         /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["KeyMetadata"]["Arn"])') ||
         { echo "vm: cannot create a KMS key in moto at $kms_endpoint" >&2; exit 2; }
     printf 'KMS_KEY_ARN=%s\nKMS_PORT=8080\n' "$kms_arn" >"$rootfs/kms.env"
-    # secretfs refuses every AWS call on a host without CA roots (it could not verify AWS's
-    # TLS; the SDK's client loads them even for a plain-HTTP endpoint): the guest gets the host's.
+    # The SDK's client loads the CA roots even for a plain-HTTP endpoint, and a debug build
+    # asserts there are some: the guest gets the host's.
     install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
     /usr/bin/python3 "$here/kms-relay.py" --listen "$work/kms.sock" --upstream "$kms_upstream" \
         --log "$work/kms-relay.log" --ready "$work/kms.ready" 2>"$work/kms-relay.err" &

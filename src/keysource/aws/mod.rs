@@ -108,9 +108,19 @@ pub struct Placement {
 }
 
 /// The SDK verifies AWS's TLS certificates against the host's CA store (rustls-native-certs:
-/// SSL_CERT_FILE/SSL_CERT_DIR, else the distribution's bundle). With none it would fail every
-/// call with an unknown-issuer error (and a debug build asserts), so say what is missing first.
-fn require_trust_roots() -> Result<(), AwsError> {
+/// SSL_CERT_FILE/SSL_CERT_DIR, else the distribution's bundle). With none every HTTPS call
+/// would fail with an unknown-issuer error, so say what is missing first. KMS and S3 reached
+/// over plain HTTP (a slot's or AWS_ENDPOINT_URL's `http://` endpoint: an emulator, a local
+/// forwarder) need no CA store and are let through, as before (a debug build's SDK still
+/// asserts there is one).
+fn require_trust_roots(placement: &Placement) -> Result<(), AwsError> {
+    let endpoint = placement
+        .endpoint
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+    if endpoint.is_some_and(|e| e.starts_with("http://")) {
+        return Ok(());
+    }
     let found = rustls_native_certs::load_native_certs();
     if !found.certs.is_empty() {
         return Ok(());
@@ -146,7 +156,7 @@ impl Aws {
         placement: &Placement,
     ) -> Result<Self, AwsError> {
         let deadline = Instant::now() + timeout;
-        require_trust_roots()?;
+        require_trust_roots(placement)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
