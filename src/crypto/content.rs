@@ -109,7 +109,7 @@ pub enum NonceDraw {
     /// FIPS 140-3 IG C.H approves, at one DRBG call per block (≈ 0.4 µs of a 1.1 µs 4 KiB seal).
     InSeal,
     /// We draw the nonces of up to 64 blocks with one DRBG call and pass each in: large writes
-    /// seal ≈ 1.6× faster, but the module counts a seal with a caller's nonce as not approved.
+    /// seal ≈ 1.7× faster, but the module counts a seal with a caller's nonce as not approved.
     Batched,
 }
 
