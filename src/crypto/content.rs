@@ -265,8 +265,8 @@ impl BlockSealer<'_> {
         let (body, tag_out) = rest.split_at_mut(plain.len());
         body.copy_from_slice(plain);
         let aad = Aad::from(self.cipher.aad(index, is_final));
-        // A seal fails only past GCM's 64 GiB limit or when the module's DRBG fails, after
-        // which no nonce can be trusted: stop at once, as `fill_random` does.
+        // A seal fails only past GCM's 64 GiB limit (a block is 4 KiB) or when the module's
+        // DRBG fails, after which no nonce can be trusted.
         let tag = match &self.cipher.codec {
             BlockCodec::Aead {
                 in_seal: Some(in_seal),
@@ -274,7 +274,7 @@ impl BlockSealer<'_> {
             } => {
                 let (nonce, tag) = in_seal
                     .seal_in_place_separate_tag(aad, body)
-                    .unwrap_or_else(|_| std::process::abort());
+                    .unwrap_or_else(|_| super::keys::randomness_failed());
                 nonce_out.copy_from_slice(nonce.as_ref());
                 tag
             }
@@ -289,7 +289,7 @@ impl BlockSealer<'_> {
                 self.left = self.left.saturating_sub(1);
                 nonce_out.copy_from_slice(&nonce);
                 key.seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), aad, body)
-                    .unwrap_or_else(|_| std::process::abort())
+                    .unwrap_or_else(|_| super::keys::randomness_failed())
             }
             BlockCodec::Identity(control) => return control.seal_block(nonce_out, tag_out),
         };

@@ -177,10 +177,15 @@ thread_local! {
 pub fn fill_random(buf: &mut [u8]) {
     #[cfg(test)]
     OUR_DRAWS.with(|n| n.set(n.get() + 1));
-    aws_lc_rs::rand::fill(buf).unwrap_or_else(|_| {
-        // ok: the kernel RNG never fails after boot; continuing without randomness is not an option
-        std::process::abort()
-    });
+    aws_lc_rs::rand::fill(buf).unwrap_or_else(|_| randomness_failed());
+}
+
+/// Stops the process when aws-lc cannot produce randomness (its DRBG, or a seal that draws its
+/// own nonce, failed): no nonce or key can be trusted after that, so nothing may be sealed. The
+/// kernel RNG never fails after boot; the log line says why a mount went away if it ever does.
+pub fn randomness_failed() -> ! {
+    tracing::error!("aws-lc could not produce random bytes; stopping before anything is sealed");
+    std::process::abort()
 }
 
 /// The 32-byte root secret of one filesystem, as returned by a key source.
@@ -274,7 +279,7 @@ pub fn wrap_key(kek: &SecretBytes<KEY_LEN>, key: &SecretBytes<KEY_LEN>, aad: &[u
     let (nonce, tag) = wrapping_key(kek)
         .seal_in_place_separate_tag(Aad::from(aad), &mut sealed[..])
         // A 32-byte message is within GCM's limits; only a failed DRBG is left.
-        .unwrap_or_else(|_| std::process::abort());
+        .unwrap_or_else(|_| randomness_failed());
     let mut wrapped = nonce.as_ref().to_vec();
     wrapped.extend_from_slice(&sealed);
     wrapped.extend_from_slice(tag.as_ref());

@@ -184,7 +184,7 @@ impl NameCipher {
                         Aad::from(stored_name.as_bytes()),
                         &mut out[XATTR_NONCE_LEN..],
                     )
-                    .unwrap_or_else(|_| std::process::abort());
+                    .unwrap_or_else(|_| super::keys::randomness_failed());
                 out[..XATTR_NONCE_LEN].copy_from_slice(nonce.as_ref());
                 out.extend_from_slice(tag.as_ref());
             }
