@@ -379,3 +379,27 @@ fn each_pinned_key_slot_is_checked_in_its_own_region_and_endpoint() {
     assert_eq!(of(&format!("pin {fs_id} slot 0")), ["ok"], "{r:#}");
     assert_eq!(of(&format!("pin {fs_id} slot 2")), ["fail"], "{r:#}");
 }
+
+#[test]
+fn a_host_without_ca_certificates_is_told_to_install_them() {
+    let mut h = Host::new();
+    let (bundle, certs) = (h.dir.path().join("empty.pem"), h.dir.path().join("certs"));
+    std::fs::write(&bundle, b"").unwrap();
+    std::fs::create_dir(&certs).unwrap();
+    h.env.push(("SSL_CERT_FILE", bundle.display().to_string()));
+    h.env.push(("SSL_CERT_DIR", certs.display().to_string()));
+    h.env.push(("AWS_ACCESS_KEY_ID", "test".into()));
+    h.env.push(("AWS_SECRET_ACCESS_KEY", "test".into()));
+    // AWS's own HTTPS endpoints: nothing is contacted, the missing CA store is named first.
+    h.fstab(&["{d}/backing {d}/mnt secretfs key=kms,kms-key=alias/k,init=auto 0 0"]);
+    let (code, r) = h.doctor(&["--timeout", "2"]);
+    assert_eq!(code, 1, "{r:#}");
+    for name in ["aws credentials", "kms alias/k"] {
+        assert_status(&r, name, "fail", "no trusted CA certificates");
+        let fix = check(&r, name)["fix"].as_str().unwrap();
+        assert!(
+            fix.contains("install the ca-certificates package"),
+            "{name}: {fix}"
+        );
+    }
+}

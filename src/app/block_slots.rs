@@ -281,23 +281,16 @@ pub fn remove(req: &RemoveRequest) -> Result<VolumeRemoved> {
     }
     let (opened, pass) = vol.unlock(&req.unlock)?;
     if let Some(slot) = &target {
-        let mut ids: Vec<u32> = slots.iter().map(|s| s.id).collect();
-        ids.dedup();
-        if ids.len() == 1 {
-            return Err(Error::usage(format!(
-                "slot {} is the last slot of {}: without it the volume could never be opened again; nothing was changed",
-                slot.id,
-                vol.device.display()
-            ))
-            .hint("add another slot first: secretfs key add DEVICE --new-key SOURCE"));
-        }
-        if slot.id == opened.id && !req.force {
-            return Err(Error::usage(format!(
-                "slot {} is the one that opened the volume for this command; nothing was changed",
-                slot.id
-            ))
-            .hint("unlock with another slot (--slot N) to prove it still opens, or pass --force"));
-        }
+        let ids: std::collections::BTreeSet<u32> = slots.iter().map(|s| s.id).collect();
+        super::slots::refuse_removal(
+            super::slots::Removal {
+                slot: slot.id,
+                slots: ids.len(),
+                opened: opened.id,
+                force: req.force,
+            },
+            ("volume", &vol.device, "DEVICE"),
+        )?;
     }
     let pin = vol.repin(&opened, None, Some(req.slot))?;
     pins::store(Path::new(pins::PIN_DIR), &pin)

@@ -385,6 +385,38 @@ fn prove(
 
 /// Removes a slot. Never the last one; the slot that unlocked this command only with `force`
 /// (so that a mistyped id cannot take away the key in hand without a second thought).
+/// A `key remove` about to happen: the slot, how many slots there are, the one that unlocked
+/// this command, and whether `--force` was given.
+pub(super) struct Removal {
+    pub slot: u32,
+    pub slots: usize,
+    pub opened: u32,
+    pub force: bool,
+}
+
+/// What `key remove` refuses for stores and volumes alike (`whose`: "filesystem" or "volume",
+/// its path and the argument's name in usage): the last slot, which nothing could replace, and
+/// without `--force` the slot that unlocked this very command.
+pub(super) fn refuse_removal(r: Removal, whose: (&str, &Path, &str)) -> Result<()> {
+    let (what, place, arg) = whose;
+    if r.slots == 1 {
+        return Err(Error::usage(format!(
+            "slot {} is the last slot of {}: without it the {what} could never be opened again; nothing was changed",
+            r.slot,
+            place.display()
+        ))
+        .hint(format!("add another slot first: secretfs key add {arg} --new-key SOURCE")));
+    }
+    if r.slot == r.opened && !r.force {
+        return Err(Error::usage(format!(
+            "slot {} is the one that opened the {what} for this command; nothing was changed",
+            r.slot
+        ))
+        .hint("unlock with another slot (--slot N) to prove it still opens, or pass --force"));
+    }
+    Ok(())
+}
+
 pub fn remove(req: &RemoveRequest) -> Result<Removed> {
     let (backing, _lock, config, opened) = open_locked(&req.backing, &req.unlock)?;
     let all = config.slots();
@@ -394,21 +426,15 @@ pub fn remove(req: &RemoveRequest) -> Result<Removed> {
                 .hint(format!("secretfs key list {}", backing.display())),
         );
     };
-    if all.len() == 1 {
-        return Err(Error::usage(format!(
-            "slot {} is the last slot of {}: without it the filesystem could never be opened again; nothing was changed",
-            slot.id,
-            backing.display()
-        ))
-        .hint("add another slot first: secretfs key add BACKING --new-key SOURCE"));
-    }
-    if slot.id == opened.slot && !req.force {
-        return Err(Error::usage(format!(
-            "slot {} is the one that opened the filesystem for this command; nothing was changed",
-            slot.id
-        ))
-        .hint("unlock with another slot (--slot N) to prove it still opens, or pass --force"));
-    }
+    refuse_removal(
+        Removal {
+            slot: slot.id,
+            slots: all.len(),
+            opened: opened.slot,
+            force: req.force,
+        },
+        ("filesystem", &backing, "BACKING"),
+    )?;
     let mut after = config.clone();
     after
         .set_slots(all.into_iter().filter(|s| s.id != slot.id).collect())

@@ -30,6 +30,15 @@ expect() {
     [ "$rc" -eq "$code" ] || { echo "expected exit $code, got $rc"; return 1; }
     grep -q "$text" /tmp/exp || { echo "expected output to contain: $text"; return 1; }
 }
+# stock_mapping_reads_back NAME SUMS: the mapping cryptsetup itself opened as NAME holds the
+# files SUMS lists, read-only; it is closed whatever the outcome.
+stock_mapping_reads_back() {
+    mount -o ro "/dev/mapper/$1" /mnt/c && (cd /mnt/c && sha256sum -c "$2")
+    rc=$?
+    umount /mnt/c
+    cryptsetup close "$1"
+    return $rc
+}
 no_mapping() {
     if ls /dev/mapper | grep -q secretfs; then echo "mapping left behind:"; ls /dev/mapper; return 1; fi
 }
@@ -189,11 +198,7 @@ t_plain_cryptsetup_opens() {
     prk=$(hmac "$salt" "$(hex </key)")
     okm=$(hmac "$prk" "$(printf 'secretfs/v1/luks' | hex)01")
     printf %s "$okm" | cryptsetup open --key-file - /dev/vda plain || return 1
-    mount -o ro /dev/mapper/plain /mnt/c && (cd /mnt/c && sha256sum -c /tmp/sums)
-    rc=$?
-    umount /mnt/c
-    cryptsetup close plain
-    return $rc
+    stock_mapping_reads_back plain /tmp/sums
 }
 t_fstab_mount_umount() {
     echo "/dev/vda /mnt/c secretfs mode=block,key=keyfile:/key 0 0" >/etc/fstab
@@ -370,11 +375,7 @@ t_slots_wrong_recovery_key() {
 # line on stdin, newline ending it, is what cryptsetup reads as a typed passphrase).
 t_slots_stock_cryptsetup_recovery() {
     cryptsetup open $V emergency </tmp/rk || return 1
-    mount -o ro /dev/mapper/emergency /mnt/c && (cd /mnt/c && sha256sum -c /tmp/ssums)
-    rc=$?
-    umount /mnt/c
-    cryptsetup close emergency
-    return $rc
+    stock_mapping_reads_back emergency /tmp/ssums
 }
 # A keyslot with no token (a `key add` killed between luksAddKey and the token import): never
 # tried, listed, and wiped by `key remove`.

@@ -99,7 +99,10 @@ pub(super) fn credentials(timeout: Duration, needed: bool) -> (Check, Option<Cre
     // Resolving credentials needs no region; the hint only keeps connect from refusing.
     let aws = match Aws::connect(timeout, Some("us-east-1"), &Placement::default()) {
         Ok(a) => a,
-        Err(e) => return (Check::bad(missing, NAME, e.to_string(), fix), None),
+        Err(e) => {
+            let fix = connect_fix(&e, fix);
+            return (Check::bad(missing, NAME, e.to_string(), fix), None);
+        }
     };
     let Some(provider) = aws.sdk.credentials_provider() else {
         return (
@@ -233,7 +236,7 @@ fn kms_key(
 ) -> Check {
     let aws = match Aws::connect(timeout, region, placement) {
         Ok(a) => a,
-        Err(e) => return Check::fail(name, e.to_string(), "set AWS_REGION or region= in fstab"),
+        Err(e) => return Check::fail(name, e.to_string(), connect_fix(&e, "see the message")),
     };
     let client = aws_sdk_kms::Client::new(&aws.sdk);
     let endpoint = aws.endpoint("KMS");
@@ -330,6 +333,17 @@ fn kms_key(
     }
 }
 
+/// What fixes a failed `Aws::connect`, by what its error names; else `otherwise`.
+fn connect_fix(e: &AwsError, otherwise: &'static str) -> &'static str {
+    match e {
+        AwsError::NoRegion => "set AWS_REGION or region= in fstab",
+        AwsError::NoTrustRoots { .. } => {
+            "install the ca-certificates package (or set SSL_CERT_FILE to a CA bundle)"
+        }
+        _ => otherwise,
+    }
+}
+
 /// A dry HeadObject on the wrapped key's object.
 fn s3_object(
     name: &str,
@@ -343,7 +357,7 @@ fn s3_object(
     };
     let aws = match Aws::connect(timeout, region, placement) {
         Ok(a) => a,
-        Err(e) => return Check::fail(name, e.to_string(), "set AWS_REGION or region= in fstab"),
+        Err(e) => return Check::fail(name, e.to_string(), connect_fix(&e, "see the message")),
     };
     match S3::new(&aws).exists(&parsed) {
         Ok(true) => Check::ok(name, "the object exists (HeadObject)"),
