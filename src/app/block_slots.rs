@@ -228,14 +228,7 @@ pub fn add(req: &AddRequest) -> Result<Added> {
     pins::store(Path::new(pins::PIN_DIR), &pin)
         .map_err(|e| Error::failure(format!("{e}; nothing was changed")))?;
     bslots::add(&vol.device, opened.id, &pass, &slot, &new_pass)?;
-    let fs = uuid.to_string();
-    crate::audit::slot_changed(&fs, "add", id, slot.source.kind(), &slot.source.identity());
-    Ok(Added {
-        fs_id: fs,
-        slot: id,
-        key_source: slot.source.kind(),
-        recovery_text: new.recovery_text,
-    })
+    Ok(Added::audited(uuid.to_string(), &slot, new.recovery_text))
 }
 
 /// The new slot must give, read back as an open will read it (a KMS Decrypt in the slot's own

@@ -105,6 +105,24 @@ pub struct Added {
     pub recovery_text: Option<zeroize::Zeroizing<String>>,
 }
 
+impl Added {
+    /// The result of a committed `key add` of `slot` to filesystem or volume `fs_id`, audited.
+    pub(super) fn audited(
+        fs_id: String,
+        slot: &KeySlot,
+        recovery_text: Option<zeroize::Zeroizing<String>>,
+    ) -> Added {
+        let kind = slot.source.kind();
+        crate::audit::slot_changed(&fs_id, "add", slot.id, kind, &slot.source.identity());
+        Added {
+            fs_id,
+            slot: slot.id,
+            key_source: kind,
+            recovery_text,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RemoveRequest {
     pub backing: PathBuf,
@@ -277,14 +295,11 @@ pub fn add(req: &AddRequest) -> Result<Added> {
     after.set_slots(all).map_err(Error::usage)?;
     let pin = repin(&backing, &config, &after, Some(id))?;
     commit_add(&backing, &pin, &after, &opened)?;
-    let fs = config.fs_id.to_string();
-    crate::audit::slot_changed(&fs, "add", id, slot.source.kind(), &slot.source.identity());
-    Ok(Added {
-        fs_id: fs,
-        slot: id,
-        key_source: slot.source.kind(),
-        recovery_text: new.recovery_text,
-    })
+    Ok(Added::audited(
+        config.fs_id.to_string(),
+        &slot,
+        new.recovery_text,
+    ))
 }
 
 /// The new slot's source as `key add` names it (for a store or a volume): never ephemeral; KMS

@@ -92,36 +92,36 @@ pub struct OpenRequest {
 
 /// Refuses early, before anything is created, when block mode cannot work on this host.
 pub fn preflight() -> Result<(), BlockError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(BlockError::NotRoot);
-    }
+    require_root()?;
     if !has_device_mapper() {
         return Err(BlockError::NoDeviceMapper);
     }
-    if tool("cryptsetup").is_none() {
-        return Err(BlockError::ToolMissing {
-            tool: "cryptsetup",
-            package: "cryptsetup-bin",
-        });
-    }
-    Ok(())
+    require_cryptsetup()
 }
 
 /// The checks for commands that only read or change a LUKS2 header (`key list|add|remove`):
 /// root and cryptsetup, but no device-mapper (nothing is activated).
 pub fn preflight_header() -> Result<(), BlockError> {
+    require_root()?;
+    require_cryptsetup()
+}
+
+fn require_root() -> Result<(), BlockError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(BlockError::NotRoot);
     }
-    if tool("cryptsetup").is_none() {
-        return Err(BlockError::ToolMissing {
+    Ok(())
+}
+
+fn require_cryptsetup() -> Result<(), BlockError> {
+    match tool("cryptsetup") {
+        Some(_) => Ok(()),
+        None => Err(BlockError::ToolMissing {
             tool: "cryptsetup",
             package: "cryptsetup-bin",
-        });
+        }),
     }
-    Ok(())
 }
 
 /// Whether this kernel has device-mapper: registered in /proc/misc, or loadable (opening the
